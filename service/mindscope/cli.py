@@ -1,0 +1,93 @@
+"""`mindscope train ...` and `mindscope serve ...`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _train(args: argparse.Namespace) -> int:
+    from mindscope.training.data import load_cifar10_download, load_image_folder
+    from mindscope.training.train import TrainConfig, train
+
+    config = TrainConfig(
+        epochs=args.epochs,
+        widths=args.widths,
+        batch_size=args.batch_size,
+        val_size=args.val_size,
+        seed=args.seed,
+        peak_learning_rate=args.learning_rate,
+        augment=not args.no_augment,
+    )
+    out = Path(args.out)
+    work_dir = Path(args.work_dir) if args.work_dir else out.with_name(out.name + ".partial")
+    if args.data:
+        data = load_image_folder(Path(args.data), per_class_limit=args.per_class_limit)
+    else:
+        data = load_cifar10_download()
+    print(f"{data.description}; training {config.epochs} epochs, checkpoints in {work_dir}", flush=True)
+    entry = train(data, out, config, work_dir, resume=args.resume, verbose=args.verbose)
+    print(f"wrote {entry}", flush=True)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from mindscope.app import create_app
+    from mindscope.config import Settings
+
+    overrides = {"model_store_dir": Path(args.model_store)} if args.model_store else {}
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def _widths(text: str) -> tuple[int, int, int]:
+    parts = tuple(int(part) for part in text.split(","))
+    if len(parts) != 3 or min(parts) < 1:
+        raise argparse.ArgumentTypeError("give three positive channel counts, e.g. 32,64,128")
+    return parts  # type: ignore[return-value]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mindscope", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train the All-CNN and write a model_store entry")
+    train.add_argument("--data", help="folder of class-named image folders; omit to download CIFAR-10")
+    train.add_argument("--out", required=True, help="store entry to create, e.g. model_store/cifar10-allcnn/1")
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument(
+        "--widths",
+        type=_widths,
+        default=(32, 64, 128),
+        help="channels of conv1-3, conv4-6 and conv7-8, e.g. 128,128,128 for the seed's net",
+    )
+    train.add_argument("--batch-size", type=int, default=128)
+    train.add_argument("--val-size", type=int, default=5000, help="held-out validation images")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--learning-rate", type=float, default=0.08, help="peak of the warm-up/cosine schedule")
+    train.add_argument("--per-class-limit", type=int, help="use only the first N images of each class")
+    train.add_argument("--no-augment", action="store_true", help="no random crops or flips")
+    train.add_argument("--work-dir", help="checkpoint folder (default: OUT.partial beside OUT)")
+    train.add_argument("--resume", action="store_true", help="continue from the last epoch's checkpoint")
+    train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
+    train.set_defaults(run=_train)
+
+    serve = commands.add_parser("serve", help="serve the model store over HTTP")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--model-store", help="model store folder (default: MINDSCOPE_MODEL_STORE_DIR or ./model_store)")
+    serve.set_defaults(run=_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""The model store: `<root>/<name>/<integer version>/` holding one trained model and what explains it.
+
+An entry holds `model.keras` (serving form, no optimizer state), `initial.weights.h5` (the same
+network before its first training step), `history.json` and `metadata.json`, which lists the
+SHA-256 of every other file. `metadata.json` is written last, so a directory without it is not
+an entry; loading refuses any file whose digest does not match.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from mindscope.errors import ModelIntegrityError, ModelNotFound
+
+MODEL_FILE = "model.keras"
+INITIAL_WEIGHTS_FILE = "initial.weights.h5"
+HISTORY_FILE = "history.json"
+METADATA_FILE = "metadata.json"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class StoreEntryFiles:
+    serving_model: keras.Model
+    initial_model: keras.Model
+    history: list[dict[str, float]]
+
+
+def write_store_entry(out_dir: Path, files: StoreEntryFiles, metadata: dict[str, Any]) -> Path:
+    """Write a complete entry to `out_dir` (which must not exist yet) atomically; return it."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise FileExistsError(f"{out_dir} already exists; choose a new version number")
+    if not out_dir.name.isdigit():
+        raise ValueError(f"the last part of {out_dir} must be an integer version, e.g. .../cifar10/1")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    staging.chmod(0o755)
+    try:
+        files.serving_model.save(staging / MODEL_FILE)
+        files.initial_model.save_weights(staging / INITIAL_WEIGHTS_FILE)
+        (staging / HISTORY_FILE).write_text(json.dumps(files.history, indent=2) + "\n")
+        full = {
+            "name": out_dir.parent.name,
+            "version": int(out_dir.name),
+            **metadata,
+            "framework": {"tensorflow": _tf_version(), "keras": keras.__version__},
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "files": {
+                name: {"sha256": sha256_file(staging / name), "bytes": (staging / name).stat().st_size}
+                for name in (MODEL_FILE, INITIAL_WEIGHTS_FILE, HISTORY_FILE)
+            },
+        }
+        (staging / METADATA_FILE).write_text(json.dumps(full, indent=2) + "\n")
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _tf_version() -> str:
+    import tensorflow as tf
+
+    return str(tf.__version__)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    version: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.version}"
+
+
+class ModelStore:
+    """Read access to a store directory; names and versions are matched exactly, never as paths."""
+
+    def __init__(self, root: Path, default_name: str | None = None) -> None:
+        self.root = Path(root)
+        self.default_name = default_name
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if _NAME.match(p.name) and self.versions(p.name))
+
+    def versions(self, name: str) -> list[int]:
+        if not _NAME.match(name):
+            return []
+        model_dir = self.root / name
+        if not model_dir.is_dir():
+            return []
+        return sorted(
+            int(p.name) for p in model_dir.iterdir() if p.name.isdigit() and (p / METADATA_FILE).is_file()
+        )
+
+    def resolve(self, name: str | None = None, version: int | None = None) -> ModelRef:
+        """The entry a request means: the default name when none, the highest version when none."""
+        names = self.names()
+        if name is None:
+            if self.default_name is not None:
+                name = self.default_name
+            elif len(names) == 1:
+                name = names[0]
+            elif not names:
+                raise ModelNotFound(f"the model store at {self.root.name}/ holds no models", available=[])
+            else:
+                raise ModelNotFound(
+                    "several models are stored and no default is set; name one with ?model=",
+                    available=names,
+                )
+        if name not in names:
+            raise ModelNotFound(f"no model named {name!r}", available=names)
+        versions = self.versions(name)
+        if version is None:
+            return ModelRef(name, versions[-1])
+        if version not in versions:
+            raise ModelNotFound(f"model {name!r} has no version {version}", available_versions=versions)
+        return ModelRef(name, version)
+
+    def entry_dir(self, ref: ModelRef) -> Path:
+        return self.root / ref.name / str(ref.version)
+
+    def read_metadata(self, ref: ModelRef) -> dict[str, Any]:
+        path = self.entry_dir(ref) / METADATA_FILE
+        try:
+            metadata: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelIntegrityError(f"{ref.label}: {METADATA_FILE} cannot be read ({exc})") from exc
+        return metadata
+
+    def verify(self, ref: ModelRef) -> dict[str, Any]:
+        """Check every file's SHA-256 against metadata.json; return the metadata."""
+        metadata = self.read_metadata(ref)
+        files = metadata.get("files")
+        if not isinstance(files, dict) or MODEL_FILE not in files:
+            raise ModelIntegrityError(f"{ref.label}: {METADATA_FILE} lists no file digests")
+        for file_name, expected in files.items():
+            path = self.entry_dir(ref) / file_name
+            if not path.is_file():
+                raise ModelIntegrityError(f"{ref.label}: {file_name} is missing", file=file_name)
+            actual = sha256_file(path)
+            if actual != expected["sha256"]:
+                raise ModelIntegrityError(
+                    f"{ref.label}: {file_name} does not match its SHA-256 in {METADATA_FILE}; "
+                    "the file is corrupt or was replaced, retrain or restore it",
+                    file=file_name,
+                    expected_sha256=expected["sha256"],
+                    actual_sha256=actual,
+                )
+        return metadata
+
+    def load(self, ref: ModelRef) -> tuple[keras.Model, dict[str, Any]]:
+        """Verify, then load the serving model with `safe_mode=True` (no Lambda or custom code)."""
+        metadata = self.verify(ref)
+        try:
+            model = keras.saving.load_model(self.entry_dir(ref) / MODEL_FILE, compile=False, safe_mode=True)
+        except Exception as exc:
+            raise ModelIntegrityError(f"{ref.label}: {MODEL_FILE} cannot be loaded safely ({exc})") from exc
+        return model, metadata

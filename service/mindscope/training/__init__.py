@@ -1,0 +1,1 @@
+"""The network definition, data loading and the training loop (TensorFlow/Keras, no web code)."""

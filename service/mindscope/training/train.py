@@ -1,0 +1,188 @@
+"""The training loop: checkpoints every epoch, `resume`, history, and export to the model store."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from mindscope.engine.images import scale_to_unit
+from mindscope.engine.store import StoreEntryFiles, write_store_entry
+from mindscope.training.data import AugmentedBatches, LabelledImages, split_validation
+from mindscope.training.network import (
+    CONV_NAMES,
+    INPUT_SHAPE,
+    build_training_model,
+    fold_batch_norm,
+    init_stddevs,
+)
+
+CHECKPOINT_FILE = "checkpoint.keras"
+STATE_FILE = "state.json"
+INITIAL_FILE = "initial.weights.h5"
+HISTORY_FILE = "history.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    widths: tuple[int, int, int] = (32, 64, 128)
+    batch_size: int = 128
+    val_size: int = 5000
+    seed: int = 0
+    peak_learning_rate: float = 0.08
+    warmup_epochs: float = 1.0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    augment: bool = True
+
+
+class _EpochCheckpoint(keras.callbacks.Callback):
+    """After each epoch: the full model with optimizer state, the epoch count and the history."""
+
+    def __init__(self, work_dir: Path, history: list[dict[str, float]], started: float):
+        super().__init__()
+        self.work_dir = work_dir
+        self.history = history
+        self.started = started
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        logs = logs or {}
+        self.history.append(
+            {
+                "epoch": epoch + 1,
+                "loss": float(logs["loss"]),
+                "accuracy": float(logs["accuracy"]),
+                "val_loss": float(logs["val_loss"]),
+                "val_accuracy": float(logs["val_accuracy"]),
+                "learning_rate": float(logs.get("learning_rate", float("nan"))),
+                "elapsed_s": round(time.monotonic() - self.started, 1),
+            }
+        )
+        self.model.save(self.work_dir / (CHECKPOINT_FILE + ".tmp.keras"))
+        (self.work_dir / (CHECKPOINT_FILE + ".tmp.keras")).replace(self.work_dir / CHECKPOINT_FILE)
+        _write_json(self.work_dir / HISTORY_FILE, self.history)
+        _write_json(self.work_dir / STATE_FILE, {"epochs_done": epoch + 1})
+
+
+def _write_json(path: Path, value: object) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _compile(model: keras.Model, config: TrainConfig, steps: int) -> None:
+    total = config.epochs * steps
+    warmup = max(1, int(config.warmup_epochs * steps))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.peak_learning_rate / 10,
+        decay_steps=max(1, total - warmup),
+        alpha=0.0,
+        warmup_target=config.peak_learning_rate,
+        warmup_steps=warmup,
+    )
+    optimizer = keras.optimizers.SGD(
+        learning_rate=schedule,
+        momentum=config.momentum,
+        nesterov=True,
+        weight_decay=config.weight_decay,
+    )
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+
+def evaluate_accuracy(model: keras.Model, data: LabelledImages, batch_size: int = 500) -> float:
+    probabilities = model.predict(scale_to_unit(data.images), batch_size=batch_size, verbose=0)
+    return float(np.mean(np.argmax(probabilities, axis=1) == data.labels))
+
+
+def train(
+    data: LabelledImages,
+    out_dir: Path,
+    config: TrainConfig,
+    work_dir: Path,
+    resume: bool = False,
+    verbose: int = 1,
+) -> Path:
+    """Train on `data` less a held-out split, then write a complete store entry to `out_dir`.
+
+    `work_dir` keeps the per-epoch checkpoint, the initial weights and the history, so an
+    interrupted run continues with `resume=True` from its last finished epoch.
+    """
+    keras.utils.set_random_seed(config.seed)
+    train_idx, val_idx = split_validation(len(data), config.val_size, config.seed)
+    train_data, val_data = data.subset(train_idx), data.subset(val_idx)
+    validation = (scale_to_unit(val_data.images), val_data.labels)
+    work_dir.mkdir(parents=True, exist_ok=True)
+
+    state_path = work_dir / STATE_FILE
+    if resume and state_path.exists():
+        epochs_done = json.loads(state_path.read_text())["epochs_done"]
+        model = keras.saving.load_model(work_dir / CHECKPOINT_FILE)
+        history = json.loads((work_dir / HISTORY_FILE).read_text())
+    else:
+        epochs_done = 0
+        model = build_training_model(config.widths, len(data.class_names), config.seed)
+        _compile(model, config, steps_per_epoch(len(train_data), config.batch_size))
+        model.save_weights(work_dir / INITIAL_FILE)
+        history = []
+
+    batches = AugmentedBatches(train_data, config.batch_size, config.seed, config.augment, epochs_done)
+    started = time.monotonic() - (history[-1]["elapsed_s"] if history else 0.0)
+    if epochs_done < config.epochs:
+        model.fit(
+            batches,
+            epochs=config.epochs,
+            initial_epoch=epochs_done,
+            validation_data=validation,
+            callbacks=[_EpochCheckpoint(work_dir, history, started)],
+            verbose=verbose,
+        )
+
+    serving = fold_batch_norm(model)
+    initial_training = build_training_model(config.widths, len(data.class_names), config.seed)
+    initial_training.load_weights(work_dir / INITIAL_FILE)
+    initial_serving = fold_batch_norm(initial_training)
+    val_accuracy = evaluate_accuracy(serving, val_data)
+    metadata = {
+        "class_names": list(data.class_names),
+        "input_shape": list(INPUT_SHAPE),
+        "preprocessing": {
+            "color": "RGB (alpha composited on white)",
+            "resize": "Pillow bilinear to 32x32",
+            "scale": "uint8 / 255 -> float32 in [0, 1]",
+        },
+        "architecture": {
+            "layers": list(CONV_NAMES),
+            "widths": {"conv1-3": config.widths[0], "conv4-6": config.widths[1], "conv7-8": config.widths[2]},
+            "activation": "elu",
+            "pooling": "2x2 average after conv3 and conv6",
+            "head": "1x1 conv9 to classes, global average pooling, softmax",
+            "batch_norm": "used in training, folded into conv kernels and biases at export",
+        },
+        "init_stddev": init_stddevs(),
+        "training": {
+            **asdict(config),
+            "optimizer": "SGD, Nesterov momentum, decoupled weight decay",
+            "schedule": "linear warm-up then cosine decay to 0",
+            "augmentation": "4-pixel reflect-padded random crop, horizontal flip" if config.augment else "none",
+            "train_size": len(train_data),
+            "duration_s": history[-1]["elapsed_s"] if history else 0.0,
+        },
+        "dataset": {"description": data.description, "validation": f"{len(val_data)} held-out images, seed {config.seed}"},
+        "validation_accuracy": val_accuracy,
+        "validation_size": len(val_data),
+    }
+    return write_store_entry(
+        out_dir,
+        StoreEntryFiles(serving_model=serving, initial_model=initial_serving, history=history),
+        metadata,
+    )
+
+
+def steps_per_epoch(train_size: int, batch_size: int) -> int:
+    return math.ceil(train_size / batch_size)
