@@ -27,5 +27,55 @@ class ModelNotFound(MindscopeError):
 class ModelIntegrityError(MindscopeError):
     """A store entry's files do not match the SHA-256 values in its metadata, or cannot be read."""
 
-    status_code = 500
+    status_code = 503
     code = "model_integrity_error"
+
+
+class ModelNotReady(MindscopeError):
+    status_code = 503
+    code = "model_not_ready"
+
+
+class UnknownLayer(MindscopeError):
+    status_code = 404
+    code = "unknown_layer"
+
+
+class UnknownClass(MindscopeError):
+    status_code = 422
+    code = "unknown_class"
+
+
+class InvalidImage(MindscopeError):
+    """The body could not be decoded as an image of a supported kind."""
+
+    status_code = 400
+    code = "invalid_image"
+
+
+class InvalidInput(MindscopeError):
+    """The request is well-formed but its values cannot be used (wrong array shape, bad option)."""
+
+    status_code = 422
+    code = "invalid_input"
+
+
+class UnsupportedMediaType(MindscopeError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class PayloadTooLarge(MindscopeError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class Overloaded(MindscopeError):
+    status_code = 503
+    code = "overloaded"
+
+
+class Unauthorized(MindscopeError):
+    status_code = 401
+    code = "unauthorized"
+    headers = {"WWW-Authenticate": 'Bearer realm="mindscope"'}

@@ -111,9 +111,7 @@ class ModelStore:
         model_dir = self.root / name
         if not model_dir.is_dir():
             return []
-        return sorted(
-            int(p.name) for p in model_dir.iterdir() if p.name.isdigit() and (p / METADATA_FILE).is_file()
-        )
+        return sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit() and (p / METADATA_FILE).is_file())
 
     def resolve(self, name: str | None = None, version: int | None = None) -> ModelRef:
         """The entry a request means: the default name when none, the highest version when none."""

@@ -173,7 +173,10 @@ def train(
             "train_size": len(train_data),
             "duration_s": history[-1]["elapsed_s"] if history else 0.0,
         },
-        "dataset": {"description": data.description, "validation": f"{len(val_data)} held-out images, seed {config.seed}"},
+        "dataset": {
+            "description": data.description,
+            "validation": f"{len(val_data)} held-out images, seed {config.seed}",
+        },
         "validation_accuracy": val_accuracy,
         "validation_size": len(val_data),
     }

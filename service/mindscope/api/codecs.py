@@ -1,0 +1,229 @@
+"""Request bodies -> model-ready images, and response negotiation. Every route uses these.
+
+Accepted bodies (one image unless noted):
+- multipart/form-data with the image in field `file` (and optionally a baseline image in `baseline`);
+- a raw body with Content-Type image/png, image/jpeg or image/webp;
+- application/json `{"instances": [...], "value_range": "0-255" | "0-1", "baseline": instance?}`,
+  an instance being a (32, 32, 3) array or `{"b64": "<base64 PNG/JPEG/WebP>"}`; may hold a batch.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import warnings
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import Request
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import UploadFile
+
+from mindscope.api.schemas import ImageInfo
+from mindscope.engine.images import INPUT_SIZE, scale_to_unit, to_rgb_array
+from mindscope.errors import InvalidImage, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+
+IMAGE_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
+DECODABLE_FORMATS = ("PNG", "JPEG", "WEBP")
+ACCEPTED_TYPES = ["multipart/form-data", *IMAGE_TYPES, "application/json"]
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """pixels: float32 (32, 32, 3) in [0, 1]; info: what was received."""
+
+    pixels: np.ndarray
+    info: ImageInfo
+
+
+@dataclass(frozen=True)
+class DecodedRequest:
+    images: list[DecodedImage]
+    baseline: DecodedImage | None
+    batch: bool  # True for JSON `instances`, which answer in batch form
+
+    def single(self) -> DecodedImage:
+        if len(self.images) != 1:
+            raise InvalidInput(f"this endpoint explains one image; got {len(self.images)}", count=len(self.images))
+        return self.images[0]
+
+
+class B64Instance(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    b64: str
+
+
+Instance = B64Instance | list[Any]
+
+
+class InstancesRequest(BaseModel):
+    """JSON body: TF Serving's `instances`, plus the value range of raw arrays."""
+
+    model_config = ConfigDict(extra="forbid")
+    instances: Annotated[list[Instance], Field(min_length=1)]
+    value_range: Literal["0-255", "0-1"] = Field("0-255", description="range of raw array instances")
+    baseline: Instance | None = Field(None, description="baseline image for ?baseline=upload")
+
+
+def decode_image_bytes(data: bytes, max_pixels: int) -> DecodedImage:
+    """PNG/JPEG/WebP bytes -> model input; other formats -> 415, garbage -> 400, huge -> 413."""
+    if not data:
+        raise InvalidImage("the image is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=DECODABLE_FORMATS)
+    except UnidentifiedImageError:
+        raise _unsupported_or_invalid(data) from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise PayloadTooLarge(f"the image has too many pixels ({exc})", max_pixels=max_pixels) from None
+    with image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise PayloadTooLarge(
+                f"the image is {width}x{height} pixels; at most {max_pixels} pixels are accepted",
+                width=width,
+                height=height,
+                max_pixels=max_pixels,
+            )
+        info = ImageInfo(width=width, height=height, mode=image.mode, format=image.format or "unknown")
+        try:
+            pixels = to_rgb_array(image)
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise InvalidImage(f"the {info.format} image could not be decoded: {exc}") from None
+    return DecodedImage(scale_to_unit(pixels), info)
+
+
+def _unsupported_or_invalid(data: bytes) -> Exception:
+    try:
+        with Image.open(io.BytesIO(data)) as other:
+            found = other.format
+    except Exception:
+        return InvalidImage(
+            "the body is not a decodable image; send PNG, JPEG or WebP bytes", accepted=list(DECODABLE_FORMATS)
+        )
+    return UnsupportedMediaType(
+        f"{found} images are not accepted; send PNG, JPEG or WebP", found=found, accepted=list(DECODABLE_FORMATS)
+    )
+
+
+def decode_array(instance: list[Any], value_range: str) -> DecodedImage:
+    try:
+        array = np.asarray(instance, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise InvalidInput("an array instance must be a rectangular (32, 32, 3) array of numbers") from None
+    expected = (*INPUT_SIZE[::-1], 3)
+    if array.shape != expected:
+        raise InvalidInput(
+            f"an array instance must have shape {list(expected)}; got {list(array.shape)}",
+            expected_shape=list(expected),
+            shape=list(array.shape),
+        )
+    top = 255.0 if value_range == "0-255" else 1.0
+    if not np.isfinite(array).all() or array.min() < 0 or array.max() > top:
+        raise InvalidInput(
+            f"array values must be finite and within {value_range}; set value_range to match your data",
+            value_range=value_range,
+        )
+    pixels = (array / top).astype(np.float32)
+    return DecodedImage(pixels, ImageInfo(width=expected[1], height=expected[0], mode="array", format="array"))
+
+
+def _decode_instance(instance: Instance, value_range: str, max_pixels: int) -> DecodedImage:
+    if isinstance(instance, B64Instance):
+        try:
+            data = base64.b64decode(instance.b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidImage("the b64 field is not valid base64") from None
+        return decode_image_bytes(data, max_pixels)
+    return decode_array(instance, value_range)
+
+
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_images(request: Request, max_pixels: int, max_instances: int) -> DecodedRequest:
+    """Decode whatever supported body the request carries (see the module docstring)."""
+    content_type = _content_type(request)
+    if content_type == "multipart/form-data":
+        form = await request.form(max_files=2, max_fields=8)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise InvalidInput("the multipart body needs the image in a file field named 'file'")
+        image = decode_image_bytes(await upload.read(), max_pixels)
+        baseline_upload = form.get("baseline")
+        baseline = None
+        if isinstance(baseline_upload, UploadFile):
+            baseline = decode_image_bytes(await baseline_upload.read(), max_pixels)
+        return DecodedRequest([image], baseline, batch=False)
+    if content_type in IMAGE_TYPES:
+        return DecodedRequest([decode_image_bytes(await request.body(), max_pixels)], None, batch=False)
+    if content_type == "application/json":
+        try:
+            body = InstancesRequest.model_validate(json.loads(await request.body()))
+        except (ValueError, RecursionError) as exc:
+            if isinstance(exc, ValidationError):
+                raise InvalidInput(
+                    'the JSON body must be {"instances": [...]}',
+                    errors=json.loads(exc.json(include_url=False, include_context=False)),
+                ) from None
+            raise InvalidInput(f"the body is not valid JSON: {exc}") from None
+        if len(body.instances) > max_instances:
+            raise PayloadTooLarge(
+                f"{len(body.instances)} instances; at most {max_instances} per request",
+                max_instances=max_instances,
+            )
+        images = [_decode_instance(i, body.value_range, max_pixels) for i in body.instances]
+        baseline = None if body.baseline is None else _decode_instance(body.baseline, body.value_range, max_pixels)
+        return DecodedRequest(images, baseline, batch=True)
+    raise UnsupportedMediaType(f"unsupported Content-Type {content_type or '(none)'}", accepted=ACCEPTED_TYPES)
+
+
+def wants_png(request: Request, format_param: str | None) -> bool:
+    """?format=png|json wins; otherwise an Accept header naming image/png but not JSON."""
+    if format_param is not None:
+        return format_param == "png"
+    accept = request.headers.get("accept", "").lower()
+    return "image/png" in accept and "application/json" not in accept
+
+
+_INSTANCE_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        {"type": "object", "required": ["b64"], "properties": {"b64": {"type": "string", "format": "byte"}}},
+        {"type": "array", "description": "(32, 32, 3) nested numbers in value_range"},
+    ]
+}
+_INSTANCES_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["instances"],
+    "properties": {
+        "instances": {"type": "array", "minItems": 1, "items": _INSTANCE_SCHEMA},
+        "value_range": {"type": "string", "enum": ["0-255", "0-1"], "default": "0-255"},
+        "baseline": _INSTANCE_SCHEMA,
+    },
+}
+IMAGE_REQUEST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "One image as a multipart upload or raw bytes, or JSON instances.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "baseline": {"type": "string", "format": "binary"},
+                    },
+                }
+            },
+            **{media: {"schema": {"type": "string", "format": "binary"}} for media in IMAGE_TYPES},
+            "application/json": {"schema": _INSTANCES_SCHEMA},
+        },
+    }
+}

@@ -1,0 +1,60 @@
+"""Dependencies as Annotated aliases: settings, the registry, the selected model, the decoded body."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+
+from mindscope.api.codecs import DecodedRequest, read_images
+from mindscope.config import Settings
+from mindscope.engine.runtime import LoadedModel, ModelRegistry
+from mindscope.errors import ModelNotReady, Unauthorized
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_registry(request: Request) -> ModelRegistry:
+    registry: ModelRegistry = request.app.state.registry
+    return registry
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+
+
+def require_api_key(request: Request, settings: SettingsDep) -> None:
+    """With MINDSCOPE_API_KEY set: `Authorization: Bearer KEY` or `X-API-Key: KEY` on every call."""
+    if settings.api_key is None:
+        return
+    expected = settings.api_key.get_secret_value().encode()
+    header = request.headers.get("authorization", "")
+    given = header[7:] if header.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
+    if not hmac.compare_digest(given.encode(), expected):
+        raise Unauthorized("a valid API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'")
+
+
+def get_model(
+    request: Request,
+    registry: RegistryDep,
+    model: Annotated[str | None, Query(max_length=64, description="model name; default: the store's")] = None,
+    version: Annotated[int | None, Query(ge=1, description="model version; default: the highest")] = None,
+) -> LoadedModel:
+    if not request.app.state.ready:
+        raise ModelNotReady("the model is still loading; retry shortly", retry_after_s=1)
+    return registry.get(model, version)
+
+
+async def get_decoded(request: Request, settings: SettingsDep) -> DecodedRequest:
+    return await read_images(request, settings.max_image_pixels, settings.max_batch_instances)
+
+
+ModelDep = Annotated[LoadedModel, Depends(get_model)]
+DecodedDep = Annotated[DecodedRequest, Depends(get_decoded)]
+FormatQuery = Annotated[
+    str | None, Query(pattern="^(json|png)$", description="png or json; overrides the Accept header")
+]

@@ -1,0 +1,25 @@
+"""Small mappings shared by routes: PNG responses and engine objects -> schemas."""
+
+from __future__ import annotations
+
+from fastapi import Response
+
+from mindscope.api.schemas import LayerOut, ModelRefOut
+from mindscope.engine.runtime import LayerInfo, LoadedModel
+
+PNG_RESPONSE = {
+    "content": {"image/png": {}},
+    "description": "JSON by default; a PNG with Accept: image/png or ?format=png",
+}
+
+
+def png(data: bytes, media_type: str = "image/png") -> Response:
+    return Response(content=data, media_type=media_type)
+
+
+def model_ref(loaded: LoadedModel) -> ModelRefOut:
+    return ModelRefOut(name=loaded.ref.name, version=loaded.ref.version)
+
+
+def layer_out(info: LayerInfo) -> LayerOut:
+    return LayerOut(index=info.index, name=info.name, output_shape=list(info.output_shape))

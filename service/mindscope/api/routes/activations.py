@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from mindscope.api.codecs import IMAGE_REQUEST_BODY, wants_png
+from mindscope.api.deps import DecodedDep, FormatQuery, ModelDep
+from mindscope.api.errors import ERROR_RESPONSES
+from mindscope.api.responses import PNG_RESPONSE, layer_out, model_ref, png
+from mindscope.api.schemas import ActivationsResponse, ArrayPayload, ChannelStatistics
+from mindscope.engine.activations import animation_frames, layer_activations
+from mindscope.render.grids import activation_animation, activation_grid
+
+router = APIRouter(tags=["activations"])
+ANIMATION_LAYERS = ("conv3", "conv6", "conv9")
+
+
+@router.post(
+    "/activations/animation",
+    openapi_extra=IMAGE_REQUEST_BODY,
+    responses={**ERROR_RESPONSES, 200: {"content": {"image/gif": {}}, "description": "animated GIF"}},
+    response_class=Response,
+    summary="GIF from the input through the activations after layers 3, 6 and 9",
+)
+def animate_activations(loaded: ModelDep, decoded: DecodedDep) -> Response:
+    image = decoded.single()
+    frames = animation_frames(loaded, image.pixels, ANIMATION_LAYERS)
+    return png(activation_animation(image.pixels, list(zip(ANIMATION_LAYERS, frames, strict=True))), "image/gif")
+
+
+@router.post(
+    "/activations/{layer}",
+    response_model=ActivationsResponse,
+    openapi_extra=IMAGE_REQUEST_BODY,
+    responses={**ERROR_RESPONSES, 200: PNG_RESPONSE},
+    summary="One layer's output for an image (layer by name, conv3, or 1-based index, 3)",
+)
+def read_activations(
+    request: Request,
+    layer: str,
+    loaded: ModelDep,
+    decoded: DecodedDep,
+    channels: Annotated[
+        list[int] | None, Query(max_length=512, description="channel indices; default: the first 27")
+    ] = None,
+    format: FormatQuery = None,
+) -> ActivationsResponse | Response:
+    image = decoded.single()
+    result = layer_activations(loaded, image.pixels, layer, channels)
+    if wants_png(request, format):
+        return png(activation_grid(image.pixels, result.values, f"{result.layer.name} channels"))
+    return ActivationsResponse(
+        layer=layer_out(result.layer),
+        channels=result.channels.tolist(),
+        activations=ArrayPayload.of(result.values),
+        statistics=ChannelStatistics(
+            mean=ArrayPayload.of(result.mean),
+            max=ArrayPayload.of(result.max),
+            fraction_positive=ArrayPayload.of(result.fraction_positive),
+        ),
+        input=image.info,
+        model=model_ref(loaded),
+    )

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from mindscope.api.deps import RegistryDep
+from mindscope.api.errors import ERROR_RESPONSES
+from mindscope.api.responses import layer_out
+from mindscope.api.schemas import ModelDetailResponse, ModelListResponse, ModelRefOut, ModelSummary
+from mindscope.errors import MindscopeError
+
+router = APIRouter(prefix="/models", tags=["models"], responses=ERROR_RESPONSES)
+
+
+@router.get("", response_model=ModelListResponse, summary="Stored models and their versions")
+def list_models(registry: RegistryDep) -> ModelListResponse:
+    store = registry.store
+    models = [
+        ModelSummary(name=name, versions=store.versions(name), default_version=store.versions(name)[-1])
+        for name in store.names()
+    ]
+    try:
+        ref = store.resolve()
+        default = ModelRefOut(name=ref.name, version=ref.version)
+    except MindscopeError:
+        default = None
+    return ModelListResponse(models=models, default=default)
+
+
+@router.get("/{name}", response_model=ModelDetailResponse, summary="One model's metadata and layers")
+def read_model(
+    registry: RegistryDep,
+    name: Annotated[str, Path(max_length=64)],
+    version: Annotated[int | None, Query(ge=1)] = None,
+) -> ModelDetailResponse:
+    loaded = registry.get(name, version)
+    return ModelDetailResponse(
+        name=loaded.ref.name,
+        version=loaded.ref.version,
+        versions=registry.store.versions(loaded.ref.name),
+        class_names=list(loaded.class_names),
+        input_shape=list(loaded.input_shape),
+        validation_accuracy=loaded.metadata.get("validation_accuracy"),
+        layers=[layer_out(info) for info in loaded.layers],
+        metadata=loaded.metadata,
+    )

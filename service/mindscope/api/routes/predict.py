@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import numpy as np
+from fastapi import APIRouter, Request, Response
+
+from mindscope.api.codecs import IMAGE_REQUEST_BODY, wants_png
+from mindscope.api.deps import DecodedDep, FormatQuery, ModelDep
+from mindscope.api.errors import ERROR_RESPONSES
+from mindscope.api.responses import PNG_RESPONSE, model_ref, png
+from mindscope.api.schemas import ArrayPayload, BatchPredictResponse, Prediction, PredictResponse
+from mindscope.render.charts import probability_chart
+
+router = APIRouter(tags=["predict"])
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse | BatchPredictResponse,
+    openapi_extra=IMAGE_REQUEST_BODY,
+    responses={**ERROR_RESPONSES, 200: PNG_RESPONSE},
+    summary="Classify an image (or a JSON batch of instances)",
+)
+def predict_image(
+    request: Request, loaded: ModelDep, decoded: DecodedDep, format: FormatQuery = None
+) -> PredictResponse | BatchPredictResponse | Response:
+    probabilities = loaded.predict(np.stack([image.pixels for image in decoded.images]))
+    if wants_png(request, format):
+        return png(probability_chart(probabilities[0], loaded.class_names))
+    predictions = [
+        Prediction(
+            label=loaded.class_names[int(np.argmax(row))],
+            class_index=int(np.argmax(row)),
+            confidence=float(np.max(row)),
+            probabilities=ArrayPayload.of(row),
+            classes=list(loaded.class_names),
+            input=image.info,
+        )
+        for row, image in zip(probabilities, decoded.images, strict=True)
+    ]
+    if decoded.batch:
+        return BatchPredictResponse(predictions=predictions, model=model_ref(loaded))
+    return PredictResponse(**predictions[0].model_dump(), model=model_ref(loaded))

@@ -1,0 +1,175 @@
+"""Wire schemas, named by direction. Arrays travel as {shape, dtype, data} with data row-major."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+
+class ArrayPayload(BaseModel):
+    shape: list[int]
+    dtype: Literal["float32", "int64"]
+    data: list[float] | list[int] = Field(description="values in row-major (C) order; len = prod(shape)")
+
+    @classmethod
+    def of(cls, array: np.ndarray) -> ArrayPayload:
+        if np.issubdtype(array.dtype, np.integer):
+            return cls(shape=list(array.shape), dtype="int64", data=array.astype(np.int64).ravel().tolist())
+        return cls(shape=list(array.shape), dtype="float32", data=array.astype(np.float32).ravel().tolist())
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(examples=["unknown_layer"])
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class ModelRefOut(BaseModel):
+    name: str
+    version: int
+
+
+class ImageInfo(BaseModel):
+    """What the service received, before conversion to the model's 32x32 RGB input."""
+
+    width: int
+    height: int
+    mode: str = Field(examples=["RGB", "RGBA", "L", "P", "array"])
+    format: str = Field(examples=["PNG", "JPEG", "WEBP", "array"])
+
+
+class Prediction(BaseModel):
+    label: str
+    class_index: int
+    confidence: float
+    probabilities: ArrayPayload
+    classes: list[str]
+    input: ImageInfo
+
+
+class PredictResponse(Prediction):
+    model: ModelRefOut
+
+
+class BatchPredictResponse(BaseModel):
+    predictions: list[Prediction]
+    model: ModelRefOut
+
+
+class LayerOut(BaseModel):
+    index: int = Field(description="1-based: layer 3 is conv3")
+    name: str
+    output_shape: list[int]
+
+
+class ChannelStatistics(BaseModel):
+    mean: ArrayPayload
+    max: ArrayPayload
+    fraction_positive: ArrayPayload
+
+
+class ActivationsResponse(BaseModel):
+    layer: LayerOut
+    channels: list[int]
+    activations: ArrayPayload = Field(description="(H, W, len(channels)) float32")
+    statistics: ChannelStatistics
+    input: ImageInfo
+    model: ModelRefOut
+
+
+class StageHistogramOut(BaseModel):
+    counts: ArrayPayload
+    mean: float
+    std: float
+    min: float
+    max: float
+
+
+class ParameterHistogramOut(BaseModel):
+    layer: str
+    parameter: Literal["kernel", "bias"]
+    shape: list[int]
+    edges: ArrayPayload = Field(description="bins + 1 edges, shared by both stages")
+    stages: dict[Literal["initial", "trained"], StageHistogramOut]
+    relative_change: float | None = Field(
+        description="||trained - initial|| / ||initial||; null when the initial tensor is all zeros"
+    )
+
+
+class WeightHistogramsResponse(BaseModel):
+    stage: Literal["initial", "trained", "both"]
+    bins: int
+    histograms: list[ParameterHistogramOut]
+    model: ModelRefOut
+
+
+class TargetOut(BaseModel):
+    index: int
+    label: str
+
+
+class Completeness(BaseModel):
+    """Sum of attributions against F(input) - F(baseline); F is the target's probability."""
+
+    attribution_sum: float
+    output_at_input: float
+    output_at_baseline: float
+    delta: float
+    relative_delta: float
+
+
+class IntegratedGradientsResponse(BaseModel):
+    target: TargetOut
+    method: str
+    baseline: str
+    steps: int = Field(description="quadrature points of the final integral")
+    gradient_evaluations: int = Field(description="gradients computed in all, refinements included")
+    attributions: ArrayPayload = Field(description="(32, 32, 3) float32")
+    completeness: Completeness
+    probabilities: ArrayPayload
+    classes: list[str]
+    input: ImageInfo
+    model: ModelRefOut
+
+
+class InteriorGradientsResponse(BaseModel):
+    target: TargetOut
+    alphas: ArrayPayload
+    outputs: ArrayPayload = Field(description="F(alpha * x) for each alpha")
+    gradients: ArrayPayload = Field(description="(len(alphas), 32, 32, 3) float32")
+    input: ImageInfo
+    model: ModelRefOut
+
+
+class ModelSummary(BaseModel):
+    name: str
+    versions: list[int]
+    default_version: int
+
+
+class ModelListResponse(BaseModel):
+    models: list[ModelSummary]
+    default: ModelRefOut | None
+
+
+class ModelDetailResponse(BaseModel):
+    name: str
+    version: int
+    versions: list[int]
+    class_names: list[str]
+    input_shape: list[int]
+    validation_accuracy: float | None
+    layers: list[LayerOut]
+    metadata: dict[str, Any] = Field(description="the store entry's metadata.json")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "loading", "failed"]
+    detail: str | None = None
+    models: list[ModelRefOut] = Field(default_factory=list)

@@ -1,0 +1,26 @@
+"""Service settings, read from MINDSCOPE_* environment variables when the app is created."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MINDSCOPE_", frozen=True)
+
+    model_store_dir: Path = Path("model_store")
+    default_model: str | None = Field(None, description="model name used when a request names none")
+    warm_up: bool = Field(True, description="trace the compiled functions before reporting ready")
+
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(4096 * 4096, ge=32 * 32, description="decoded width * height cap")
+    max_batch_instances: int = Field(64, ge=1, description="images per /predict request")
+
+    max_steps: int = Field(1024, ge=2, description="cap on integrated-gradients steps")
+    internal_batch_size: int = Field(64, ge=1, description="gradient rows evaluated at once")
+    max_alphas: int = Field(32, ge=1, description="cap on interior-gradients alphas")
+
+    api_key: SecretStr | None = Field(None, description="when set, every route but /health/* needs it")

@@ -1,0 +1,149 @@
+"""Loaded models and the compiled functions every request calls."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mindscope.engine.store import INITIAL_WEIGHTS_FILE, ModelRef, ModelStore
+from mindscope.errors import ModelIntegrityError, ModelNotFound, UnknownClass, UnknownLayer
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    index: int  # 1-based, as in "the activations after layer 3"
+    name: str
+    output_shape: tuple[int, ...]  # without the batch axis
+
+
+@dataclass
+class LoadedModel:
+    """A store entry in memory, with compiled forward, activation and gradient functions.
+
+    Every function takes float32 (N, 32, 32, 3) images in [0, 1].
+    """
+
+    ref: ModelRef
+    model: keras.Model
+    metadata: dict[str, Any]
+    initial_weights: dict[str, list[np.ndarray]]
+    layers: tuple[LayerInfo, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        conv_names = self.metadata["architecture"]["layers"]
+        self.layers = tuple(
+            LayerInfo(i, name, tuple(self.model.get_layer(name).output.shape[1:]))
+            for i, name in enumerate(conv_names, start=1)
+        )
+        spec = tf.TensorSpec([None, *self.input_shape], tf.float32)
+        self._forward = tf.function(lambda images: self.model(images, training=False), input_signature=[spec])
+        tapped = keras.Model(self.model.input, [self.model.get_layer(n).output for n in conv_names])
+        self._activations = tf.function(lambda images: tapped(images, training=False), input_signature=[spec])
+        self._gradients = tf.function(self._target_gradients, input_signature=[spec, tf.TensorSpec([None], tf.int32)])
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.metadata["class_names"])
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        height, width, channels = self.metadata["input_shape"]
+        return (height, width, channels)
+
+    def _target_gradients(self, images: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            probabilities = self.model(images, training=False)
+            # Rows are independent (no batch statistics), so d(sum)/d(row) is each row's own gradient.
+            selected = tf.gather(probabilities, targets, batch_dims=1)
+        return tape.gradient(selected, images), probabilities
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """images: float32 (N, 32, 32, 3) in [0, 1] -> probabilities float32 (N, classes)."""
+        return self._forward(tf.convert_to_tensor(images, tf.float32)).numpy()
+
+    def activations(self, images: np.ndarray) -> list[np.ndarray]:
+        """Outputs of conv1..conv9 for float32 (N, 32, 32, 3) images; each float32 (N, H, W, C)."""
+        return [out.numpy() for out in self._activations(tf.convert_to_tensor(images, tf.float32))]
+
+    def gradients(self, images: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """d p[target] / d image per row -> (gradients float32 (N, 32, 32, 3), probabilities (N, classes))."""
+        grads, probabilities = self._gradients(
+            tf.convert_to_tensor(images, tf.float32), tf.convert_to_tensor(targets, tf.int32)
+        )
+        return grads.numpy(), probabilities.numpy()
+
+    def layer(self, key: str) -> LayerInfo:
+        """A conv layer by exact name (`conv3`) or 1-based index (`3`)."""
+        for info in self.layers:
+            if key == info.name or key == str(info.index):
+                return info
+        raise UnknownLayer(
+            f"no layer {key!r}; use a name or a 1-based index",
+            valid_layers=[info.name for info in self.layers],
+            valid_indices=[info.index for info in self.layers],
+        )
+
+    def class_index(self, target: str | int) -> int:
+        names = self.class_names
+        if isinstance(target, int) or target.lstrip("-").isdigit():
+            index = int(target)
+            if 0 <= index < len(names):
+                return index
+        elif target in names:
+            return names.index(target)
+        raise UnknownClass(
+            f"no class {target!r}; give a class index 0-{len(names) - 1} or a class name",
+            classes=list(names),
+        )
+
+    def warm_up(self) -> None:
+        """Trace every compiled function once so the first request pays no tracing cost."""
+        blank = np.zeros((1, *self.input_shape), np.float32)
+        self.predict(blank)
+        self.activations(blank)
+        self.gradients(blank, np.zeros(1, np.int32))
+
+
+def load_model(store: ModelStore, ref: ModelRef) -> LoadedModel:
+    model, metadata = store.load(ref)
+    initial = keras.models.clone_model(model)
+    try:
+        initial.load_weights(store.entry_dir(ref) / INITIAL_WEIGHTS_FILE)
+    except Exception as exc:
+        raise ModelIntegrityError(f"{ref.label}: {INITIAL_WEIGHTS_FILE} cannot be loaded ({exc})") from exc
+    initial_weights = {layer.name: layer.get_weights() for layer in initial.layers if layer.weights}
+    return LoadedModel(ref, model, metadata, initial_weights)
+
+
+class ModelRegistry:
+    """The models held in memory, loaded once each, looked up by exact name and version."""
+
+    def __init__(self, store: ModelStore) -> None:
+        self.store = store
+        self._loaded: dict[ModelRef, LoadedModel] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str | None = None, version: int | None = None) -> LoadedModel:
+        ref = self.store.resolve(name, version)
+        loaded = self._loaded.get(ref)
+        if loaded is not None:
+            return loaded
+        with self._lock:
+            if ref not in self._loaded:
+                loaded = load_model(self.store, ref)
+                loaded.warm_up()
+                self._loaded[ref] = loaded
+            return self._loaded[ref]
+
+    def loaded(self) -> list[ModelRef]:
+        return list(self._loaded)
+
+    def require_any(self) -> None:
+        if not self.store.names():
+            raise ModelNotFound(f"the model store at {self.store.root} holds no models")

@@ -1,0 +1,1 @@
+"""PNG and GIF drawing from numpy arrays; nothing here knows about models or HTTP."""
