@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -38,17 +39,22 @@ def _serve(args: argparse.Namespace) -> int:
     from mindscope.app import create_app
     from mindscope.config import Settings
 
-    overrides = {"model_store_dir": Path(args.model_store)} if args.model_store else {}
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    settings = Settings()
+    if args.model_store:
+        settings = settings.model_copy(update={"model_store_dir": Path(args.model_store)})
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler that
+    # was installed before it; a handler that ignores it makes a clean shutdown exit with status 0.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: None)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     return 0
 
 
 def _widths(text: str) -> tuple[int, int, int]:
-    parts = tuple(int(part) for part in text.split(","))
+    parts = [int(part) for part in text.split(",")]
     if len(parts) != 3 or min(parts) < 1:
         raise argparse.ArgumentTypeError("give three positive channel counts, e.g. 32,64,128")
-    return parts  # type: ignore[return-value]
+    return parts[0], parts[1], parts[2]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -81,6 +81,8 @@ def decode_image_bytes(data: bytes, max_pixels: int) -> DecodedImage:
         raise _unsupported_or_invalid(data) from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise PayloadTooLarge(f"the image has too many pixels ({exc})", max_pixels=max_pixels) from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InvalidImage(f"the image header could not be read: {exc}") from None
     with image:
         width, height = image.size
         if width * height > max_pixels:
@@ -151,15 +153,15 @@ async def read_images(request: Request, max_pixels: int, max_instances: int) -> 
     """Decode whatever supported body the request carries (see the module docstring)."""
     content_type = _content_type(request)
     if content_type == "multipart/form-data":
-        form = await request.form(max_files=2, max_fields=8)
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise InvalidInput("the multipart body needs the image in a file field named 'file'")
-        image = decode_image_bytes(await upload.read(), max_pixels)
-        baseline_upload = form.get("baseline")
-        baseline = None
-        if isinstance(baseline_upload, UploadFile):
-            baseline = decode_image_bytes(await baseline_upload.read(), max_pixels)
+        async with request.form(max_files=2, max_fields=8) as form:  # closes the uploads' temp files
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise InvalidInput("the multipart body needs the image in a file field named 'file'")
+            image = decode_image_bytes(await upload.read(), max_pixels)
+            baseline_upload = form.get("baseline")
+            baseline = None
+            if isinstance(baseline_upload, UploadFile):
+                baseline = decode_image_bytes(await baseline_upload.read(), max_pixels)
         return DecodedRequest([image], baseline, batch=False)
     if content_type in IMAGE_TYPES:
         return DecodedRequest([decode_image_bytes(await request.body(), max_pixels)], None, batch=False)

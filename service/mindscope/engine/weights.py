@@ -10,7 +10,9 @@ import numpy as np
 from mindscope.engine.runtime import LoadedModel
 
 Stage = Literal["initial", "trained", "both"]
-PARAMETERS = ("kernel", "bias")
+StageName = Literal["initial", "trained"]
+Parameter = Literal["kernel", "bias"]
+PARAMETERS: tuple[Parameter, Parameter] = ("kernel", "bias")
 
 
 @dataclass(frozen=True)
@@ -27,10 +29,10 @@ class ParameterHistogram:
     """Histograms of one weight tensor; both stages always share `edges` (float64, bins + 1)."""
 
     layer: str
-    parameter: str
+    parameter: Parameter
     shape: tuple[int, ...]
     edges: np.ndarray
-    stages: dict[str, StageHistogram]
+    stages: dict[StageName, StageHistogram]
     relative_change: float | None  # ||trained - initial|| / ||initial||; None when initial is all zeros
 
 
@@ -44,7 +46,7 @@ def weight_histograms(
 ) -> list[ParameterHistogram]:
     """Per conv layer (all, or `layers` by name or index) and per parameter (kernel, bias)."""
     infos = [loaded.layer(key) for key in layers] if layers else list(loaded.layers)
-    stages = ("initial", "trained") if stage == "both" else (stage,)
+    stages: tuple[StageName, ...] = ("initial", "trained") if stage == "both" else (stage,)
     result = []
     for info in infos:
         trained = loaded.model.get_layer(info.name).get_weights()
@@ -53,7 +55,7 @@ def weight_histograms(
             low = float(min(before.min(), after.min()))
             high = float(max(before.max(), after.max()))
             edges = np.linspace(low, high if high > low else low + 1e-12, bins + 1)
-            values = {"initial": before, "trained": after}
+            values: dict[StageName, np.ndarray] = {"initial": before, "trained": after}
             initial_norm = float(np.linalg.norm(before))
             change = float(np.linalg.norm(after - before))
             result.append(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 
@@ -34,7 +35,7 @@ def probability_chart(probabilities: np.ndarray, class_names: tuple[str, ...]) -
     return _png(figure)
 
 
-def histogram_figure(panels: list[list[tuple[str, np.ndarray, dict[str, np.ndarray]]]]) -> bytes:
+def histogram_figure(panels: Sequence[Sequence[tuple[str, np.ndarray, Mapping[str, np.ndarray]]]]) -> bytes:
     """The seed's figure: one row per panel of (layer, edges, {stage: counts}), before | after.
 
     PNG 1000 x (300 * rows) pixels.

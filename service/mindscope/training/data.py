@@ -48,8 +48,8 @@ def _decode(path: Path) -> np.ndarray:
         return to_rgb_array(image)
 
 
-def load_image_folder(root: Path, per_class_limit: int | None = None) -> LabelledImages:
-    """Read `root/<class>/*.{jpg,png,...}`; classes are the sub-folder names, sorted."""
+def list_image_folder(root: Path, per_class_limit: int | None = None) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
+    """(paths, int64 labels, class names) of `root/<class>/*`; classes and files sorted by name."""
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir())
     if not class_dirs:
         raise ValueError(f"{root} holds no class folders (expected {root}/<class>/<image files>)")
@@ -60,13 +60,23 @@ def load_image_folder(root: Path, per_class_limit: int | None = None) -> Labelle
         files = files[:per_class_limit] if per_class_limit else files
         paths.extend(files)
         labels.extend([label] * len(files))
+    return paths, np.asarray(labels, dtype=np.int64), tuple(d.name for d in class_dirs)
+
+
+def decode_files(paths: list[Path]) -> np.ndarray:
+    """uint8 (N, 32, 32, 3) model-ready pixels of the image files, decoded on a few threads."""
     with ThreadPoolExecutor(max_workers=4) as pool:
-        images = np.stack(list(pool.map(_decode, paths, chunksize=256)))
+        return np.stack(list(pool.map(_decode, paths, chunksize=256)))
+
+
+def load_image_folder(root: Path, per_class_limit: int | None = None) -> LabelledImages:
+    """Read `root/<class>/*.{jpg,png,...}`; classes are the sub-folder names, sorted."""
+    paths, labels, class_names = list_image_folder(root, per_class_limit)
     return LabelledImages(
-        images,
-        np.asarray(labels, dtype=np.int64),
-        tuple(d.name for d in class_dirs),
-        f"image folder {root.name}: {len(paths)} images in {len(class_dirs)} classes",
+        decode_files(paths),
+        labels,
+        class_names,
+        f"image folder {root.name}: {len(paths)} images in {len(class_names)} classes",
     )
 
 
@@ -127,8 +137,8 @@ def random_crop_flip(images: np.ndarray, rng: np.random.Generator, pad: int = 4)
     """uint8 (N, H, W, C) -> same shape: reflect-pad by `pad`, crop at a random offset, flip half."""
     n, h, w, _ = images.shape
     padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
-    dy = rng.integers(0, 2 * pad + 1, n)
-    dx = rng.integers(0, 2 * pad + 1, n)
+    dy = rng.integers(0, 2 * pad + 1, size=(n,))
+    dx = rng.integers(0, 2 * pad + 1, size=(n,))
     rows = dy[:, None] + np.arange(h)[None, :]
     cols = dx[:, None] + np.arange(w)[None, :]
     out = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]

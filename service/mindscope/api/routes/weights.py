@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, Query, Request, Response
 
 from mindscope.api.codecs import wants_png
@@ -39,7 +41,7 @@ def read_weight_histograms(
     names = [part for item in layers for part in item.split(",") if part] if layers else None
     histograms = weight_histograms(loaded, stage, names, bins)
     if wants_png(request, format):
-        kernels = [
+        kernels: list[tuple[str, np.ndarray, Mapping[str, np.ndarray]]] = [
             (h.layer, h.edges, {s: v.counts for s, v in h.stages.items()})
             for h in histograms
             if h.parameter == "kernel"
@@ -51,7 +53,7 @@ def read_weight_histograms(
         histograms=[
             ParameterHistogramOut(
                 layer=h.layer,
-                parameter=h.parameter,  # type: ignore[arg-type]
+                parameter=h.parameter,
                 shape=list(h.shape),
                 edges=ArrayPayload.of(h.edges),
                 stages={

@@ -1,0 +1,33 @@
+# One command each: make serve, make test, make lint, make train.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install serve test test-slow lint train
+
+$(BIN)/mindscope: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/mindscope
+
+serve: install
+	$(BIN)/mindscope serve --host $(HOST) --port $(PORT)
+
+test: install
+	$(BIN)/python -m pytest
+
+test-slow: install
+	$(BIN)/python -m pytest -m slow
+
+lint: install
+	$(BIN)/ruff check service tests
+	$(BIN)/ruff format --check service tests
+	$(BIN)/mypy
+
+train: install
+	$(BIN)/mindscope train --data ../shared/data/cifar10/train --epochs 10 --out model_store/cifar10-allcnn/$(VERSION)

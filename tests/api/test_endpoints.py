@@ -1,0 +1,139 @@
+"""Each endpoint's JSON and PNG answers on the committed model."""
+
+import numpy as np
+import pytest
+from mindscope.render.charts import DPI
+from mindscope.render.grids import grid_size
+from mindscope.render.heatmaps import figure_size
+
+from .helpers import array_of, decode_png
+
+JPEG = {"Content-Type": "image/jpeg"}
+
+
+def test_predict_json_names_the_class_and_model(client, sample_jpeg):
+    body = client.post("/predict", content=sample_jpeg, headers=JPEG).json()
+    probabilities = array_of(body["probabilities"])
+    assert probabilities.shape == (10,) and probabilities.sum() == pytest.approx(1, abs=1e-4)
+    assert body["class_index"] == int(probabilities.argmax()) and body["label"] == body["classes"][body["class_index"]]
+    assert body["confidence"] == pytest.approx(float(probabilities.max()))
+    assert body["model"] == {"name": "cifar10-allcnn", "version": 1}
+
+
+def test_predict_png_is_a_bar_chart(client, sample_jpeg):
+    for response in (
+        client.post("/predict?format=png", content=sample_jpeg, headers=JPEG),
+        client.post("/predict", content=sample_jpeg, headers={**JPEG, "Accept": "image/png"}),
+    ):
+        assert response.headers["content-type"] == "image/png"
+        assert decode_png(response.content).size == (int(6.4 * DPI), int(4.0 * DPI))
+
+
+def test_activations_json_and_grid(client, sample_jpeg):
+    body = client.post("/activations/conv6?channels=0&channels=5", content=sample_jpeg, headers=JPEG).json()
+    assert body["layer"] == {"index": 6, "name": "conv6", "output_shape": [16, 16, 64]}
+    assert body["channels"] == [0, 5]
+    values = array_of(body["activations"])
+    assert values.shape == (16, 16, 2)
+    np.testing.assert_allclose(array_of(body["statistics"]["max"]), values.max(axis=(0, 1)), rtol=1e-6)
+    default = client.post("/activations/3", content=sample_jpeg, headers=JPEG).json()
+    assert default["channels"] == list(range(27))
+    grid = client.post("/activations/3?format=png", content=sample_jpeg, headers=JPEG)
+    assert decode_png(grid.content).size == grid_size(27)
+
+
+def test_animation_is_a_gif_from_input_through_layers_3_6_9(client, sample_jpeg):
+    response = client.post("/activations/animation", content=sample_jpeg, headers=JPEG)
+    assert response.headers["content-type"] == "image/gif"
+    gif = decode_png(response.content)
+    assert gif.n_frames == 4 and gif.size == grid_size(27)
+
+
+def test_weight_histograms(client):
+    body = client.get("/weights/histogram", params={"layers": "conv1,9", "bins": 20}).json()
+    assert [(h["layer"], h["parameter"]) for h in body["histograms"]] == [
+        ("conv1", "kernel"), ("conv1", "bias"), ("conv9", "kernel"), ("conv9", "bias"),
+    ]  # fmt: skip
+    kernel = body["histograms"][0]
+    assert array_of(kernel["edges"]).shape == (21,)
+    assert array_of(kernel["stages"]["initial"]["counts"]).sum() == np.prod(kernel["shape"]) == 3 * 3 * 3 * 32
+    assert kernel["relative_change"] > 0
+    assert body["histograms"][1]["relative_change"] is None  # biases start at zero
+    trained = client.get("/weights/histogram?stage=trained&layers=conv1&bins=20").json()["histograms"][0]
+    assert list(trained["stages"]) == ["trained"] and trained["edges"] == kernel["edges"]
+    figure = decode_png(client.get("/weights/histogram?format=png").content)
+    assert figure.size == (10 * DPI, 9 * DPI)
+
+
+def test_integrated_gradients_json(client, sample_jpeg):
+    response = client.post("/explain/integrated-gradients?steps=64", content=sample_jpeg, headers=JPEG)
+    body = response.json()
+    attributions = array_of(body["attributions"])
+    assert attributions.shape == (32, 32, 3)
+    completeness = body["completeness"]
+    assert completeness["attribution_sum"] == pytest.approx(float(attributions.sum(dtype=np.float64)), rel=1e-4)
+    assert completeness["relative_delta"] < 0.01
+    assert body["steps"] == 64 and body["gradient_evaluations"] == 66
+    assert body["target"]["index"] == int(array_of(body["probabilities"]).argmax())
+
+
+@pytest.mark.parametrize("baseline", ["white", "blur", "uniform-noise"])
+def test_integrated_gradients_baselines_and_named_target(client, sample_jpeg, baseline):
+    query = f"/explain/integrated-gradients?steps=32&baseline={baseline}&target=cat&method=riemann_trapezoid"
+    body = client.post(query, content=sample_jpeg, headers=JPEG).json()
+    assert body["target"] == {"index": 3, "label": "cat"} and body["baseline"] == baseline
+    assert body["method"] == "riemann_trapezoid"
+
+
+def test_integrated_gradients_with_an_uploaded_baseline(client, sample_jpeg):
+    files = {"file": ("x.jpg", sample_jpeg, "image/jpeg"), "baseline": ("b.jpg", sample_jpeg, "image/jpeg")}
+    body = client.post("/explain/integrated-gradients?baseline=upload&steps=8", files=files).json()
+    assert body["completeness"]["output_at_input"] == pytest.approx(body["completeness"]["output_at_baseline"])
+    assert np.abs(array_of(body["attributions"])).max() == 0
+
+
+def test_tolerance_mode_reports_the_steps_it_needed(client, sample_jpeg):
+    body = client.post(
+        "/explain/integrated-gradients?steps=4&tolerance=0.001", content=sample_jpeg, headers=JPEG
+    ).json()
+    assert body["completeness"]["relative_delta"] <= 0.001 or body["steps"] * 2 > 1024
+    assert body["gradient_evaluations"] > body["steps"]
+
+
+def test_integrated_gradients_png(client, sample_jpeg):
+    for sign in ("all", "positive", "absolute"):
+        url = f"/explain/integrated-gradients?format=png&sign={sign}&clip_percentile=95"
+        response = client.post(url, content=sample_jpeg, headers=JPEG)
+        assert decode_png(response.content).size == figure_size(3)
+
+
+def test_interior_gradients(client, sample_jpeg):
+    body = client.post(
+        "/explain/interior-gradients?alphas=0.1&alphas=0.5&alphas=1", content=sample_jpeg, headers=JPEG
+    ).json()
+    assert array_of(body["gradients"]).shape == (3, 32, 32, 3)
+    assert array_of(body["alphas"]).tolist() == pytest.approx([0.1, 0.5, 1.0])
+    assert array_of(body["outputs"]).shape == (3,)
+    strip = client.post("/explain/interior-gradients?format=png", content=sample_jpeg, headers=JPEG)
+    assert decode_png(strip.content).size == figure_size(8)
+
+
+def test_models_and_health(client):
+    listing = client.get("/models").json()
+    assert listing["default"] == {"name": "cifar10-allcnn", "version": 1}
+    detail = client.get("/models/cifar10-allcnn").json()
+    assert [layer["name"] for layer in detail["layers"]][-1] == "conv9"
+    assert detail["layers"][2]["output_shape"] == [32, 32, 32]
+    assert detail["validation_accuracy"] == detail["metadata"]["validation_accuracy"]
+    assert client.get("/health/live").json() == {"status": "ok", "detail": None, "models": []}
+    assert client.get("/health/ready").json()["models"] == [{"name": "cifar10-allcnn", "version": 1}]
+
+
+def test_openapi_describes_binary_bodies_and_errors(client):
+    spec = client.get("/openapi.json").json()
+    predict = spec["paths"]["/predict"]["post"]
+    assert {"multipart/form-data", "image/png", "image/jpeg", "image/webp", "application/json"} <= set(
+        predict["requestBody"]["content"]
+    )
+    assert {"400", "404", "413", "415", "422"} <= set(predict["responses"])
+    assert client.get("/docs").status_code == 200

@@ -1,0 +1,111 @@
+"""One error envelope everywhere, with the right status codes."""
+
+import io
+
+from mindscope.config import Settings
+from PIL import Image
+
+from .helpers import assert_error, encode
+
+JPEG = {"Content-Type": "image/jpeg"}
+
+
+def test_unknown_layer_lists_valid_layers(client, sample_jpeg):
+    error = assert_error(client.post("/activations/conv42", content=sample_jpeg, headers=JPEG), 404, "unknown_layer")
+    assert error["details"]["valid_layers"] == [f"conv{i}" for i in range(1, 10)]
+
+
+def test_framework_errors_use_the_envelope(client):
+    assert_error(client.get("/no/such/route"), 404, "not_found")
+    assert_error(client.get("/predict"), 405, "method_not_allowed")
+    error = assert_error(client.get("/weights/histogram?bins=1"), 422, "validation_error")
+    assert error["details"]["errors"][0]["location"] == ["query", "bins"]
+
+
+def test_wrong_media_type_is_415(client, sample_jpeg):
+    assert_error(
+        client.post("/predict", content=sample_jpeg, headers={"Content-Type": "text/plain"}),
+        415,
+        "unsupported_media_type",
+    )
+    gif = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(gif, format="GIF")
+    error = assert_error(
+        client.post("/predict", content=gif.getvalue(), headers={"Content-Type": "image/png"}),
+        415,
+        "unsupported_media_type",
+    )
+    assert error["details"]["found"] == "GIF"
+
+
+def test_undecodable_image_is_400(client, sample_jpeg):
+    assert_error(
+        client.post("/predict", content=b"\x89PNG not really", headers={"Content-Type": "image/png"}),
+        400,
+        "invalid_image",
+    )
+    assert_error(client.post("/predict", content=sample_jpeg[:200], headers=JPEG), 400, "invalid_image")
+    assert_error(client.post("/predict", json={"instances": [{"b64": "@@@"}]}), 400, "invalid_image")
+
+
+def test_out_of_range_parameters_are_422(client, sample_jpeg):
+    for url in (
+        "/explain/integrated-gradients?steps=1",
+        "/explain/integrated-gradients?steps=5000",
+        "/explain/integrated-gradients?steps=2000",  # above the server's max_steps
+        "/explain/integrated-gradients?method=simpson",
+        "/explain/integrated-gradients?tolerance=2",
+        "/explain/interior-gradients?alphas=1.5",
+    ):
+        response = client.post(url, content=sample_jpeg, headers=JPEG)
+        assert response.status_code == 422, url
+        assert response.json()["error"]["code"] in ("validation_error", "invalid_input")
+    assert_error(
+        client.post("/explain/integrated-gradients?target=unicorn", content=sample_jpeg, headers=JPEG),
+        422,
+        "unknown_class",
+    )
+    assert_error(
+        client.post("/explain/integrated-gradients?target=10", content=sample_jpeg, headers=JPEG), 422, "unknown_class"
+    )
+
+
+def test_bad_json_bodies(client):
+    assert_error(client.post("/predict", json={"instances": [[[0, 0, 0]]]}), 422, "invalid_input")
+    assert_error(client.post("/predict", json={"instances": [[[[300] * 3] * 32] * 32]}), 422, "invalid_input")
+    assert_error(client.post("/predict", json={"images": []}), 422, "invalid_input")
+    assert_error(
+        client.post("/predict", content=b"{not json", headers={"Content-Type": "application/json"}),
+        422,
+        "invalid_input",
+    )
+    nested = "[" * 100_000 + "]" * 100_000
+    response = client.post("/predict", content=nested, headers={"Content-Type": "application/json"})
+    assert response.status_code in (400, 413, 422)
+
+
+def test_one_image_endpoints_refuse_batches(client, validation_sample):
+    images = validation_sample[0][:2]
+    response = client.post("/activations/conv1", json={"instances": [image.tolist() for image in images]})
+    assert_error(response, 422, "invalid_input")
+
+
+def test_unknown_model_and_version(client, sample_jpeg):
+    for query in ("model=nope", "model=..%2Fmodel_store", "model=cifar10-allcnn&version=99"):
+        error = assert_error(
+            client.post(f"/predict?{query}", content=sample_jpeg, headers=JPEG), 404, "model_not_found"
+        )
+        assert "/work" not in error["message"]
+    assert_error(client.get("/models/nope"), 404, "model_not_found")
+
+
+def test_limits(client, sample_jpeg):
+    settings: Settings = client.app.state.settings
+    huge = b"\0" * (settings.max_body_bytes + 1)
+    assert_error(client.post("/predict", content=huge, headers=JPEG), 413, "payload_too_large")
+    big = encode(Image.new("L", (5000, 4000)), "PNG")
+    assert_error(client.post("/predict", content=big, headers={"Content-Type": "image/png"}), 413, "payload_too_large")
+    batch = {"instances": [{"b64": "AAAA"}] * (settings.max_batch_instances + 1)}
+    assert_error(client.post("/predict", json=batch), 413, "payload_too_large")
+    # The service keeps answering after all of the above.
+    assert client.post("/predict", content=sample_jpeg, headers=JPEG).status_code == 200

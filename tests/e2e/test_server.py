@@ -1,0 +1,71 @@
+"""Real images through a real uvicorn process on loopback."""
+
+import io
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from ..api.helpers import array_of, assert_error
+from .conftest import start_server
+
+
+def test_predict_over_http_matches_the_labels(server, validation_sample):
+    images, labels, paths = validation_sample
+
+    def classify(path):
+        with httpx.Client(base_url=server.base_url, timeout=60) as http:
+            response = http.post("/predict", files={"file": (path.name, path.read_bytes(), "image/jpeg")})
+            response.raise_for_status()
+            return response.json()["class_index"]
+
+    with ThreadPoolExecutor(8) as pool:
+        predicted = list(pool.map(classify, paths[:64]))
+    assert np.mean(np.asarray(predicted) == labels[:64]) >= 0.6
+
+
+def test_integrated_gradients_over_http(server, sample_jpeg):
+    with httpx.Client(base_url=server.base_url, timeout=60) as http:
+        body = http.post(
+            "/explain/integrated-gradients?steps=64", content=sample_jpeg, headers={"Content-Type": "image/jpeg"}
+        ).json()
+        assert array_of(body["attributions"]).shape == (32, 32, 3)
+        assert body["completeness"]["relative_delta"] < 0.01
+        png = http.post("/activations/conv3?format=png", files={"file": ("x.jpg", sample_jpeg, "image/jpeg")})
+        assert Image.open(io.BytesIO(png.content)).size[0] > 0
+        assert_error(
+            http.post("/activations/conv0", content=sample_jpeg, headers={"Content-Type": "image/jpeg"}),
+            404,
+            "unknown_layer",
+        )
+
+
+def test_a_corrupt_model_keeps_readiness_503(tmp_path, committed_store):
+    entry = tmp_path / "store" / "cifar10-allcnn" / "1"
+    shutil.copytree(committed_store.entry_dir(committed_store.resolve()), entry)
+    model = entry / "model.keras"
+    model.write_bytes(model.read_bytes()[:-100])
+    broken = start_server(tmp_path, tmp_path / "store")
+    try:
+        deadline = time.monotonic() + 120
+        body: dict = {}
+        while body.get("status") != "failed" and time.monotonic() < deadline:
+            time.sleep(0.2)
+            try:
+                response = httpx.get(f"{broken.base_url}/health/ready", timeout=2)
+            except httpx.TransportError:
+                continue
+            body = response.json()
+        assert response.status_code == 503
+        assert body["status"] == "failed" and "SHA-256" in body["detail"]
+        assert httpx.get(f"{broken.base_url}/health/live", timeout=2).status_code == 200
+        assert_error(
+            httpx.post(f"{broken.base_url}/predict", content=b"x", headers={"Content-Type": "image/png"}),
+            503,
+            "model_not_ready",
+        )
+    finally:
+        assert broken.stop() == 0

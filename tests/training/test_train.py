@@ -1,0 +1,102 @@
+"""Training end to end on a few hundred real images, and the BatchNorm folding it relies on."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from mindscope.cli import main
+from mindscope.engine.runtime import ModelRegistry
+from mindscope.engine.store import INITIAL_WEIGHTS_FILE, METADATA_FILE, MODEL_FILE, ModelStore, sha256_file
+from mindscope.training.data import load_image_folder, random_crop_flip, split_validation
+from mindscope.training.network import CONV_NAMES, build_training_model, fold_batch_norm
+
+TINY = ["--per-class-limit", "30", "--widths", "8,8,8", "--val-size", "50", "--verbose", "0"]
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory, data_dir):
+    root = tmp_path_factory.mktemp("store")
+    assert main(["train", "--data", str(data_dir), "--epochs", "1", "--out", str(root / "tiny" / "1"), *TINY]) == 0
+    return root
+
+
+def test_training_writes_a_complete_loadable_entry(tiny_store):
+    entry = tiny_store / "tiny" / "1"
+    metadata = json.loads((entry / METADATA_FILE).read_text())
+    history = json.loads((entry / "history.json").read_text())
+    assert len(history) == 1 and {"loss", "accuracy", "val_loss", "val_accuracy"} <= history[0].keys()
+    assert metadata["class_names"] == sorted(metadata["class_names"]) and len(metadata["class_names"]) == 10
+    assert metadata["input_shape"] == [32, 32, 3]
+    assert set(metadata["init_stddev"]) == set(CONV_NAMES)
+    assert metadata["validation_size"] == 50 and 0 <= metadata["validation_accuracy"] <= 1
+    assert metadata["training"]["train_size"] == 250
+    for name, record in metadata["files"].items():
+        assert sha256_file(entry / name) == record["sha256"]
+    assert not (entry / MODEL_FILE).with_name("checkpoint.keras").exists()  # no optimizer state in the entry
+    loaded = ModelRegistry(ModelStore(tiny_store)).get()
+    assert loaded.ref.label == "tiny/1"
+    assert [layer.name for layer in loaded.layers] == list(CONV_NAMES)
+    assert loaded.predict(np.zeros((2, 32, 32, 3), np.float32)).sum(axis=1) == pytest.approx([1, 1], abs=1e-5)
+
+
+def test_initial_weights_are_the_drawn_initialisation(tiny_store):
+    loaded = ModelRegistry(ModelStore(tiny_store)).get()
+    stddevs = loaded.metadata["init_stddev"]
+    for name in ("conv2", "conv5"):
+        kernel, bias = loaded.initial_weights[name]
+        assert np.all(bias == 0)
+        assert kernel.std() == pytest.approx(stddevs[name], rel=0.15)
+        assert not np.allclose(kernel, loaded.model.get_layer(name).get_weights()[0])
+
+
+def test_resume_continues_from_the_last_epoch(tmp_path, data_dir):
+    out = tmp_path / "m" / "1"
+    work = tmp_path / "work"
+    args = ["train", "--data", str(data_dir), "--out", str(out), "--work-dir", str(work), *TINY]
+    assert main([*args, "--epochs", "1"]) == 0
+    first = json.loads((work / "history.json").read_text())
+    out.rename(tmp_path / "m" / "first")
+    assert main([*args, "--epochs", "2", "--resume"]) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert history[0] == first[0]
+
+
+def test_existing_entry_is_never_overwritten(tiny_store, data_dir):
+    before = sha256_file(tiny_store / "tiny" / "1" / MODEL_FILE)
+    with pytest.raises(FileExistsError):
+        main(["train", "--data", str(data_dir), "--epochs", "1", "--out", str(tiny_store / "tiny" / "1"), *TINY])
+    assert sha256_file(tiny_store / "tiny" / "1" / MODEL_FILE) == before
+    assert (tiny_store / "tiny" / "1" / INITIAL_WEIGHTS_FILE).exists()
+
+
+def test_folding_batch_norm_preserves_the_function():
+    model = build_training_model((8, 16, 16), seed=3)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(64, 32, 32, 3)).astype(np.float32)
+    model.fit(x, rng.integers(0, 10, 64), epochs=2, verbose=0)  # moves the BN statistics off identity
+    folded = fold_batch_norm(model)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
+    np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-4, atol=1e-6)
+
+
+def test_validation_split_is_fixed_and_disjoint():
+    train, val = split_validation(1000, 100, seed=0)
+    again_train, again_val = split_validation(1000, 100, seed=0)
+    assert len(val) == 100 and not set(train) & set(val) and len(train) + len(val) == 1000
+    np.testing.assert_array_equal(val, again_val)
+
+
+def test_augmentation_keeps_shapes_and_pixels():
+    images = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    out = random_crop_flip(images, np.random.default_rng(1))
+    assert out.shape == images.shape and out.dtype == np.uint8
+    assert not np.array_equal(out, images)
+
+
+def test_folder_loader_reads_class_folders(data_dir):
+    data = load_image_folder(data_dir, per_class_limit=3)
+    assert data.images.shape == (30, 32, 32, 3) and data.images.dtype == np.uint8
+    assert data.class_names[0] == "airplane" and list(data.labels[:3]) == [0, 0, 0]
