@@ -7,10 +7,10 @@ PORT ?= 8000
 
 .PHONY: install serve test test-slow lint train
 
-$(BIN)/mindscope: pyproject.toml
+$(BIN)/mindscope: pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]' -e 'clients/python[all]'
 	touch $@
 
 install: $(BIN)/mindscope
@@ -25,9 +25,10 @@ test-slow: install
 	$(BIN)/python -m pytest -m slow
 
 lint: install
-	$(BIN)/ruff check service tests
-	$(BIN)/ruff format --check service tests
+	$(BIN)/ruff check service tests clients
+	$(BIN)/ruff format --check service tests clients
 	$(BIN)/mypy
+	$(BIN)/mypy clients/python/mindscope_client
 
 train: install
 	$(BIN)/mindscope train --data ../shared/data/cifar10/train --epochs 10 --out model_store/cifar10-allcnn/$(VERSION)

@@ -16,6 +16,8 @@ from mindscope.engine.runtime import LoadedModel, ModelRegistry
 from mindscope.engine.store import ModelStore
 from mindscope.training.data import decode_files, list_image_folder, split_validation
 
+from .servers import Server, start_server
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MINDSCOPE_TEST_DATA", REPO.parent / "shared" / "data" / "cifar10" / "train"))
 COMMITTED_STORE = Path(os.environ.get("MINDSCOPE_TEST_STORE", REPO / "model_store"))
@@ -60,6 +62,17 @@ def wait_ready(client: TestClient, timeout: float = 120.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(client.get("/health/ready").json())
         time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`mindscope serve` over the committed model store, shared by the e2e and SDK tests."""
+    running = start_server(tmp_path_factory.mktemp("server"), COMMITTED_STORE)
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from typing import Any
 class MindscopeError(Exception):
     status_code = 500
     code = "internal_error"
+    headers: dict[str, str] = {}
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -34,6 +35,7 @@ class ModelIntegrityError(MindscopeError):
 class ModelNotReady(MindscopeError):
     status_code = 503
     code = "model_not_ready"
+    headers = {"Retry-After": "1"}
 
 
 class UnknownLayer(MindscopeError):
@@ -73,6 +75,7 @@ class PayloadTooLarge(MindscopeError):
 class Overloaded(MindscopeError):
     status_code = 503
     code = "overloaded"
+    headers = {"Retry-After": "1"}
 
 
 class Unauthorized(MindscopeError):

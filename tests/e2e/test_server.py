@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from ..api.helpers import array_of, assert_error
-from .conftest import start_server
+from ..servers import start_server
 
 
 def test_predict_over_http_matches_the_labels(server, validation_sample):

@@ -34,8 +34,7 @@ def error_response(
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, MindscopeError)
-    headers = getattr(exc, "headers", None)
-    return error_response(exc.status_code, exc.code, exc.message, exc.details, headers)
+    return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers or None)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

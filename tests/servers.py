@@ -1,16 +1,15 @@
+"""A real `mindscope serve` process on a loopback port, for tests that need the server itself."""
+
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
-import pytest
-
-from ..conftest import COMMITTED_STORE
 
 
 def free_port() -> int:
@@ -20,8 +19,9 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, process: subprocess.Popen[bytes], base_url: str, log: Path) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], base_url: str, log: Path, log_handle: BinaryIO) -> None:
         self.process = process
+        self.log_handle = log_handle
         self.base_url = base_url
         self.log = log
 
@@ -41,7 +41,10 @@ class Server:
     def stop(self) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=60)
+        try:
+            return self.process.wait(timeout=60)
+        finally:
+            self.log_handle.close()
 
 
 def start_server(tmp_path: Path, store: Path, **env: str) -> Server:
@@ -50,15 +53,6 @@ def start_server(tmp_path: Path, store: Path, **env: str) -> Server:
     log = tmp_path / f"server-{port}.log"
     command = [str(Path(sys.executable).with_name("mindscope")), "serve", "--port", str(port)]
     environment = {**os.environ, "MINDSCOPE_MODEL_STORE_DIR": str(store), **env}
-    process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=environment)
-    return Server(process, f"http://127.0.0.1:{port}", log)
-
-
-@pytest.fixture(scope="package")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = start_server(tmp_path_factory.mktemp("server"), COMMITTED_STORE)
-    try:
-        running.wait_ready()
-        yield running
-    finally:
-        running.stop()
+    handle = log.open("wb")
+    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=environment)
+    return Server(process, f"http://127.0.0.1:{port}", log, handle)

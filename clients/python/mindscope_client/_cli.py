@@ -1,0 +1,181 @@
+"""`mindscope-client`: the service from a terminal. Prints tables; writes PNGs with --png."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from mindscope_client._client import Client
+from mindscope_client._exceptions import MindscopeError
+from mindscope_client._types import Activations, Attribution, ImageResult
+
+
+def _table(rows: list[tuple[Any, ...]], headers: tuple[str, ...]) -> str:
+    cells = [tuple(str(c) for c in headers)] + [tuple(str(c) for c in row) for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _write(result: Any, path: str) -> None:
+    assert isinstance(result, ImageResult)
+    print(f"wrote {result.save(path)} ({len(result.data)} bytes)")
+
+
+def _predict(client: Client, args: argparse.Namespace) -> None:
+    for path in args.images:
+        prediction = client.predict(path)
+        print(f"{path}: {prediction.label} ({prediction.confidence:.1%})")
+        if args.all:
+            probabilities = [float(p) for p in _flat(prediction.probabilities)]
+            rows = sorted(zip(prediction.classes, probabilities, strict=True), key=lambda row: -row[1])
+            print(_table([(name, f"{p:.4f}") for name, p in rows], ("class", "probability")))
+        if args.png:
+            _write(client.predict(path, as_png=True), args.png)
+
+
+def _flat(values: Any) -> list[Any]:
+    return values.tolist() if hasattr(values, "tolist") else list(values.data)
+
+
+def _explain(client: Client, args: argparse.Namespace) -> None:
+    target = int(args.target) if args.target and args.target.isdigit() else args.target
+    result = client.integrated_gradients(
+        args.image,
+        target=target,
+        steps=args.steps,
+        baseline=args.baseline,
+        method=args.method,
+        tolerance=args.tolerance,
+    )
+    assert isinstance(result, Attribution)
+    c = result.completeness
+    print(
+        f"target: {result.label} ({result.target}); method {result.method}, "
+        f"{result.steps} steps, {result.gradient_evaluations} gradient evaluations"
+    )
+    print(
+        _table(
+            [
+                ("sum of attributions", f"{c.attribution_sum:.6f}"),
+                ("F(input)", f"{c.output_at_input:.6f}"),
+                ("F(baseline)", f"{c.output_at_baseline:.6f}"),
+                ("relative delta", f"{c.relative_delta:.2e}"),
+            ],
+            ("completeness", "value"),
+        )
+    )
+    if args.png:
+        _write(
+            client.integrated_gradients(
+                args.image,
+                target=target,
+                steps=args.steps,
+                baseline=args.baseline,
+                method=args.method,
+                tolerance=args.tolerance,
+                as_png=True,
+            ),
+            args.png,
+        )
+
+
+def _activations(client: Client, args: argparse.Namespace) -> None:
+    result = client.activations(args.image, args.layer)
+    assert isinstance(result, Activations)
+    print(f"{result.layer} (layer {result.layer_index}), output {list(result.output_shape)}")
+    rows = zip(result.channels, _flat(result.mean), _flat(result.max), _flat(result.fraction_positive), strict=True)
+    print(
+        _table(
+            [(c, f"{m:.4f}", f"{x:.4f}", f"{f:.2f}") for c, m, x, f in rows], ("channel", "mean", "max", "fraction>0")
+        )
+    )
+    if args.png:
+        _write(client.activations(args.image, args.layer, as_png=True), args.png)
+
+
+def _histogram(client: Client, args: argparse.Namespace) -> None:
+    histograms = client.weight_histograms(stage="both", bins=args.bins)
+    assert isinstance(histograms, list)
+    rows = []
+    for h in histograms:
+        change = "-" if h.relative_change is None else f"{h.relative_change:.3f}"
+        rows.append(
+            (
+                h.layer,
+                h.parameter,
+                "x".join(map(str, h.shape)),
+                f"{h.stats['initial']['std']:.4f}",
+                f"{h.stats['trained']['std']:.4f}",
+                change,
+            )
+        )
+    print(_table(rows, ("layer", "parameter", "shape", "std before", "std after", "relative change")))
+    if args.png:
+        _write(client.weight_histograms(as_png=True), args.png)
+
+
+def _models(client: Client, args: argparse.Namespace) -> None:
+    listing = client.models()
+    print(
+        _table(
+            [(m["name"], ",".join(map(str, m["versions"])), m["default_version"]) for m in listing["models"]],
+            ("model", "versions", "default"),
+        )
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mindscope-client", description=__doc__)
+    parser.add_argument("--url", default=os.environ.get("MINDSCOPE_URL", "http://127.0.0.1:8000"))
+    parser.add_argument("--api-key", default=os.environ.get("MINDSCOPE_API_KEY"))
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    predict = commands.add_parser("predict", help="classify images")
+    predict.add_argument("images", nargs="+")
+    predict.add_argument("--all", action="store_true", help="print every class's probability")
+    predict.add_argument("--png", help="write the probability chart of the (last) image here")
+    predict.set_defaults(run=_predict)
+
+    explain = commands.add_parser("explain", help="integrated gradients of one image")
+    explain.add_argument("image")
+    explain.add_argument("--target", help="class index or name (default: predicted)")
+    explain.add_argument("--steps", type=int, default=50)
+    explain.add_argument("--baseline", default="black", choices=("black", "white", "blur", "uniform-noise"))
+    explain.add_argument("--method", default="gauss_legendre")
+    explain.add_argument("--tolerance", type=float)
+    explain.add_argument("--png", help="write input | heatmap | overlay here")
+    explain.set_defaults(run=_explain)
+
+    activations = commands.add_parser("activations", help="a layer's channel statistics")
+    activations.add_argument("image")
+    activations.add_argument("--layer", default="conv3")
+    activations.add_argument("--png", help="write the channel grid here")
+    activations.set_defaults(run=_activations)
+
+    histogram = commands.add_parser("histogram", help="weight statistics before and after training")
+    histogram.add_argument("--bins", type=int, default=50)
+    histogram.add_argument("--png", help="write the before/after figure here")
+    histogram.set_defaults(run=_histogram)
+
+    models = commands.add_parser("models", help="list stored models")
+    models.set_defaults(run=_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        with Client(args.url, api_key=args.api_key) as client:
+            args.run(client, args)
+    except MindscopeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
