@@ -1,0 +1,44 @@
+"""No Docker engine runs here: check the compose file and Dockerfile agree with the service."""
+
+import re
+from pathlib import Path
+
+import yaml
+
+from mindscope.cli import build_parser
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def compose() -> dict:
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+def test_service_mounts_the_store_read_only_and_checks_readiness():
+    cpu = compose()["services"]["mindscope"]
+    assert "./model_store:/models:ro" in cpu["volumes"]
+    assert cpu["environment"]["MINDSCOPE_MODEL_STORE_DIR"] == "/models"
+    assert cpu["ports"] == ["8000:8000"]
+    assert "/health/ready" in " ".join(cpu["healthcheck"]["test"])
+    assert cpu["stop_signal"] == "SIGTERM"
+
+
+def test_gpu_variant_reserves_an_nvidia_device_and_installs_gpu_tensorflow():
+    gpu = compose()["services"]["mindscope-gpu"]
+    assert gpu["profiles"] == ["gpu"] and gpu["build"]["args"]["TF_EXTRA"] == "gpu"
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    extras = (REPO / "pyproject.toml").read_text()
+    assert re.search(r'^gpu = \["tensorflow\[and-cuda\]', extras, flags=re.M)
+
+
+def test_dockerfile_serves_on_the_exposed_port_with_the_real_command():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "EXPOSE 8000" in dockerfile
+    cmd = re.search(r"^CMD (.*)$", dockerfile, flags=re.M).group(1)
+    args = yaml.safe_load(cmd)
+    assert args[:2] == ["mindscope", "serve"]
+    parsed = build_parser().parse_args(args[1:])
+    assert (parsed.host, parsed.port) == ("0.0.0.0", 8000)
+    for path in re.findall(r"^COPY (\S+)", dockerfile, flags=re.M):
+        assert (REPO / path).exists(), path
