@@ -40,6 +40,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     app.state.ready = False
     await loading
+    app.state.registry.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -51,7 +52,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.registry = ModelRegistry(ModelStore(settings.model_store_dir, settings.default_model))
+    app.state.registry = ModelRegistry(
+        ModelStore(settings.model_store_dir, settings.default_model),
+        settings.forward_batching(),
+        settings.gradient_batching(),
+    )
     app.state.ready = False
     app.state.load_error = None
     install_error_handlers(app)

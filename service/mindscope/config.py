@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mindscope.engine.batching import BatchingConfig
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MINDSCOPE_", frozen=True)
@@ -23,4 +25,15 @@ class Settings(BaseSettings):
     internal_batch_size: int = Field(64, ge=1, description="gradient rows evaluated at once")
     max_alphas: int = Field(32, ge=1, description="cap on interior-gradients alphas")
 
+    batch_max_rows: int = Field(64, ge=1, description="images per compiled forward call")
+    gradient_batch_max_rows: int = Field(128, ge=1, description="gradient rows per compiled call")
+    batch_max_delay_ms: float = Field(0.0, ge=0, le=1000, description="wait for a batch to fill (0: none)")
+    queue_size: int = Field(256, ge=1, description="waiting calls per batcher before 503 overloaded")
+
     api_key: SecretStr | None = Field(None, description="when set, every route but /health/* needs it")
+
+    def forward_batching(self) -> BatchingConfig:
+        return BatchingConfig(self.batch_max_rows, self.batch_max_delay_ms / 1000, self.queue_size)
+
+    def gradient_batching(self) -> BatchingConfig:
+        return BatchingConfig(self.gradient_batch_max_rows, self.batch_max_delay_ms / 1000, self.queue_size)

@@ -122,30 +122,33 @@ def attribute(
         raise InvalidInput(f"baseline shape {baseline.shape} differs from the image's {image.shape}")
     rule = RULES[method]
 
-    # F(x) and F(baseline) come from one extra evaluation of the two end points.
-    end_grads_target = 0 if target is None else target
-    _, end_probs = gradient_fn(np.stack([image, baseline]), np.full(2, end_grads_target, np.int32))
+    evaluations = 0
     if target is None:
-        target = int(np.argmax(end_probs[0]))
-    output_at_input, output_at_baseline = float(end_probs[0, target]), float(end_probs[1, target])
-    evaluations = 2
-
+        _, probabilities = gradient_fn(image[None], np.zeros(1, np.int32))
+        target = int(np.argmax(probabilities[0]))
+        evaluations = 1
+    # The first pass also evaluates alpha = 1 and 0 (weight 0): F(x) and F(baseline) ride along in
+    # the same compiled call instead of costing one of their own.
+    ends: tuple[float, float, np.ndarray] | None = None
     while True:
         alphas, weights = rule(steps)
-        grads, _ = _path_gradients(gradient_fn, image, baseline, alphas, target, internal_batch_size)
+        if ends is None:
+            alphas, weights = np.concatenate([[1.0, 0.0], alphas]), np.concatenate([[0.0, 0.0], weights])
+        grads, probabilities = _path_gradients(gradient_fn, image, baseline, alphas, target, internal_batch_size)
+        if ends is None:
+            ends = (float(probabilities[0, target]), float(probabilities[1, target]), probabilities[0])
         evaluations += len(alphas)
         average = np.tensordot(weights, grads.astype(np.float64), axes=1)
-        attributions = ((image - baseline) * average).astype(np.float32)
         result = IntegratedGradientsResult(
-            attributions=attributions,
+            attributions=((image - baseline) * average).astype(np.float32),
             baseline=baseline,
             target=target,
             method=method,
             steps=steps,
             gradient_evaluations=evaluations,
-            output_at_input=output_at_input,
-            output_at_baseline=output_at_baseline,
-            probabilities=end_probs[0],
+            output_at_input=ends[0],
+            output_at_baseline=ends[1],
+            probabilities=ends[2],
         )
         if tolerance is None or result.relative_delta <= tolerance or steps * 2 > max_steps:
             return result

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mindscope.engine.batching import BatchingConfig, DynamicBatcher
 from mindscope.engine.store import INITIAL_WEIGHTS_FILE, ModelRef, ModelStore
 from mindscope.errors import ModelIntegrityError, ModelNotFound, UnknownClass, UnknownLayer
 
@@ -32,6 +33,8 @@ class LoadedModel:
     model: keras.Model
     metadata: dict[str, Any]
     initial_weights: dict[str, list[np.ndarray]]
+    forward_batching: BatchingConfig = field(default_factory=BatchingConfig)
+    gradient_batching: BatchingConfig = field(default_factory=lambda: BatchingConfig(max_batch_rows=128))
     layers: tuple[LayerInfo, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -45,6 +48,11 @@ class LoadedModel:
         tapped = keras.Model(self.model.input, [self.model.get_layer(n).output for n in conv_names])
         self._activations = tf.function(lambda images: tapped(images, training=False), input_signature=[spec])
         self._gradients = tf.function(self._target_gradients, input_signature=[spec, tf.TensorSpec([None], tf.int32)])
+        # Concurrent requests share compiled calls: predictions with predictions, and the
+        # gradient rows of every explanation in flight with each other.
+        label = self.ref.label
+        self.forward_batcher = DynamicBatcher(self.predict_now, self.forward_batching, f"{label}-forward")
+        self.gradient_batcher = DynamicBatcher(self.gradients_now, self.gradient_batching, f"{label}-gradients")
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -64,15 +72,29 @@ class LoadedModel:
         return tape.gradient(selected, images), probabilities
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        """images: float32 (N, 32, 32, 3) in [0, 1] -> probabilities float32 (N, classes)."""
-        return self._forward(tf.convert_to_tensor(images, tf.float32)).numpy()
+        """images: float32 (N, 32, 32, 3) in [0, 1] -> probabilities float32 (N, classes), batched
+        with concurrent callers."""
+        (probabilities,) = self.forward_batcher.submit(np.asarray(images, np.float32))
+        return probabilities
+
+    def predict_now(self, images: np.ndarray) -> tuple[np.ndarray]:
+        """One compiled forward call on exactly these images."""
+        return (self._forward(tf.convert_to_tensor(images, tf.float32)).numpy(),)
 
     def activations(self, images: np.ndarray) -> list[np.ndarray]:
         """Outputs of conv1..conv9 for float32 (N, 32, 32, 3) images; each float32 (N, H, W, C)."""
         return [out.numpy() for out in self._activations(tf.convert_to_tensor(images, tf.float32))]
 
     def gradients(self, images: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """d p[target] / d image per row -> (gradients float32 (N, 32, 32, 3), probabilities (N, classes))."""
+        """d p[target] / d image per row -> (gradients float32 (N, 32, 32, 3), probabilities (N, classes)),
+        batched with the rows of concurrent explanations."""
+        grads, probabilities = self.gradient_batcher.submit(
+            np.asarray(images, np.float32), np.asarray(targets, np.int32)
+        )
+        return grads, probabilities
+
+    def gradients_now(self, images: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One compiled gradient call on exactly these rows."""
         grads, probabilities = self._gradients(
             tf.convert_to_tensor(images, tf.float32), tf.convert_to_tensor(targets, tf.int32)
         )
@@ -102,6 +124,10 @@ class LoadedModel:
             classes=list(names),
         )
 
+    def close(self) -> None:
+        self.forward_batcher.close()
+        self.gradient_batcher.close()
+
     def warm_up(self) -> None:
         """Trace every compiled function once so the first request pays no tracing cost."""
         blank = np.zeros((1, *self.input_shape), np.float32)
@@ -110,7 +136,12 @@ class LoadedModel:
         self.gradients(blank, np.zeros(1, np.int32))
 
 
-def load_model(store: ModelStore, ref: ModelRef) -> LoadedModel:
+def load_model(
+    store: ModelStore,
+    ref: ModelRef,
+    forward_batching: BatchingConfig | None = None,
+    gradient_batching: BatchingConfig | None = None,
+) -> LoadedModel:
     model, metadata = store.load(ref)
     initial = keras.models.clone_model(model)
     try:
@@ -118,14 +149,28 @@ def load_model(store: ModelStore, ref: ModelRef) -> LoadedModel:
     except Exception as exc:
         raise ModelIntegrityError(f"{ref.label}: {INITIAL_WEIGHTS_FILE} cannot be loaded ({exc})") from exc
     initial_weights = {layer.name: layer.get_weights() for layer in initial.layers if layer.weights}
-    return LoadedModel(ref, model, metadata, initial_weights)
+    return LoadedModel(
+        ref,
+        model,
+        metadata,
+        initial_weights,
+        forward_batching or BatchingConfig(),
+        gradient_batching or BatchingConfig(max_batch_rows=128),
+    )
 
 
 class ModelRegistry:
     """The models held in memory, loaded once each, looked up by exact name and version."""
 
-    def __init__(self, store: ModelStore) -> None:
+    def __init__(
+        self,
+        store: ModelStore,
+        forward_batching: BatchingConfig | None = None,
+        gradient_batching: BatchingConfig | None = None,
+    ) -> None:
         self.store = store
+        self.forward_batching = forward_batching
+        self.gradient_batching = gradient_batching
         self._loaded: dict[ModelRef, LoadedModel] = {}
         self._lock = threading.Lock()
 
@@ -136,10 +181,14 @@ class ModelRegistry:
             return loaded
         with self._lock:
             if ref not in self._loaded:
-                loaded = load_model(self.store, ref)
+                loaded = load_model(self.store, ref, self.forward_batching, self.gradient_batching)
                 loaded.warm_up()
                 self._loaded[ref] = loaded
             return self._loaded[ref]
+
+    def close(self) -> None:
+        for loaded in self._loaded.values():
+            loaded.close()
 
     def loaded(self) -> list[ModelRef]:
         return list(self._loaded)

@@ -1,0 +1,85 @@
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from mindscope.engine.batching import BatchingConfig, DynamicBatcher
+from mindscope.errors import Overloaded
+
+
+def slow_double(x, y):
+    time.sleep(0.02)  # long enough for concurrent callers to queue up behind a running batch
+    return x * 2, x.sum(axis=1) + y
+
+
+def test_concurrent_callers_share_batches_and_get_their_own_rows():
+    batcher = DynamicBatcher(slow_double, BatchingConfig(max_batch_rows=16))
+    try:
+
+        def call(i):
+            rows = np.full((2, 3), float(i))
+            doubled, summed = batcher.submit(rows, np.array([i, i]))
+            return i, doubled, summed
+
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(call, range(48)))
+        for i, doubled, summed in results:
+            np.testing.assert_array_equal(doubled, np.full((2, 3), 2.0 * i))
+            np.testing.assert_array_equal(summed, [4.0 * i, 4.0 * i])
+        assert batcher.stats.rows == 96
+        assert batcher.stats.batches < 48 and batcher.stats.largest <= 16
+    finally:
+        batcher.close()
+
+
+def test_a_lone_request_runs_without_waiting():
+    batcher = DynamicBatcher(lambda x: (x + 1,), BatchingConfig(max_batch_rows=64, max_delay_s=0.0))
+    try:
+        start = time.perf_counter()
+        (out,) = batcher.submit(np.zeros((1, 2)))
+        assert time.perf_counter() - start < 0.5 and out.tolist() == [[1.0, 1.0]]
+    finally:
+        batcher.close()
+
+
+def test_failures_reach_every_caller_of_the_batch_and_the_batcher_survives():
+    def fails_on_negative(x):
+        if (x < 0).any():
+            raise ValueError("negative rows")
+        return (x,)
+
+    batcher = DynamicBatcher(fails_on_negative, BatchingConfig())
+    try:
+        with pytest.raises(ValueError, match="negative"):
+            batcher.submit(-np.ones((1, 1)))
+        assert batcher.submit(np.ones((1, 1)))[0].tolist() == [[1.0]]
+    finally:
+        batcher.close()
+
+
+def test_a_full_queue_is_refused_at_once():
+    gate = threading.Event()
+
+    def blocked(x):
+        gate.wait(5)
+        return (x,)
+
+    batcher = DynamicBatcher(blocked, BatchingConfig(max_batch_rows=1, max_queue=2))
+    pool = ThreadPoolExecutor(4)
+    try:
+        running = [pool.submit(batcher.submit, np.ones((1, 1))) for _ in range(3)]  # 1 running, 2 queued
+        deadline = time.monotonic() + 5
+        while batcher.depth < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        start = time.perf_counter()
+        with pytest.raises(Overloaded):
+            batcher.submit(np.ones((1, 1)))
+        assert time.perf_counter() - start < 0.1
+        gate.set()
+        assert all(f.result(5)[0].shape == (1, 1) for f in running)
+    finally:
+        gate.set()
+        pool.shutdown()
+        batcher.close()
