@@ -13,6 +13,7 @@ from mindscope import __version__
 from mindscope.api.deps import require_api_key
 from mindscope.api.errors import install_error_handlers
 from mindscope.api.limits import BodySizeLimit
+from mindscope.api.observability import Metrics, RequestObserver
 from mindscope.api.routes import activations, explain, health, models, predict, weights
 from mindscope.config import Settings
 from mindscope.engine.runtime import ModelRegistry
@@ -60,8 +61,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ready = False
     app.state.load_error = None
     install_error_handlers(app)
+    app.state.metrics = Metrics(app.state.registry)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestObserver, metrics=app.state.metrics)
     app.include_router(health.router)
+    app.include_router(health.metrics_router)
     secured = [Depends(require_api_key)]
     for module in (models, predict, activations, weights, explain):
         app.include_router(module.router, dependencies=secured)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -46,7 +47,9 @@ def _serve(args: argparse.Namespace) -> int:
     # was installed before it; a handler that ignores it makes a clean shutdown exit with status 0.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: None)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    # One JSON line per request comes from mindscope.access; uvicorn's own access log would repeat it.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info", access_log=False)
     return 0
 
 

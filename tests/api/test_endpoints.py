@@ -137,3 +137,17 @@ def test_openapi_describes_binary_bodies_and_errors(client):
     )
     assert {"400", "404", "413", "415", "422"} <= set(predict["responses"])
     assert client.get("/docs").status_code == 200
+
+
+def test_request_ids_and_metrics(client, sample_jpeg):
+    echoed = client.get("/health/live", headers={"X-Request-ID": "abc-123"})
+    assert echoed.headers["x-request-id"] == "abc-123"
+    fresh = client.get("/health/live", headers={"X-Request-ID": "bad id\n"})
+    assert len(fresh.headers["x-request-id"]) == 32
+    client.post("/predict", content=sample_jpeg, headers=JPEG)
+    client.post("/activations/conv0", content=sample_jpeg, headers=JPEG)
+    text = client.get("/metrics").text
+    assert 'mindscope_requests_total{method="POST",route="/predict",status="200"}' in text
+    assert 'route="/activations/{layer}",status="404"' in text
+    assert 'mindscope_batches_total{kind="forward",model="cifar10-allcnn/1"}' in text
+    assert "mindscope_queue_depth" in text and "mindscope_request_duration_seconds_bucket" in text

@@ -46,6 +46,7 @@ class BatchStats:
     batches: int = 0
     rows: int = 0
     largest: int = 0
+    rejected: int = 0
 
 
 class DynamicBatcher:
@@ -68,6 +69,7 @@ class DynamicBatcher:
         try:
             self._queue.put_nowait(pending)
         except queue.Full:
+            self.stats.rejected += 1
             raise Overloaded(
                 "the service is at capacity; retry after a short wait", queue_limit=self.config.max_queue
             ) from None

@@ -193,6 +193,9 @@ class ModelRegistry:
     def loaded(self) -> list[ModelRef]:
         return list(self._loaded)
 
+    def loaded_models(self) -> list[LoadedModel]:
+        return list(self._loaded.values())
+
     def require_any(self) -> None:
         if not self.store.names():
             raise ModelNotFound(f"the model store at {self.store.root} holds no models")

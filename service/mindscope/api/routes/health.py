@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mindscope.api.deps import RegistryDep
 from mindscope.api.schemas import HealthResponse, ModelRefOut
@@ -27,3 +28,16 @@ async def read_readiness(request: Request, registry: RegistryDep) -> HealthRespo
         return HealthResponse(status="ok", models=models)
     body = HealthResponse(status="failed" if state.load_error else "loading", detail=state.load_error)
     return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "1"})
+
+
+metrics_router = APIRouter(tags=["health"])
+
+
+@metrics_router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}},
+    summary="Request counts and latencies per route, queue depth, batch sizes, rejections",
+)
+def read_metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,287 @@
+"""Benchmark the served model against itself in process, and our integrated gradients against peers.
+
+    .venv-bench/bin/python bench/serve_bench.py      (make bench)
+
+Everything is measured in one run on this machine, so compare ratios, not absolute figures.
+Prints a Markdown report and writes it to docs/benchmarks.md with a plot in docs/benchmarks.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_IMAGE = REPO.parent / "shared" / "data" / "cifar10" / "train" / "cat" / "0000.jpg"
+
+
+def timed(fn: Callable[[], object], repeats: int) -> list[float]:
+    fn()  # warm
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def p(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+# --- the server -------------------------------------------------------------------------------
+
+
+def start_server(store: Path) -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [str(Path(sys.executable).with_name("mindscope")), "serve", "--port", str(port)]
+    env = {**os.environ, "MINDSCOPE_MODEL_STORE_DIR": str(store)}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise TimeoutError("the server did not become ready")
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def load(base: str, body: bytes, concurrency: int, total: int) -> tuple[float, list[float]]:
+    """`total` /predict calls from `concurrency` workers; (requests per second, latencies)."""
+    latencies: list[float] = []
+    counter = iter(range(total))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+
+        async def worker() -> None:
+            for _ in counter:
+                start = time.perf_counter()
+                response = await client.post("/predict", content=body, headers={"Content-Type": "image/jpeg"})
+                response.raise_for_status()
+                latencies.append(time.perf_counter() - start)
+
+        await worker_warmup(client, body)
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return total / (time.perf_counter() - start), latencies
+
+
+async def worker_warmup(client: httpx.AsyncClient, body: bytes) -> None:
+    for _ in range(5):
+        await client.post("/predict", content=body, headers={"Content-Type": "image/jpeg"})
+
+
+# --- integrated gradients by each implementation ------------------------------------------------
+
+
+def completeness_error(attributions: np.ndarray, f_x: float, f_b: float) -> float:
+    return abs(float(np.sum(attributions, dtype=np.float64)) - (f_x - f_b)) / abs(f_x - f_b)
+
+
+def peer_runners(model, loaded, image: np.ndarray, target: int) -> dict[str, Callable[[int], np.ndarray]]:
+    """name -> run(steps) returning attributions (32, 32, 3), for each peer that is installed."""
+    import tensorflow as tf
+
+    runners: dict[str, Callable[[int], np.ndarray]] = {}
+    try:
+        from alibi.explainers import IntegratedGradients as AlibiIG
+
+        def alibi(steps: int) -> np.ndarray:
+            explainer = AlibiIG(model, n_steps=steps, method="gausslegendre", internal_batch_size=steps + 2)
+            explanation = explainer.explain(image[None], baselines=None, target=np.array([target]))
+            return np.asarray(explanation.attributions[0][0])
+
+        runners["alibi 0.9.6 (gausslegendre)"] = alibi
+    except ImportError as exc:
+        print(f"alibi not installed ({exc}); pip install -r bench/requirements-peers.txt", file=sys.stderr)
+    try:
+        from tf_explain.core.integrated_gradients import IntegratedGradients as TfExplainIG
+
+        def tf_explain(steps: int) -> np.ndarray:
+            interpolated = TfExplainIG.generate_interpolations(image[None], steps)
+            grads = TfExplainIG.get_integrated_gradients(interpolated, model, target, steps)
+            # tf-explain returns the averaged gradients; IG needs the (x - baseline) factor on top.
+            return image * np.asarray(grads)[0]
+
+        runners["tf-explain 0.3.1 (x (x) mean grads)"] = tf_explain
+    except ImportError as exc:
+        print(f"tf-explain not installed ({exc})", file=sys.stderr)
+    try:
+        import saliency.core as saliency
+
+        def call_model(images, call_model_args=None, expected_keys=None):
+            images = tf.convert_to_tensor(images, tf.float32)
+            with tf.GradientTape() as tape:
+                tape.watch(images)
+                output = model(images)[:, target]
+            return {saliency.base.INPUT_OUTPUT_GRADIENTS: tape.gradient(output, images).numpy()}
+
+        def pair(steps: int) -> np.ndarray:
+            return saliency.IntegratedGradients().GetMask(
+                image, call_model, x_baseline=np.zeros_like(image), x_steps=steps, batch_size=steps
+            )
+
+        runners["PAIR saliency 0.2.1"] = pair
+    except ImportError as exc:
+        print(f"saliency not installed ({exc})", file=sys.stderr)
+    return runners
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--store", type=Path, default=REPO / "model_store")
+    parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
+    parser.add_argument("--requests", type=int, default=400, help="requests per concurrency level")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+
+    from mindscope.engine.images import scale_to_unit, to_rgb_array
+    from mindscope.engine.integrated_gradients import attribute
+    from mindscope.engine.runtime import ModelRegistry
+    from mindscope.engine.store import ModelStore
+    from PIL import Image
+
+    loaded = ModelRegistry(ModelStore(args.store)).get()
+    body = args.image.read_bytes()
+    with Image.open(args.image) as picture:
+        image = scale_to_unit(to_rgb_array(picture))
+    lines = [f"# Benchmarks\n\nModel {loaded.ref.label}, {os.cpu_count()} CPUs, one run of `make bench`.\n"]
+
+    # In process: the compiled forward at several batch sizes.
+    forward = {}
+    for batch in (1, 32, 256):
+        images = np.repeat(image[None], batch, axis=0)
+        times = timed(lambda images=images: loaded.predict_now(images), repeats=max(5, 200 // batch))
+        forward[batch] = (statistics.median(times), batch / statistics.median(times))
+    lines += ["## In-process forward\n", "| batch | median ms | images/s |", "|---|---|---|"]
+    lines += [f"| {b} | {t * 1000:.2f} | {ips:.0f} |" for b, (t, ips) in forward.items()]
+
+    target = int(np.argmax(loaded.predict_now(image[None])[0][0]))
+    floor = {}
+    for steps in (16, 50, 128):
+        rows = np.repeat(image[None], steps + 2, axis=0)
+        targets = np.full(steps + 2, target, np.int32)
+        floor[steps] = statistics.median(timed(lambda r=rows, t=targets: loaded.gradients_now(r, t), repeats=10))
+
+    # Over HTTP.
+    process, base = start_server(args.store)
+    try:
+        served = {}
+        for concurrency in (1, 8, 32):
+            rps, latencies = asyncio.run(load(base, body, concurrency, args.requests))
+            served[concurrency] = (rps, p(latencies, 50), p(latencies, 99))
+        ig_http = {}
+        with httpx.Client(base_url=base, timeout=120) as client:
+            for steps in (16, 50, 128):
+                url = f"/explain/integrated-gradients?steps={steps}&target={target}"
+                call = lambda url=url: client.post(url, content=body, headers={"Content-Type": "image/jpeg"})  # noqa: E731
+                ig_http[steps] = statistics.median(timed(call, repeats=10))
+        rss = peak_rss_mib(process.pid)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+
+    bs1_ms = forward[1][0] * 1000
+    lines += [
+        "\n## Served over HTTP (/predict, raw JPEG body, httpx async clients on loopback)\n",
+        "| concurrency | requests/s | p50 ms | p99 ms | vs in-process bs-256 throughput |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {c} | {rps:.0f} | {p50 * 1000:.1f} | {p99 * 1000:.1f} | {rps / forward[256][1]:.2f} |"
+        for c, (rps, p50, p99) in served.items()
+    ]
+    lines.append(f"\nSingle-image p50 over HTTP {served[1][1] * 1000:.1f} ms vs in-process forward {bs1_ms:.1f} ms "
+                 f"(+{served[1][1] * 1000 - bs1_ms:.1f} ms). Peak RSS of the service: {rss:.0f} MiB.\n")
+    lines += [
+        "## Integrated gradients latency (one image, Gauss-Legendre, black baseline)\n",
+        "| steps | one gradient call in process (floor) ms | over HTTP ms | HTTP / floor |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {s} | {floor[s] * 1000:.0f} | {ig_http[s] * 1000:.0f} | {ig_http[s] / floor[s]:.2f} |" for s in floor]
+
+    # Against the peers, in process, same model, same image, 50 steps, black baseline.
+    f_x = float(loaded.predict_now(image[None])[0][0, target])
+    f_b = float(loaded.predict_now(np.zeros_like(image)[None])[0][0, target])
+
+    def ours(steps: int) -> np.ndarray:
+        return attribute(loaded.gradients_now, image, target, None, steps, "gauss_legendre", steps + 2).attributions
+
+    runners = {"mindscope (gauss_legendre)": ours, **peer_runners(loaded.model, loaded, image, target)}
+    lines += [
+        "\n## Integrated gradients against peers (in process, 50 steps, black baseline)\n",
+        "| implementation | median ms | relative completeness error | gradient evaluations for error < 1% |",
+        "|---|---|---|---|",
+    ]
+    peer_times = {}
+    for name, run in runners.items():
+        times = timed(lambda run=run: run(50), repeats=5)
+        error = completeness_error(run(50), f_x, f_b)
+        needed = next((s for s in (4, 8, 16, 32, 64, 128, 256, 512) if completeness_error(run(s), f_x, f_b) < 0.01),
+                      None)
+        peer_times[name] = statistics.median(times)
+        lines.append(f"| {name} | {peer_times[name] * 1000:.0f} | {error:.2e} | {needed or '> 512'} (fixed steps) |")
+    adaptive = attribute(loaded.gradients_now, image, target, None, 4, "gauss_legendre", 64, tolerance=0.01)
+    lines.append(f"| mindscope `tolerance=0.01` (from 4 steps, doubling) | - | {adaptive.relative_delta:.2e} | "
+                 f"{adaptive.gradient_evaluations} (ended at {adaptive.steps} steps) |")
+    alibi_name = next((n for n in peer_times if n.startswith("alibi")), None)
+    if alibi_name:
+        speedup = peer_times[alibi_name] / peer_times["mindscope (gauss_legendre)"]
+        lines.append(f"\nmindscope vs alibi at 50 steps: {speedup:.2f}x faster.")
+
+    report = "\n".join(lines) + "\n"
+    print(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report)
+    plot(served, forward, args.out.with_suffix(".png"))
+
+
+def plot(served: dict[int, tuple[float, float, float]], forward: dict[int, tuple[float, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    levels = list(served)
+    left.bar([str(c) for c in levels], [served[c][0] for c in levels], label="served /predict")
+    left.axhline(forward[256][1], color="tab:orange", linestyle="--", label="in-process bs 256")
+    left.set_xlabel("concurrent clients")
+    left.set_ylabel("images/s")
+    left.legend()
+    right.plot(levels, [served[c][1] * 1000 for c in levels], marker="o", label="p50")
+    right.plot(levels, [served[c][2] * 1000 for c in levels], marker="o", label="p99")
+    right.set_xlabel("concurrent clients")
+    right.set_ylabel("latency ms")
+    right.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Request ids, one JSON access-log line per request, and Prometheus metrics at /metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mindscope.engine.runtime import ModelRegistry
+
+access_log = logging.getLogger("mindscope.access")
+REQUEST_ID_HEADER = "x-request-id"
+_VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class Metrics:
+    def __init__(self, models: ModelRegistry) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "mindscope_requests",
+            "HTTP requests by route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "mindscope_request_duration_seconds",
+            "HTTP request latency by route",
+            ["route"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.registry.register(_BatcherCollector(models))
+
+
+class _BatcherCollector(Collector):
+    """Queue depth, batch counts and sizes, and rejections of every loaded model's batchers."""
+
+    def __init__(self, models: ModelRegistry) -> None:
+        self.models = models
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        labels = ["model", "kind"]
+        depth = GaugeMetricFamily("mindscope_queue_depth", "calls waiting for a batch", labels=labels)
+        batches = CounterMetricFamily("mindscope_batches", "compiled calls run", labels=labels)
+        rows = CounterMetricFamily("mindscope_batch_rows", "rows run in all batches", labels=labels)
+        largest = GaugeMetricFamily("mindscope_batch_largest_rows", "largest batch so far", labels=labels)
+        rejected = CounterMetricFamily("mindscope_rejections", "calls refused as overloaded", labels=labels)
+        for loaded in self.models.loaded_models():
+            for kind, batcher in (("forward", loaded.forward_batcher), ("gradients", loaded.gradient_batcher)):
+                key = [loaded.ref.label, kind]
+                depth.add_metric(key, batcher.depth)
+                batches.add_metric(key, batcher.stats.batches)
+                rows.add_metric(key, batcher.stats.rows)
+                largest.add_metric(key, batcher.stats.largest)
+                rejected.add_metric(key, batcher.stats.rejected)
+        yield from (depth, batches, rows, largest, rejected)
+
+
+class RequestObserver:
+    """Gives each request an id (X-Request-ID, kept when the client sent a sane one), logs it, counts it."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
+        request_id = given if _VALID_ID.match(given) else uuid.uuid4().hex
+        status = 500
+        start = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER.encode(), request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(elapsed)
+            access_log.info(
+                json.dumps(
+                    {
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                    }
+                )
+            )
