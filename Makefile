@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test test-slow lint train
+.PHONY: install serve test test-slow lint train bench
 
 $(BIN)/mindscope: pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,3 +32,13 @@ lint: install
 
 train: install
 	$(BIN)/mindscope train --data ../shared/data/cifar10/train --epochs 10 --out model_store/cifar10-allcnn/$(VERSION)
+
+# The benchmark and its peers (alibi, tf-explain, saliency) live in their own environment.
+.venv-bench/bin/python: pyproject.toml bench/requirements-peers.txt
+	$(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/pip install --quiet --upgrade pip
+	.venv-bench/bin/pip install --quiet -e . -e 'clients/python[all]' -r bench/requirements-peers.txt
+	touch $@
+
+bench: .venv-bench/bin/python
+	.venv-bench/bin/python bench/serve_bench.py

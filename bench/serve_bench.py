@@ -216,8 +216,10 @@ def main() -> None:
         f"| {c} | {rps:.0f} | {p50 * 1000:.1f} | {p99 * 1000:.1f} | {rps / forward[256][1]:.2f} |"
         for c, (rps, p50, p99) in served.items()
     ]
-    lines.append(f"\nSingle-image p50 over HTTP {served[1][1] * 1000:.1f} ms vs in-process forward {bs1_ms:.1f} ms "
-                 f"(+{served[1][1] * 1000 - bs1_ms:.1f} ms). Peak RSS of the service: {rss:.0f} MiB.\n")
+    lines.append(
+        f"\nSingle-image p50 over HTTP {served[1][1] * 1000:.1f} ms vs in-process forward {bs1_ms:.1f} ms "
+        f"(+{served[1][1] * 1000 - bs1_ms:.1f} ms). Peak RSS of the service: {rss:.0f} MiB.\n"
+    )
     lines += [
         "## Integrated gradients latency (one image, Gauss-Legendre, black baseline)\n",
         "| steps | one gradient call in process (floor) ms | over HTTP ms | HTTP / floor |",
@@ -242,13 +244,16 @@ def main() -> None:
     for name, run in runners.items():
         times = timed(lambda run=run: run(50), repeats=5)
         error = completeness_error(run(50), f_x, f_b)
-        needed = next((s for s in (4, 8, 16, 32, 64, 128, 256, 512) if completeness_error(run(s), f_x, f_b) < 0.01),
-                      None)
+        needed = next(
+            (s for s in (4, 8, 16, 32, 64, 128, 256, 512) if completeness_error(run(s), f_x, f_b) < 0.01), None
+        )
         peer_times[name] = statistics.median(times)
         lines.append(f"| {name} | {peer_times[name] * 1000:.0f} | {error:.2e} | {needed or '> 512'} (fixed steps) |")
     adaptive = attribute(loaded.gradients_now, image, target, None, 4, "gauss_legendre", 64, tolerance=0.01)
-    lines.append(f"| mindscope `tolerance=0.01` (from 4 steps, doubling) | - | {adaptive.relative_delta:.2e} | "
-                 f"{adaptive.gradient_evaluations} (ended at {adaptive.steps} steps) |")
+    lines.append(
+        f"| mindscope `tolerance=0.01` (from 4 steps, doubling) | - | {adaptive.relative_delta:.2e} | "
+        f"{adaptive.gradient_evaluations} (ended at {adaptive.steps} steps) |"
+    )
     alibi_name = next((n for n in peer_times if n.startswith("alibi")), None)
     if alibi_name:
         speedup = peer_times[alibi_name] / peer_times["mindscope (gauss_legendre)"]

@@ -14,7 +14,7 @@ from mindscope.api.deps import require_api_key
 from mindscope.api.errors import install_error_handlers
 from mindscope.api.limits import BodySizeLimit
 from mindscope.api.observability import Metrics, RequestObserver
-from mindscope.api.routes import activations, explain, health, models, predict, weights
+from mindscope.api.routes import activations, explain, explorer, health, models, predict, weights
 from mindscope.config import Settings
 from mindscope.engine.runtime import ModelRegistry
 from mindscope.engine.store import ModelStore
@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestObserver, metrics=app.state.metrics)
     app.include_router(health.router)
     app.include_router(health.metrics_router)
+    app.include_router(explorer.router)
     secured = [Depends(require_api_key)]
     for module in (models, predict, activations, weights, explain):
         app.include_router(module.router, dependencies=secured)

@@ -4,7 +4,6 @@ import re
 from pathlib import Path
 
 import yaml
-
 from mindscope.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[2]

@@ -4,7 +4,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-
 from mindscope.engine.batching import BatchingConfig, DynamicBatcher
 from mindscope.errors import Overloaded
 

@@ -1,0 +1,80 @@
+"""The explorer page in a real headless Chromium against a real server."""
+
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "artifacts"
+FLAGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: apt-get install chromium chromium-driver (.ci/run does)")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield launched
+        launched.close()
+
+
+def natural_width(page, selector: str) -> int:
+    return page.eval_on_selector(selector, "img => img.complete ? img.naturalWidth : 0")
+
+
+def wait_for_image(page, selector: str) -> None:
+    page.wait_for_function(
+        "s => { const img = document.querySelector(s); return img.src && img.complete && img.naturalWidth > 0; }",
+        arg=selector,
+        timeout=60_000,
+    )
+
+
+def test_explorer_shows_prediction_layers_and_explanations(browser, server, validation_sample):
+    path = validation_sample[2][0]
+    expected = httpx.post(f"{server.base_url}/predict", files={"file": ("x.jpg", path.read_bytes())}).json()
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    page.goto(server.base_url + "/")
+    wait_for_image(page, "#histograms")
+    page.set_input_files("#file", str(path))
+    page.wait_for_selector("#label", timeout=60_000)
+    assert page.text_content("#label") == expected["label"]
+    for selector in ("#activations", "#animation", "#ig", "#interior"):
+        wait_for_image(page, selector)
+    page.wait_for_function("() => document.querySelector('#completeness').textContent.includes('delta')")
+    assert "64 steps" in page.text_content("#completeness")
+
+    first_grid = page.get_attribute("#activations", "src")
+    page.eval_on_selector("#layer", "el => { el.value = '6'; el.dispatchEvent(new Event('input')); }")
+    page.wait_for_function("s => document.querySelector('#activations').src !== s", arg=first_grid)
+    wait_for_image(page, "#activations")
+    assert page.text_content("#layer-name") == "conv6"
+
+    page.select_option("#target", "3")
+    page.fill("#steps", "16")
+    page.click("#explain")
+    page.wait_for_function("() => document.querySelector('#completeness').textContent.includes('16 steps')")
+    assert '"cat"' in page.text_content("#completeness")
+    page.click("[data-demo=checker]")
+    page.wait_for_function("() => document.querySelector('#prediction').textContent.includes('%')")
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "explorer.png"), full_page=True)
+    assert errors == []
+
+    page.fill("#steps", "1")
+    page.click("#explain")
+    page.wait_for_selector("#error", state="visible")
+    assert "steps" in page.text_content("#error")
+    page.close()
