@@ -2,11 +2,13 @@
 
 import io
 import shutil
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
+import pytest
 from PIL import Image
 
 from ..api.helpers import array_of, assert_error
@@ -69,3 +71,21 @@ def test_a_corrupt_model_keeps_readiness_503(tmp_path, committed_store):
         )
     finally:
         assert broken.stop() == 0
+
+
+def test_sigterm_lets_requests_in_flight_finish_and_exits_zero(tmp_path, committed_store, sample_jpeg):
+    running = start_server(tmp_path, committed_store.root)
+    running.wait_ready()
+    url = f"{running.base_url}/explain/integrated-gradients?steps=1024&method=riemann_trapezoid"
+    with ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(
+            httpx.post, url, content=sample_jpeg, headers={"Content-Type": "image/jpeg"}, timeout=120
+        )
+        time.sleep(0.5)  # the request is being served
+        running.process.send_signal(signal.SIGTERM)
+        response = in_flight.result()
+    assert response.status_code == 200 and response.json()["steps"] == 1024
+    assert running.process.wait(timeout=60) == 0
+    running.stop()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{running.base_url}/health/live", timeout=2)
