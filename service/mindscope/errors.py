@@ -82,3 +82,8 @@ class Unauthorized(MindscopeError):
     status_code = 401
     code = "unauthorized"
     headers = {"WWW-Authenticate": 'Bearer realm="mindscope"'}
+
+
+class DeadlineExceeded(MindscopeError):
+    status_code = 504
+    code = "deadline_exceeded"

@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from mindscope.engine.batching import BatchingConfig, DynamicBatcher
-from mindscope.errors import Overloaded
+from mindscope.errors import DeadlineExceeded, Overloaded
 
 
 def slow_double(x, y):
@@ -78,6 +78,32 @@ def test_a_full_queue_is_refused_at_once():
         assert time.perf_counter() - start < 0.1
         gate.set()
         assert all(f.result(5)[0].shape == (1, 1) for f in running)
+    finally:
+        gate.set()
+        pool.shutdown()
+        batcher.close()
+
+
+def test_callers_past_their_deadline_get_504_and_are_not_computed():
+    gate = threading.Event()
+
+    def blocked(x):
+        gate.wait(5)
+        return (x,)
+
+    batcher = DynamicBatcher(blocked, BatchingConfig(max_batch_rows=1, timeout_s=0.1))
+    pool = ThreadPoolExecutor(2)
+    try:
+        running = pool.submit(batcher.submit, np.ones((1, 1)))  # holds the worker
+        time.sleep(0.02)
+        with pytest.raises(DeadlineExceeded) as caught:
+            batcher.submit(np.full((1, 1), 2.0))  # queued behind it, gives up
+        assert caught.value.status_code == 504
+        gate.set()
+        with pytest.raises(DeadlineExceeded):
+            running.result(5)  # the running caller also waited past 0.1 s
+        assert batcher.submit(np.full((1, 1), 3.0))[0].tolist() == [[3.0]]
+        assert batcher.stats.rows == 2  # the abandoned row was skipped, never computed
     finally:
         gate.set()
         pool.shutdown()

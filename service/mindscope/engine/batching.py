@@ -15,11 +15,12 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from mindscope.errors import Overloaded
+from mindscope.errors import DeadlineExceeded, Overloaded
 
 BatchFn = Callable[..., tuple[np.ndarray, ...]]
 
@@ -29,6 +30,7 @@ class BatchingConfig:
     max_batch_rows: int = 64
     max_delay_s: float = 0.0
     max_queue: int = 256  # waiting submissions, not rows
+    timeout_s: float | None = None  # a caller waiting longer gets DeadlineExceeded and its rows are dropped
 
 
 @dataclass
@@ -63,7 +65,7 @@ class DynamicBatcher:
     def depth(self) -> int:
         return self._queue.qsize()
 
-    def submit(self, *arrays: np.ndarray, timeout: float | None = None) -> tuple[np.ndarray, ...]:
+    def submit(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         """Run `fn` on these rows (within a larger batch); blocks until the result is ready."""
         pending = _Pending(arrays)
         try:
@@ -73,11 +75,25 @@ class DynamicBatcher:
             raise Overloaded(
                 "the service is at capacity; retry after a short wait", queue_limit=self.config.max_queue
             ) from None
-        return pending.future.result(timeout=timeout)
+        try:
+            return pending.future.result(timeout=self.config.timeout_s)
+        except FutureTimeout:
+            pending.future.cancel()  # still queued: the worker skips it and the slot is free again
+            raise DeadlineExceeded(
+                f"no result within {self.config.timeout_s} s; the service is busy, retry or ask for less work",
+                timeout_s=self.config.timeout_s,
+            ) from None
 
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=10)
+
+    def _next(self) -> _Pending | None:
+        """The next caller still waiting (cancelled ones are skipped), or None to stop."""
+        while True:
+            item, self._carry = (self._carry, None) if self._carry else (self._queue.get(), None)
+            if item is None or item.future.set_running_or_notify_cancel():
+                return item
 
     def _collect(self, first: _Pending) -> list[_Pending]:
         batch, rows = [first], first.rows
@@ -94,13 +110,15 @@ class DynamicBatcher:
             if rows + item.rows > self.config.max_batch_rows:
                 self._carry = item  # starts the next batch; never split a caller's rows
                 break
+            if not item.future.set_running_or_notify_cancel():
+                continue
             batch.append(item)
             rows += item.rows
         return batch
 
     def _run(self) -> None:
         while True:
-            first, self._carry = (self._carry, None) if self._carry else (self._queue.get(), None)
+            first = self._next()
             if first is None:
                 return
             batch = self._collect(first)
