@@ -40,7 +40,7 @@ def test_overload_is_refused_fast_while_liveness_answers(small_server, sample_jp
     refused = [(r, t) for r, t in results if r.status_code == 503]
     served = [r for r, _ in results if r.status_code == 200]
     assert refused and served
-    for response, elapsed in refused:
+    for response, _ in refused:
         assert_error(response, 503, "overloaded")
         assert response.headers["retry-after"] == "1"
     assert min(t for _, t in refused) < 2.0
