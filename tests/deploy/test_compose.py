@@ -17,9 +17,34 @@ def test_service_mounts_the_store_read_only_and_checks_readiness():
     cpu = compose()["services"]["mindscope"]
     assert "./model_store:/models:ro" in cpu["volumes"]
     assert cpu["environment"]["MINDSCOPE_MODEL_STORE_DIR"] == "/models"
-    assert cpu["ports"] == ["8000:8000"]
+    assert cpu["expose"] == ["8000"] and "ports" not in cpu  # reached through nginx only
+    assert cpu["deploy"]["replicas"] == "${MINDSCOPE_REPLICAS:-2}"
     assert "/health/ready" in " ".join(cpu["healthcheck"]["test"])
     assert cpu["stop_signal"] == "SIGTERM"
+
+
+def test_nginx_balances_the_replicas_with_limits_that_match_the_service():
+    services = compose()["services"]
+    nginx = services["nginx"]
+    assert nginx["ports"] == ["8000:80"]
+    assert nginx["depends_on"]["mindscope"]["condition"] == "service_healthy"
+    config = (REPO / "deploy" / "nginx.conf").read_text()
+    assert "server mindscope:8000" in config and "proxy_pass http://mindscope;" in config
+    body_mib = int(re.search(r"client_max_body_size (\d+)m;", config).group(1))
+    service_bytes = int(services["mindscope"]["environment"]["MINDSCOPE_MAX_BODY_BYTES"])
+    assert body_mib * 1024 * 1024 == service_bytes
+    assert int(re.search(r"proxy_read_timeout (\d+)s;", config).group(1)) >= 60
+    for mount in nginx["volumes"]:
+        assert (REPO / mount.split(":")[0]).exists()
+
+
+def test_prometheus_scrapes_every_replica():
+    prometheus = compose()["services"]["prometheus"]
+    (mount,) = prometheus["volumes"]
+    config = yaml.safe_load((REPO / mount.split(":")[0]).read_text())
+    (job,) = config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    assert job["dns_sd_configs"][0] == {"names": ["mindscope"], "type": "A", "port": 8000}
 
 
 def test_gpu_variant_reserves_an_nvidia_device_and_installs_gpu_tensorflow():
