@@ -14,7 +14,7 @@ from mindscope.api.deps import require_api_key
 from mindscope.api.errors import install_error_handlers
 from mindscope.api.limits import BodySizeLimit
 from mindscope.api.observability import Metrics, RequestObserver
-from mindscope.api.routes import activations, explain, explorer, health, models, predict, weights
+from mindscope.api.routes import activations, admin, explain, explorer, health, models, predict, weights
 from mindscope.config import Settings
 from mindscope.engine.runtime import ModelRegistry
 from mindscope.engine.store import ModelStore
@@ -23,23 +23,36 @@ from mindscope.errors import MindscopeError
 logger = logging.getLogger("mindscope")
 
 
-def _load_default(app: FastAPI) -> None:
+def _reload_default(app: FastAPI) -> None:
+    """Serve the store's default entry once it loads; keep the previous one when it does not."""
     registry: ModelRegistry = app.state.registry
     try:
-        loaded = registry.get()
+        ref, changed = registry.reload_default()
     except MindscopeError as exc:
-        app.state.load_error = exc.message
-        logger.error("the default model could not be loaded: %s", exc.message)
+        logger.error("the store's default model could not be loaded: %s", exc.message)
+        if registry.serving is None:
+            app.state.load_error = exc.message
         return
     app.state.ready = True
-    logger.info("model %s loaded and warmed up", loaded.ref.label)
+    if changed:
+        logger.info("now serving %s (loaded and warmed up)", ref.label)
+
+
+async def _watch_store(app: FastAPI, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        await asyncio.to_thread(_reload_default, app)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    loading = asyncio.create_task(asyncio.to_thread(_load_default, app))
+    loading = asyncio.create_task(asyncio.to_thread(_reload_default, app))
+    interval = app.state.settings.reload_interval_s
+    watching = asyncio.create_task(_watch_store(app, interval)) if interval > 0 else None
     yield
     app.state.ready = False
+    if watching is not None:
+        watching.cancel()
     await loading
     app.state.registry.close()
 
@@ -68,6 +81,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.metrics_router)
     app.include_router(explorer.router)
     secured = [Depends(require_api_key)]
-    for module in (models, predict, activations, weights, explain):
+    for module in (models, predict, activations, weights, explain, admin):
         app.include_router(module.router, dependencies=secured)
     return app

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     queue_size: int = Field(256, ge=1, description="waiting calls per batcher before 503 overloaded")
     call_timeout_s: float = Field(30.0, gt=0, description="longest wait for one compiled call before 504")
 
+    reload_interval_s: float = Field(
+        0.0, ge=0, description="check the store for a new default version this often (0: only POST /admin/reload)"
+    )
+
     api_key: SecretStr | None = Field(None, description="when set, every route but /health/* needs it")
 
     def forward_batching(self) -> BatchingConfig:

@@ -87,3 +87,8 @@ class Unauthorized(MindscopeError):
 class DeadlineExceeded(MindscopeError):
     status_code = 504
     code = "deadline_exceeded"
+
+
+class AdminDisabled(MindscopeError):
+    status_code = 403
+    code = "admin_disabled"

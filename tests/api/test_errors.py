@@ -109,3 +109,7 @@ def test_limits(client, sample_jpeg):
     assert_error(client.post("/predict", json=batch), 413, "payload_too_large")
     # The service keeps answering after all of the above.
     assert client.post("/predict", content=sample_jpeg, headers=JPEG).status_code == 200
+
+
+def test_admin_routes_are_off_without_an_api_key(client):
+    assert_error(client.post("/admin/reload"), 403, "admin_disabled")

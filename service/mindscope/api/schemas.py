@@ -155,7 +155,7 @@ class ModelSummary(BaseModel):
 
 class ModelListResponse(BaseModel):
     models: list[ModelSummary]
-    default: ModelRefOut | None
+    default: ModelRefOut | None = Field(description="the version serving requests that name none")
 
 
 class ModelDetailResponse(BaseModel):
@@ -173,3 +173,8 @@ class HealthResponse(BaseModel):
     status: Literal["ok", "loading", "failed"]
     detail: str | None = None
     models: list[ModelRefOut] = Field(default_factory=list)
+
+
+class ReloadResponse(BaseModel):
+    serving: ModelRefOut
+    changed: bool = Field(description="whether a new version was swapped in")

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from mindscope.engine.batching import BatchingConfig, DynamicBatcher
 from mindscope.engine.store import INITIAL_WEIGHTS_FILE, ModelRef, ModelStore
-from mindscope.errors import ModelIntegrityError, ModelNotFound, UnknownClass, UnknownLayer
+from mindscope.errors import MindscopeError, ModelIntegrityError, UnknownClass, UnknownLayer
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,13 @@ def load_model(
 
 
 class ModelRegistry:
-    """The models held in memory, loaded once each, looked up by exact name and version."""
+    """The models held in memory, loaded once each, looked up by exact name and version.
+
+    Requests that name no version get the *serving default*: the store's default entry as of the
+    last successful `reload_default`. A newer version dropped into the store is loaded and warmed
+    beside it first and swapped in only when that worked, so a corrupt new version never replaces
+    a working one.
+    """
 
     def __init__(
         self,
@@ -172,10 +178,17 @@ class ModelRegistry:
         self.forward_batching = forward_batching
         self.gradient_batching = gradient_batching
         self._loaded: dict[ModelRef, LoadedModel] = {}
+        self._failed: dict[ModelRef, str] = {}
+        self._default: LoadedModel | None = None
         self._lock = threading.Lock()
 
     def get(self, name: str | None = None, version: int | None = None) -> LoadedModel:
-        ref = self.store.resolve(name, version)
+        serving = self._default
+        if serving is not None and version is None and name in (None, serving.ref.name):
+            return serving
+        return self._load(self.store.resolve(name, version))
+
+    def _load(self, ref: ModelRef) -> LoadedModel:
         loaded = self._loaded.get(ref)
         if loaded is not None:
             return loaded
@@ -186,6 +199,28 @@ class ModelRegistry:
                 self._loaded[ref] = loaded
             return self._loaded[ref]
 
+    def reload_default(self) -> tuple[ModelRef, bool]:
+        """Load the store's current default if it is new and swap it in: (serving ref, changed).
+
+        Raises the load's MindscopeError when the new entry fails; the previous default keeps
+        serving and the failed entry is not retried.
+        """
+        ref = self.store.resolve()
+        serving = self._default
+        if serving is not None and (ref == serving.ref or ref in self._failed):
+            return serving.ref, False
+        try:
+            candidate = self._load(ref)
+        except MindscopeError as exc:
+            self._failed[ref] = exc.message
+            raise
+        self._default = candidate
+        return ref, True
+
+    @property
+    def serving(self) -> ModelRef | None:
+        return None if self._default is None else self._default.ref
+
     def close(self) -> None:
         for loaded in self._loaded.values():
             loaded.close()
@@ -195,7 +230,3 @@ class ModelRegistry:
 
     def loaded_models(self) -> list[LoadedModel]:
         return list(self._loaded.values())
-
-    def require_any(self) -> None:
-        if not self.store.names():
-            raise ModelNotFound(f"the model store at {self.store.root} holds no models")

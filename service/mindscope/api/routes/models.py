@@ -8,7 +8,6 @@ from mindscope.api.deps import RegistryDep
 from mindscope.api.errors import ERROR_RESPONSES
 from mindscope.api.responses import layer_out
 from mindscope.api.schemas import ModelDetailResponse, ModelListResponse, ModelRefOut, ModelSummary
-from mindscope.errors import MindscopeError
 
 router = APIRouter(prefix="/models", tags=["models"], responses=ERROR_RESPONSES)
 
@@ -20,11 +19,8 @@ def list_models(registry: RegistryDep) -> ModelListResponse:
         ModelSummary(name=name, versions=store.versions(name), default_version=store.versions(name)[-1])
         for name in store.names()
     ]
-    try:
-        ref = store.resolve()
-        default = ModelRefOut(name=ref.name, version=ref.version)
-    except MindscopeError:
-        default = None
+    ref = registry.serving
+    default = None if ref is None else ModelRefOut(name=ref.name, version=ref.version)
     return ModelListResponse(models=models, default=default)
 
 

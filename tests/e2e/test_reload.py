@@ -1,0 +1,80 @@
+"""Hot reload under steady load: a new version is swapped in, a corrupt one is refused."""
+
+import shutil
+import threading
+import time
+
+import httpx
+
+from ..api.helpers import assert_error
+from ..servers import start_server
+
+KEY = "reload-key"
+
+
+def drop_version(source, store, version, corrupt=False):
+    """Copy an entry in beside the store and rename it into place, as `mindscope train` writes."""
+    staging = store / "cifar10-allcnn" / f".staging-{version}"
+    shutil.copytree(source, staging)
+    if corrupt:
+        model = staging / "model.keras"
+        model.write_bytes(model.read_bytes()[:-64])
+    staging.rename(store / "cifar10-allcnn" / str(version))
+
+
+def serving_version(base):
+    return httpx.get(f"{base}/models", headers={"X-API-Key": KEY}, timeout=5).json()["default"]["version"]
+
+
+def wait_for(condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def test_new_versions_swap_in_under_load_and_corrupt_ones_do_not(tmp_path, committed_store, sample_jpeg):
+    source = committed_store.entry_dir(committed_store.resolve())
+    store = tmp_path / "store"
+    shutil.copytree(source, store / "cifar10-allcnn" / "1")
+    server = start_server(tmp_path, store, MINDSCOPE_RELOAD_INTERVAL_S="0.5", MINDSCOPE_API_KEY=KEY)
+    statuses: list[int] = []
+    versions: set[int] = set()
+    stop = threading.Event()
+
+    def steady_load():
+        with httpx.Client(base_url=server.base_url, headers={"X-API-Key": KEY}, timeout=30) as http:
+            while not stop.is_set():
+                response = http.post("/predict", content=sample_jpeg, headers={"Content-Type": "image/jpeg"})
+                statuses.append(response.status_code)
+                if response.status_code == 200:
+                    versions.add(response.json()["model"]["version"])
+
+    try:
+        server.wait_ready()
+        load = threading.Thread(target=steady_load)
+        load.start()
+        time.sleep(1)
+        drop_version(source, store, 2)
+        wait_for(lambda: serving_version(server.base_url) == 2)
+        drop_version(source, store, 3, corrupt=True)
+        time.sleep(2)  # several polls: the corrupt version is tried once and refused
+        assert serving_version(server.base_url) == 2
+        refused = httpx.post(f"{server.base_url}/admin/reload", headers={"X-API-Key": KEY})
+        assert refused.status_code == 200 and refused.json() == {
+            "serving": {"name": "cifar10-allcnn", "version": 2},
+            "changed": False,
+        }
+        assert_error(httpx.post(f"{server.base_url}/admin/reload"), 401, "unauthorized")
+        pinned = httpx.post(
+            f"{server.base_url}/predict?version=3",
+            content=sample_jpeg,
+            headers={"Content-Type": "image/jpeg", "X-API-Key": KEY},
+        )
+        assert_error(pinned, 503, "model_integrity_error")
+        time.sleep(1)
+    finally:
+        stop.set()
+        server.stop()
+    assert statuses and set(statuses) == {200}
+    assert versions == {1, 2}
