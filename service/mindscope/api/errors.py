@@ -75,10 +75,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status, description in {
         400: "undecodable image (invalid_image)",
         401: "missing or wrong API key (unauthorized)",
+        403: "admin routes are off until an API key is configured (admin_disabled)",
         404: "unknown model, version or layer",
         413: "body, image or batch too large (payload_too_large)",
         415: "unsupported Content-Type or image format",
         422: "invalid parameters or array shape (validation_error, invalid_input, unknown_class)",
-        503: "model not loaded yet or failed its integrity check",
+        503: "model not loaded yet, failed its integrity check, or the service is overloaded (Retry-After)",
+        504: "no compiled call finished within the deadline (deadline_exceeded)",
     }.items()
 }
