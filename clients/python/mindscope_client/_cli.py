@@ -42,15 +42,14 @@ def _flat(values: Any) -> list[Any]:
 
 
 def _explain(client: Client, args: argparse.Namespace) -> None:
-    target = int(args.target) if args.target and args.target.isdigit() else args.target
-    result = client.integrated_gradients(
-        args.image,
-        target=target,
-        steps=args.steps,
-        baseline=args.baseline,
-        method=args.method,
-        tolerance=args.tolerance,
-    )
+    options: dict[str, Any] = {
+        "target": int(args.target) if args.target and args.target.isdigit() else args.target,
+        "steps": args.steps,
+        "baseline": args.baseline,
+        "method": args.method,
+        "tolerance": args.tolerance,
+    }
+    result = client.integrated_gradients(args.image, **options)
     assert isinstance(result, Attribution)
     c = result.completeness
     print(
@@ -69,18 +68,7 @@ def _explain(client: Client, args: argparse.Namespace) -> None:
         )
     )
     if args.png:
-        _write(
-            client.integrated_gradients(
-                args.image,
-                target=target,
-                steps=args.steps,
-                baseline=args.baseline,
-                method=args.method,
-                tolerance=args.tolerance,
-                as_png=True,
-            ),
-            args.png,
-        )
+        _write(client.integrated_gradients(args.image, **options, as_png=True), args.png)
 
 
 def _activations(client: Client, args: argparse.Namespace) -> None:

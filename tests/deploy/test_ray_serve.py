@@ -1,0 +1,47 @@
+"""The FastAPI app on a local Ray Serve instance: two replicas behind Ray's HTTP proxy."""
+
+import time
+
+import httpx
+import pytest
+
+from mindscope.config import Settings
+from mindscope.deploy.ray_serve import RaySettings, build_app
+
+from ..api.helpers import array_of
+from ..servers import free_port
+
+
+@pytest.mark.slow
+def test_two_replicas_answer_predict_and_integrated_gradients(committed_store, sample_jpeg, tmp_path):
+    ray = pytest.importorskip("ray", reason="pip install '.[ray]'")
+    from ray import serve
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=str(tmp_path / "ray"))
+    try:
+        port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        app = build_app(Settings(model_store_dir=committed_store.root), RaySettings(num_replicas=2, num_cpus=0.5))
+        serve.run(app, name="mindscope", route_prefix="/")
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 240
+        while httpx.get(f"{base}/health/ready", timeout=10).status_code != 200:
+            assert time.monotonic() < deadline, "no replica became ready"
+            time.sleep(0.5)
+
+        status = serve.status().applications["mindscope"].deployments["mindscope"]
+        assert status.replica_states.get("RUNNING") == 2
+
+        prediction = httpx.post(f"{base}/predict", content=sample_jpeg, headers={"Content-Type": "image/jpeg"})
+        assert prediction.status_code == 200 and prediction.json()["model"]["name"] == "cifar10-allcnn"
+        explained = httpx.post(
+            f"{base}/explain/integrated-gradients?steps=32",
+            files={"file": ("x.jpg", sample_jpeg, "image/jpeg")},
+            timeout=120,
+        )
+        body = explained.json()
+        assert array_of(body["attributions"]).shape == (32, 32, 3)
+        assert body["completeness"]["relative_delta"] < 0.01
+    finally:
+        serve.shutdown()
+        ray.shutdown()
