@@ -10,7 +10,7 @@ PORT ?= 8000
 $(BIN)/mindscope: pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]' -e 'clients/python[all]'
+	$(BIN)/pip install --quiet -e '.[dev,ray]' -e 'clients/python[all]'
 	touch $@
 
 install: $(BIN)/mindscope
