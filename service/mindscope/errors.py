@@ -55,6 +55,13 @@ class InvalidImage(MindscopeError):
     code = "invalid_image"
 
 
+class InvalidJSON(MindscopeError):
+    """The body is not parseable JSON (or nests too deeply to parse)."""
+
+    status_code = 400
+    code = "invalid_json"
+
+
 class InvalidInput(MindscopeError):
     """The request is well-formed but its values cannot be used (wrong array shape, bad option)."""
 

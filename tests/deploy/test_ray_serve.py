@@ -4,7 +4,6 @@ import time
 
 import httpx
 import pytest
-
 from mindscope.config import Settings
 from mindscope.deploy.ray_serve import RaySettings, build_app
 

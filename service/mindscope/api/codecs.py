@@ -25,7 +25,7 @@ from starlette.datastructures import UploadFile
 
 from mindscope.api.schemas import ImageInfo
 from mindscope.engine.images import INPUT_SIZE, scale_to_unit, to_rgb_array
-from mindscope.errors import InvalidImage, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from mindscope.errors import InvalidImage, InvalidInput, InvalidJSON, PayloadTooLarge, UnsupportedMediaType
 
 IMAGE_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
 DECODABLE_FORMATS = ("PNG", "JPEG", "WEBP")
@@ -167,14 +167,16 @@ async def read_images(request: Request, max_pixels: int, max_instances: int) -> 
         return DecodedRequest([decode_image_bytes(await request.body(), max_pixels)], None, batch=False)
     if content_type == "application/json":
         try:
-            body = InstancesRequest.model_validate(json.loads(await request.body()))
+            parsed = json.loads(await request.body())
         except (ValueError, RecursionError) as exc:
-            if isinstance(exc, ValidationError):
-                raise InvalidInput(
-                    'the JSON body must be {"instances": [...]}',
-                    errors=json.loads(exc.json(include_url=False, include_context=False)),
-                ) from None
-            raise InvalidInput(f"the body is not valid JSON: {exc}") from None
+            raise InvalidJSON(f"the body is not valid JSON: {str(exc)[:200]}") from None
+        try:
+            body = InstancesRequest.model_validate(parsed)
+        except ValidationError as exc:
+            raise InvalidInput(
+                'the JSON body must be {"instances": [...]}',
+                errors=json.loads(exc.json(include_url=False, include_context=False)),
+            ) from None
         if len(body.instances) > max_instances:
             raise PayloadTooLarge(
                 f"{len(body.instances)} instances; at most {max_instances} per request",
