@@ -53,7 +53,7 @@ def build_app(settings: Settings | None = None, ray_settings: RaySettings | None
     class Mindscope:
         pass
 
-    return Mindscope.bind()
+    return Mindscope.bind()  # type: ignore[attr-defined]  # serve.deployment returns a Deployment
 
 
 def __getattr__(name: str) -> Any:
