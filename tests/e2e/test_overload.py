@@ -59,3 +59,25 @@ def test_chunked_bodies_over_the_cap_are_refused(small_server):
     assert "content-length" not in response.request.headers
     assert_error(response, 413, "payload_too_large")
     assert httpx.get(f"{small_server.base_url}/health/live").status_code == 200
+
+
+def test_clients_that_disconnect_mid_request_leak_nothing(small_server, sample_jpeg):
+    url = f"{small_server.base_url}/explain/integrated-gradients?steps=1024&method=riemann_trapezoid"
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(url, content=sample_jpeg, headers={"Content-Type": "image/jpeg"}, timeout=0.3)
+    deadline = time.monotonic() + 60
+
+    def depth() -> float:
+        text = httpx.get(f"{small_server.base_url}/metrics").text
+        return sum(
+            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("mindscope_queue_depth{")
+        )
+
+    time.sleep(1)
+    while depth() > 0:
+        assert time.monotonic() < deadline, "queued work never drained"
+        time.sleep(0.5)
+    response = httpx.post(
+        f"{small_server.base_url}/predict", content=sample_jpeg, headers={"Content-Type": "image/jpeg"}, timeout=60
+    )
+    assert response.status_code == 200
