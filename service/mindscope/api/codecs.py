@@ -21,6 +21,7 @@ import numpy as np
 from fastapi import Request
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from mindscope.api.schemas import ImageInfo
@@ -149,42 +150,54 @@ def _content_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
+def decode_json_body(data: bytes, max_pixels: int, max_instances: int) -> DecodedRequest:
+    """A JSON `instances` body -> decoded images (CPU work: call it off the event loop)."""
+    try:
+        parsed = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidJSON(f"the body is not valid JSON: {str(exc)[:200]}") from None
+    try:
+        body = InstancesRequest.model_validate(parsed)
+    except ValidationError as exc:
+        raise InvalidInput(
+            'the JSON body must be {"instances": [...]}',
+            errors=json.loads(exc.json(include_url=False, include_context=False)),
+        ) from None
+    if len(body.instances) > max_instances:
+        raise PayloadTooLarge(
+            f"{len(body.instances)} instances; at most {max_instances} per request",
+            max_instances=max_instances,
+        )
+    images = [_decode_instance(i, body.value_range, max_pixels) for i in body.instances]
+    baseline = None if body.baseline is None else _decode_instance(body.baseline, body.value_range, max_pixels)
+    return DecodedRequest(images, baseline, batch=True)
+
+
+def _decode_upload(image: bytes, baseline: bytes | None, max_pixels: int) -> DecodedRequest:
+    decoded_baseline = None if baseline is None else decode_image_bytes(baseline, max_pixels)
+    return DecodedRequest([decode_image_bytes(image, max_pixels)], decoded_baseline, batch=False)
+
+
 async def read_images(request: Request, max_pixels: int, max_instances: int) -> DecodedRequest:
-    """Decode whatever supported body the request carries (see the module docstring)."""
+    """Decode whatever supported body the request carries (see the module docstring).
+
+    The body is read on the event loop; decoding (Pillow, JSON) runs in the thread pool so a large
+    image never stalls other requests.
+    """
     content_type = _content_type(request)
     if content_type == "multipart/form-data":
         async with request.form(max_files=2, max_fields=8) as form:  # closes the uploads' temp files
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
                 raise InvalidInput("the multipart body needs the image in a file field named 'file'")
-            image = decode_image_bytes(await upload.read(), max_pixels)
+            image = await upload.read()
             baseline_upload = form.get("baseline")
-            baseline = None
-            if isinstance(baseline_upload, UploadFile):
-                baseline = decode_image_bytes(await baseline_upload.read(), max_pixels)
-        return DecodedRequest([image], baseline, batch=False)
+            baseline = await baseline_upload.read() if isinstance(baseline_upload, UploadFile) else None
+        return await run_in_threadpool(_decode_upload, image, baseline, max_pixels)
     if content_type in IMAGE_TYPES:
-        return DecodedRequest([decode_image_bytes(await request.body(), max_pixels)], None, batch=False)
+        return await run_in_threadpool(_decode_upload, await request.body(), None, max_pixels)
     if content_type == "application/json":
-        try:
-            parsed = json.loads(await request.body())
-        except (ValueError, RecursionError) as exc:
-            raise InvalidJSON(f"the body is not valid JSON: {str(exc)[:200]}") from None
-        try:
-            body = InstancesRequest.model_validate(parsed)
-        except ValidationError as exc:
-            raise InvalidInput(
-                'the JSON body must be {"instances": [...]}',
-                errors=json.loads(exc.json(include_url=False, include_context=False)),
-            ) from None
-        if len(body.instances) > max_instances:
-            raise PayloadTooLarge(
-                f"{len(body.instances)} instances; at most {max_instances} per request",
-                max_instances=max_instances,
-            )
-        images = [_decode_instance(i, body.value_range, max_pixels) for i in body.instances]
-        baseline = None if body.baseline is None else _decode_instance(body.baseline, body.value_range, max_pixels)
-        return DecodedRequest(images, baseline, batch=True)
+        return await run_in_threadpool(decode_json_body, await request.body(), max_pixels, max_instances)
     raise UnsupportedMediaType(f"unsupported Content-Type {content_type or '(none)'}", accepted=ACCEPTED_TYPES)
 
 
