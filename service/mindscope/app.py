@@ -23,7 +23,7 @@ from mindscope.errors import MindscopeError
 logger = logging.getLogger("mindscope")
 
 
-def _reload_default(app: FastAPI) -> None:
+def load_default_model(app: FastAPI) -> None:
     """Serve the store's default entry once it loads; keep the previous one when it does not."""
     registry: ModelRegistry = app.state.registry
     try:
@@ -41,12 +41,12 @@ def _reload_default(app: FastAPI) -> None:
 async def _watch_store(app: FastAPI, interval_s: float) -> None:
     while True:
         await asyncio.sleep(interval_s)
-        await asyncio.to_thread(_reload_default, app)
+        await asyncio.to_thread(load_default_model, app)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    loading = asyncio.create_task(asyncio.to_thread(_reload_default, app))
+    loading = asyncio.create_task(asyncio.to_thread(load_default_model, app))
     interval = app.state.settings.reload_interval_s
     watching = asyncio.create_task(_watch_store(app, interval)) if interval > 0 else None
     yield

@@ -31,8 +31,10 @@ def test_two_replicas_answer_predict_and_integrated_gradients(committed_store, s
         status = serve.status().applications["mindscope"].deployments["mindscope"]
         assert status.replica_states.get("RUNNING") == 2
 
-        prediction = httpx.post(f"{base}/predict", content=sample_jpeg, headers={"Content-Type": "image/jpeg"})
-        assert prediction.status_code == 200 and prediction.json()["model"]["name"] == "cifar10-allcnn"
+        # Replicas load the model before Ray routes to them: no request meets one still loading.
+        for _ in range(8):
+            prediction = httpx.post(f"{base}/predict", content=sample_jpeg, headers={"Content-Type": "image/jpeg"})
+            assert prediction.status_code == 200 and prediction.json()["model"]["name"] == "cifar10-allcnn"
         explained = httpx.post(
             f"{base}/explain/integrated-gradients?steps=32",
             files={"file": ("x.jpg", sample_jpeg, "image/jpeg")},

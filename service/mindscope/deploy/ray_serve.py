@@ -29,9 +29,10 @@ class RaySettings(BaseSettings):
 
 def build_app(settings: Settings | None = None, ray_settings: RaySettings | None = None) -> Any:
     """A Ray Serve application serving `create_app(settings)` on each replica."""
+    from fastapi import FastAPI
     from ray import serve
 
-    from mindscope.app import create_app
+    from mindscope.app import create_app, load_default_model
 
     settings = settings or Settings()
     ray_settings = ray_settings or RaySettings()
@@ -47,9 +48,15 @@ def build_app(settings: Settings | None = None, ray_settings: RaySettings | None
     else:
         scaling = {"num_replicas": ray_settings.num_replicas}
 
-    # A builder, not an app: each replica calls it in its own process, so each loads the model once.
+    def build_replica_app() -> FastAPI:
+        # Each replica calls this in its own process, so each loads the model once; and since Ray
+        # routes to a replica as soon as it is constructed, the model loads here, not in the background.
+        app = create_app(settings)
+        load_default_model(app)
+        return app
+
     @serve.deployment(name="mindscope", ray_actor_options={"num_cpus": ray_settings.num_cpus}, **scaling)
-    @serve.ingress(lambda: create_app(settings))
+    @serve.ingress(build_replica_app)
     class Mindscope:
         pass
 
