@@ -15,7 +15,6 @@ class Settings(BaseSettings):
 
     model_store_dir: Path = Path("model_store")
     default_model: str | None = Field(None, description="model name used when a request names none")
-    warm_up: bool = Field(True, description="trace the compiled functions before reporting ready")
 
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(4096 * 4096, ge=32 * 32, description="decoded width * height cap")
