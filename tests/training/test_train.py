@@ -61,6 +61,9 @@ def test_resume_continues_from_the_last_epoch(tmp_path, data_dir):
     history = json.loads((out / "history.json").read_text())
     assert [row["epoch"] for row in history] == [1, 2]
     assert history[0] == first[0]
+    # The first run's schedule ended with it, so the extra epoch is a new warm-up + cosine cycle.
+    cycles = json.loads((out / METADATA_FILE).read_text())["training"]["cycles"]
+    assert [(c["first_epoch"], c["epochs"]) for c in cycles] == [(1, 1), (2, 1)]
 
 
 def test_existing_entry_is_never_overwritten(tiny_store, data_dir):
