@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI
 from mindscope import __version__
 from mindscope.api.deps import require_api_key
 from mindscope.api.errors import install_error_handlers
-from mindscope.api.limits import BodySizeLimit
+from mindscope.api.limits import BodySizeLimit, RequestLifetime
 from mindscope.api.observability import Metrics, RequestObserver
 from mindscope.api.routes import activations, admin, explain, explorer, health, models, predict, weights
 from mindscope.config import Settings
@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.load_error = None
     install_error_handlers(app)
     app.state.metrics = Metrics(app.state.registry)
+    app.add_middleware(RequestLifetime, timeout_s=settings.request_timeout_s)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestObserver, metrics=app.state.metrics)
     app.include_router(health.router)

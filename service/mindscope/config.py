@@ -28,7 +28,9 @@ class Settings(BaseSettings):
     gradient_batch_max_rows: int = Field(128, ge=1, description="gradient rows per compiled call")
     batch_max_delay_ms: float = Field(0.0, ge=0, le=1000, description="wait for a batch to fill (0: none)")
     queue_size: int = Field(256, ge=1, description="waiting calls per batcher before 503 overloaded")
-    call_timeout_s: float = Field(30.0, gt=0, description="longest wait for one compiled call before 504")
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="a request's model work past this many seconds is dropped with 504"
+    )
 
     reload_interval_s: float = Field(
         0.0, ge=0, description="check the store for a new default version this often (0: only POST /admin/reload)"
@@ -37,9 +39,7 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="when set, every route but /health/* needs it")
 
     def forward_batching(self) -> BatchingConfig:
-        return BatchingConfig(self.batch_max_rows, self.batch_max_delay_ms / 1000, self.queue_size, self.call_timeout_s)
+        return BatchingConfig(self.batch_max_rows, self.batch_max_delay_ms / 1000, self.queue_size)
 
     def gradient_batching(self) -> BatchingConfig:
-        return BatchingConfig(
-            self.gradient_batch_max_rows, self.batch_max_delay_ms / 1000, self.queue_size, self.call_timeout_s
-        )
+        return BatchingConfig(self.gradient_batch_max_rows, self.batch_max_delay_ms / 1000, self.queue_size)

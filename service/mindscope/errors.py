@@ -96,6 +96,13 @@ class DeadlineExceeded(MindscopeError):
     code = "deadline_exceeded"
 
 
+class RequestCancelled(MindscopeError):
+    """The client went away before the answer; nobody reads this response, the access log does."""
+
+    status_code = 499
+    code = "client_closed_request"
+
+
 class AdminDisabled(MindscopeError):
     status_code = 403
     code = "admin_disabled"

@@ -5,7 +5,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from mindscope.engine.batching import BatchingConfig, DynamicBatcher
-from mindscope.errors import DeadlineExceeded, Overloaded
+from mindscope.engine.work import RequestWork, request_work
+from mindscope.errors import DeadlineExceeded, Overloaded, RequestCancelled
 
 
 def slow_double(x, y):
@@ -91,20 +92,56 @@ def test_callers_past_their_deadline_get_504_and_are_not_computed():
         gate.wait(5)
         return (x,)
 
-    batcher = DynamicBatcher(blocked, BatchingConfig(max_batch_rows=1, timeout_s=0.1))
+    batcher = DynamicBatcher(blocked, BatchingConfig(max_batch_rows=1))
     pool = ThreadPoolExecutor(2)
     try:
-        running = pool.submit(batcher.submit, np.ones((1, 1)))  # holds the worker
+        running = pool.submit(_within, RequestWork(0.1), batcher.submit, np.ones((1, 1)))  # holds the worker
         time.sleep(0.02)
         with pytest.raises(DeadlineExceeded) as caught:
-            batcher.submit(np.full((1, 1), 2.0))  # queued behind it, gives up
+            _within(RequestWork(0.1), batcher.submit, np.full((1, 1), 2.0))  # queued behind it, gives up
         assert caught.value.status_code == 504
         gate.set()
         with pytest.raises(DeadlineExceeded):
             running.result(5)  # the running caller also waited past 0.1 s
-        assert batcher.submit(np.full((1, 1), 3.0))[0].tolist() == [[3.0]]
+        assert batcher.submit(np.full((1, 1), 3.0))[0].tolist() == [[3.0]]  # outside a request: no deadline
         assert batcher.stats.rows == 2  # the abandoned row was skipped, never computed
     finally:
         gate.set()
         pool.shutdown()
         batcher.close()
+
+
+def test_a_cancelled_request_withdraws_its_queued_rows():
+    gate = threading.Event()
+
+    def blocked(x):
+        gate.wait(5)
+        return (x,)
+
+    batcher = DynamicBatcher(blocked, BatchingConfig(max_batch_rows=1))
+    pool = ThreadPoolExecutor(2)
+    work = RequestWork()
+    try:
+        running = pool.submit(batcher.submit, np.ones((1, 1)))  # holds the worker
+        time.sleep(0.02)
+        queued = pool.submit(_within, work, batcher.submit, np.full((1, 1), 2.0))
+        time.sleep(0.02)
+        work.cancel("client disconnected")
+        with pytest.raises(RequestCancelled, match="client disconnected"):
+            queued.result(1)  # returns at once, while the batch ahead of it is still running
+        assert not running.done()
+        with pytest.raises(RequestCancelled):
+            _within(work, batcher.submit, np.ones((1, 1)))  # nothing more is queued for it
+        gate.set()
+        running.result(5)
+        assert batcher.submit(np.full((1, 1), 3.0))[0].tolist() == [[3.0]]
+        assert batcher.stats.rows == 2  # the cancelled row was never computed
+    finally:
+        gate.set()
+        pool.shutdown()
+        batcher.close()
+
+
+def _within(work, fn, *args):
+    with request_work(work):
+        return fn(*args)

@@ -1,10 +1,13 @@
 """Integrated gradients: maths on functions with known integrals, then on the committed model."""
 
+import time
+
 import numpy as np
 import pytest
 import tensorflow as tf
 from mindscope.engine.integrated_gradients import attribute, gaussian_blur, interior_gradients, make_baseline
-from mindscope.errors import InvalidInput
+from mindscope.engine.work import RequestWork, request_work
+from mindscope.errors import DeadlineExceeded, InvalidInput, RequestCancelled
 
 SHAPE = (4, 4, 3)
 
@@ -70,6 +73,32 @@ def test_tolerance_doubles_steps_until_met():
     assert refined.gradient_evaluations == 2 + sum(3 * 2**k for k in range(int(np.log2(refined.steps // 3)) + 1))
     capped = attribute(gradient_fn, image, target=0, steps=3, method="riemann_trapezoid", tolerance=1e-9, max_steps=24)
     assert capped.steps == 24 and capped.relative_delta > 1e-9
+
+
+def test_a_cancelled_or_late_request_stops_between_chunks(setup):
+    gradient_fn, _, image = setup
+    calls = []
+    work = RequestWork()
+
+    def cancelling(images, targets):
+        calls.append(len(images))
+        if len(calls) == 2:
+            work.cancel("client disconnected")
+        return gradient_fn(images, targets)
+
+    with request_work(work), pytest.raises(RequestCancelled):
+        attribute(cancelling, image, target=0, steps=100, internal_batch_size=10)
+    assert calls == [10, 10]  # of 11 chunks, none after the cancellation
+
+    def slow(images, targets):
+        calls.append(len(images))
+        time.sleep(0.05)
+        return gradient_fn(images, targets)
+
+    calls.clear()
+    with request_work(RequestWork(timeout_s=0.12)), pytest.raises(DeadlineExceeded):
+        attribute(slow, image, target=0, steps=100, internal_batch_size=10)
+    assert 2 <= len(calls) <= 4
 
 
 def test_unknown_method_and_mismatched_baseline_are_input_errors(setup):

@@ -15,12 +15,12 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from mindscope.errors import DeadlineExceeded, Overloaded
+from mindscope.engine.work import current_work
+from mindscope.errors import Overloaded
 
 BatchFn = Callable[..., tuple[np.ndarray, ...]]
 
@@ -30,7 +30,6 @@ class BatchingConfig:
     max_batch_rows: int = 64
     max_delay_s: float = 0.0
     max_queue: int = 256  # waiting submissions, not rows
-    timeout_s: float | None = None  # a caller waiting longer gets DeadlineExceeded and its rows are dropped
 
 
 @dataclass
@@ -66,7 +65,13 @@ class DynamicBatcher:
         return self._queue.qsize()
 
     def submit(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Run `fn` on these rows (within a larger batch); blocks until the result is ready."""
+        """Run `fn` on these rows (within a larger batch); blocks until the result is ready.
+
+        The wait is bounded by the current request's deadline and ends when the request is
+        cancelled (`engine.work`); rows of a caller that stopped waiting are never run.
+        """
+        work = current_work()
+        work.check()
         pending = _Pending(arrays)
         try:
             self._queue.put_nowait(pending)
@@ -75,14 +80,7 @@ class DynamicBatcher:
             raise Overloaded(
                 "the service is at capacity; retry after a short wait", queue_limit=self.config.max_queue
             ) from None
-        try:
-            return pending.future.result(timeout=self.config.timeout_s)
-        except FutureTimeout:
-            pending.future.cancel()  # still queued: the worker skips it and the slot is free again
-            raise DeadlineExceeded(
-                f"no result within {self.config.timeout_s} s; the service is busy, retry or ask for less work",
-                timeout_s=self.config.timeout_s,
-            ) from None
+        return work.wait(pending.future)
 
     def close(self) -> None:
         self._queue.put(None)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mindscope.engine.quadrature import RULES
+from mindscope.engine.work import current_work
 from mindscope.errors import InvalidInput
 
 # (images float32 (N, H, W, C), targets int32 (N,)) -> (d p[target]/d image (N, H, W, C), probabilities (N, K))
@@ -85,10 +86,15 @@ def _path_gradients(
     target: int,
     internal_batch_size: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Gradients at baseline + alpha * (image - baseline), `internal_batch_size` rows at a time."""
+    """Gradients at baseline + alpha * (image - baseline), `internal_batch_size` rows at a time.
+
+    Between chunks, a request that was cancelled or ran out of time stops here (`engine.work`).
+    """
     grads = np.empty((len(alphas), *image.shape), np.float32)
     probabilities: list[np.ndarray] = []
+    work = current_work()
     for start in range(0, len(alphas), internal_batch_size):
+        work.check()
         chunk = alphas[start : start + internal_batch_size].astype(np.float32)
         points = baseline[None] + chunk[:, None, None, None] * (image - baseline)[None]
         chunk_grads, chunk_probs = gradient_fn(points, np.full(len(chunk), target, np.int32))
