@@ -9,7 +9,7 @@ Prints a Markdown report and writes it to docs/benchmarks.md with a plot in docs
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
 import os
 import signal
 import socket
@@ -71,29 +71,15 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-async def load(base: str, body: bytes, concurrency: int, total: int) -> tuple[float, list[float]]:
-    """`total` /predict calls from `concurrency` workers; (requests per second, latencies)."""
-    latencies: list[float] = []
-    counter = iter(range(total))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
-
-        async def worker() -> None:
-            for _ in counter:
-                start = time.perf_counter()
-                response = await client.post("/predict", content=body, headers={"Content-Type": "image/jpeg"})
-                response.raise_for_status()
-                latencies.append(time.perf_counter() - start)
-
-        await worker_warmup(client, body)
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return total / (time.perf_counter() - start), latencies
-
-
-async def worker_warmup(client: httpx.AsyncClient, body: bytes) -> None:
-    for _ in range(5):
-        await client.post("/predict", content=body, headers={"Content-Type": "image/jpeg"})
+def load(base: str, body_file: Path, concurrency: int, total: int) -> tuple[float, list[float]]:
+    """`total` /predict calls from `concurrency` connections of bench/loadgen.py, run in its own
+    process so that it shares neither this process's interpreter nor its GIL; (requests/s, latencies)."""
+    command = [sys.executable, str(Path(__file__).with_name("loadgen.py")), f"{base}/predict", str(body_file)]
+    command += ["--concurrency", str(concurrency), "--total", str(total)]
+    result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+    if result["failures"]:
+        raise RuntimeError(f"/predict failed under load: {result['failures']}")
+    return result["requests_per_s"], result["latencies_s"]
 
 
 # --- integrated gradients by each implementation ------------------------------------------------
@@ -193,7 +179,7 @@ def main() -> None:
     try:
         served = {}
         for concurrency in (1, 8, 32):
-            rps, latencies = asyncio.run(load(base, body, concurrency, args.requests))
+            rps, latencies = load(base, args.image, concurrency, args.requests)
             served[concurrency] = (rps, p(latencies, 50), p(latencies, 99))
         ig_http = {}
         with httpx.Client(base_url=base, timeout=120) as client:
@@ -208,7 +194,7 @@ def main() -> None:
 
     bs1_ms = forward[1][0] * 1000
     lines += [
-        "\n## Served over HTTP (/predict, raw JPEG body, httpx async clients on loopback)\n",
+        "\n## Served over HTTP (/predict, raw JPEG body, keep-alive connections from bench/loadgen.py on loopback)\n",
         "| concurrency | requests/s | p50 ms | p99 ms | vs in-process bs-256 throughput |",
         "|---|---|---|---|---|",
     ]

@@ -1,3 +1,4 @@
+import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -61,12 +62,7 @@ def test_failures_reach_every_caller_of_the_batch_and_the_batcher_survives():
 
 def test_a_full_queue_is_refused_at_once():
     gate = threading.Event()
-
-    def blocked(x):
-        gate.wait(5)
-        return (x,)
-
-    batcher = DynamicBatcher(blocked, BatchingConfig(max_batch_rows=1, max_queue=2))
+    batcher = DynamicBatcher(gated(gate), BatchingConfig(max_batch_rows=1, max_queue=2))
     pool = ThreadPoolExecutor(4)
     try:
         running = [pool.submit(batcher.submit, np.ones((1, 1))) for _ in range(3)]  # 1 running, 2 queued
@@ -87,12 +83,7 @@ def test_a_full_queue_is_refused_at_once():
 
 def test_callers_past_their_deadline_get_504_and_are_not_computed():
     gate = threading.Event()
-
-    def blocked(x):
-        gate.wait(5)
-        return (x,)
-
-    batcher = DynamicBatcher(blocked, BatchingConfig(max_batch_rows=1))
+    batcher = DynamicBatcher(gated(gate), BatchingConfig(max_batch_rows=1))
     pool = ThreadPoolExecutor(2)
     try:
         running = pool.submit(_within, RequestWork(0.1), batcher.submit, np.ones((1, 1)))  # holds the worker
@@ -113,12 +104,7 @@ def test_callers_past_their_deadline_get_504_and_are_not_computed():
 
 def test_a_cancelled_request_withdraws_its_queued_rows():
     gate = threading.Event()
-
-    def blocked(x):
-        gate.wait(5)
-        return (x,)
-
-    batcher = DynamicBatcher(blocked, BatchingConfig(max_batch_rows=1))
+    batcher = DynamicBatcher(gated(gate), BatchingConfig(max_batch_rows=1))
     pool = ThreadPoolExecutor(2)
     work = RequestWork()
     try:
@@ -142,6 +128,49 @@ def test_a_cancelled_request_withdraws_its_queued_rows():
         batcher.close()
 
 
+def gated(gate: threading.Event):
+    """An identity batch function that runs only once `gate` is set: it holds the batcher's worker."""
+
+    def blocked(x):
+        gate.wait(5)
+        return (x,)
+
+    return blocked
+
+
 def _within(work, fn, *args):
     with request_work(work):
         return fn(*args)
+
+
+def test_coroutine_callers_get_the_same_deadline_and_cancellation():
+    gate = threading.Event()
+    batcher = DynamicBatcher(gated(gate), BatchingConfig(max_batch_rows=1))
+    pool = ThreadPoolExecutor(1)
+
+    async def submit(work, value):
+        with request_work(work):
+            return await batcher.submit_async(np.full((1, 1), value))
+
+    async def scenario():
+        with pytest.raises(DeadlineExceeded):
+            await submit(RequestWork(0.1), 2.0)  # queued behind the running batch, gives up
+        work = RequestWork()
+        queued = asyncio.create_task(submit(work, 3.0))
+        await asyncio.sleep(0.02)
+        work.cancel("client disconnected")
+        with pytest.raises(RequestCancelled):
+            await queued
+        gate.set()
+        return await submit(RequestWork(5), 4.0)
+
+    try:
+        running = pool.submit(batcher.submit, np.ones((1, 1)))  # holds the worker
+        time.sleep(0.02)
+        assert asyncio.run(scenario())[0].tolist() == [[4.0]]
+        running.result(5)
+        assert batcher.stats.rows == 2  # neither the late nor the cancelled row was computed
+    finally:
+        gate.set()
+        pool.shutdown()
+        batcher.close()

@@ -1,4 +1,9 @@
-"""Dependencies as Annotated aliases: settings, the registry, the selected model, the decoded body."""
+"""Dependencies as Annotated aliases: settings, the registry, the selected model, the decoded body.
+
+They are coroutines: FastAPI runs a plain-function dependency in the thread pool, a hop that costs
+more than any of these does; what may block (loading a model, decoding a large image) is sent to
+the thread pool explicitly.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from mindscope.api.codecs import DecodedRequest, read_images
 from mindscope.config import Settings
@@ -13,12 +19,12 @@ from mindscope.engine.runtime import LoadedModel, ModelRegistry
 from mindscope.errors import ModelNotReady, Unauthorized
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_registry(request: Request) -> ModelRegistry:
+async def get_registry(request: Request) -> ModelRegistry:
     registry: ModelRegistry = request.app.state.registry
     return registry
 
@@ -27,7 +33,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 
 
-def require_api_key(request: Request, settings: SettingsDep) -> None:
+async def require_api_key(request: Request, settings: SettingsDep) -> None:
     """With MINDSCOPE_API_KEY set: `Authorization: Bearer KEY` or `X-API-Key: KEY` on every call."""
     if settings.api_key is None:
         return
@@ -38,7 +44,7 @@ def require_api_key(request: Request, settings: SettingsDep) -> None:
         raise Unauthorized("a valid API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'")
 
 
-def get_model(
+async def get_model(
     request: Request,
     registry: RegistryDep,
     model: Annotated[str | None, Query(max_length=64, description="model name; default: the store's")] = None,
@@ -46,7 +52,8 @@ def get_model(
 ) -> LoadedModel:
     if not request.app.state.ready:
         raise ModelNotReady("the model is still loading; retry shortly", retry_after_s=1)
-    return registry.get(model, version)
+    serving = registry.serving_for(model, version)
+    return serving if serving is not None else await run_in_threadpool(registry.get, model, version)
 
 
 async def get_decoded(request: Request, settings: SettingsDep) -> DecodedRequest:

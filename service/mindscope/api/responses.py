@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import Response
+from pydantic import BaseModel
 
 from mindscope.api.schemas import LayerOut, ModelRefOut
 from mindscope.engine.runtime import LayerInfo, LoadedModel
@@ -11,6 +12,11 @@ PNG_RESPONSE = {
     "content": {"image/png": {}},
     "description": "JSON by default; a PNG with Accept: image/png or ?format=png",
 }
+
+
+def json_response(body: BaseModel) -> Response:
+    """A response model already built and valid: serialized once, not validated again by FastAPI."""
+    return Response(content=body.model_dump_json(), media_type="application/json")
 
 
 def png(data: bytes, media_type: str = "image/png") -> Response:

@@ -72,6 +72,15 @@ class DynamicBatcher:
         """
         work = current_work()
         work.check()
+        return work.wait(self._enqueue(arrays))
+
+    async def submit_async(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        """`submit` for coroutines: waits without holding a worker thread."""
+        work = current_work()
+        work.check()
+        return await work.wait_async(self._enqueue(arrays))
+
+    def _enqueue(self, arrays: tuple[np.ndarray, ...]) -> Future[tuple[np.ndarray, ...]]:
         pending = _Pending(arrays)
         try:
             self._queue.put_nowait(pending)
@@ -80,7 +89,7 @@ class DynamicBatcher:
             raise Overloaded(
                 "the service is at capacity; retry after a short wait", queue_limit=self.config.max_queue
             ) from None
-        return work.wait(pending.future)
+        return pending.future
 
     def close(self) -> None:
         self._queue.put(None)

@@ -77,6 +77,11 @@ class LoadedModel:
         (probabilities,) = self.forward_batcher.submit(np.asarray(images, np.float32))
         return probabilities
 
+    async def predict_async(self, images: np.ndarray) -> np.ndarray:
+        """`predict` for coroutines: the event loop serves others while the batch runs."""
+        (probabilities,) = await self.forward_batcher.submit_async(np.asarray(images, np.float32))
+        return probabilities
+
     def predict_now(self, images: np.ndarray) -> tuple[np.ndarray]:
         """One compiled forward call on exactly these images."""
         return (self._forward(tf.convert_to_tensor(images, tf.float32)).numpy(),)
@@ -183,10 +188,16 @@ class ModelRegistry:
         self._lock = threading.Lock()
 
     def get(self, name: str | None = None, version: int | None = None) -> LoadedModel:
+        """The model, loading it first if need be (disk and compilation: seconds, off the event loop)."""
+        return self.serving_for(name, version) or self._load(self.store.resolve(name, version))
+
+    def serving_for(self, name: str | None = None, version: int | None = None) -> LoadedModel | None:
+        """The serving default when the request asks for it (no name, or its name and no version);
+        no disk access, so it may run on the event loop."""
         serving = self._default
         if serving is not None and version is None and name in (None, serving.ref.name):
             return serving
-        return self._load(self.store.resolve(name, version))
+        return None
 
     def _load(self, ref: ModelRef) -> LoadedModel:
         loaded = self._loaded.get(ref)

@@ -10,6 +10,7 @@ integrated-gradients request) ends at its next chunk instead of running to the e
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -71,6 +72,39 @@ class RequestWork:
         except CancelledError:
             raise RequestCancelled(f"request cancelled: {self._cancelled}") from None
         finally:
+            with self._lock:
+                self._waiting.discard(future)
+
+    async def wait_async(self, future: Future[T]) -> T:
+        """`wait` for coroutines: the event loop is free while the batcher works."""
+        self.check()
+        waiting = asyncio.wrap_future(future)
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            waiting.cancel()  # cancels `future` too: queued rows are dropped
+
+        # A timer rather than asyncio.wait_for, which costs a task per call on the hot path.
+        remaining = self.remaining()
+        timer = None if remaining is None else asyncio.get_running_loop().call_later(max(remaining, 0), expire)
+        with self._lock:
+            self._waiting.add(future)
+        try:
+            if self._cancelled is not None:
+                future.cancel()
+            return await waiting
+        except asyncio.CancelledError:
+            future.cancel()
+            if expired:
+                raise self._deadline_exceeded() from None
+            if self._cancelled is not None:
+                raise RequestCancelled(f"request cancelled: {self._cancelled}") from None
+            raise  # the task itself was cancelled
+        finally:
+            if timer is not None:
+                timer.cancel()
             with self._lock:
                 self._waiting.discard(future)
 
