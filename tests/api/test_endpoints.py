@@ -105,6 +105,16 @@ def test_integrated_gradients_png(client, sample_jpeg):
         url = f"/explain/integrated-gradients?format=png&sign={sign}&clip_percentile=95"
         response = client.post(url, content=sample_jpeg, headers=JPEG)
         assert decode_png(response.content).size == figure_size(3)
+    # The PNG carries the JSON answer's summary in headers, so a picture needs one call, not two.
+    query = "/explain/integrated-gradients?steps=16&target=cat"
+    body = client.post(query, content=sample_jpeg, headers=JPEG).json()
+    headers = client.post(f"{query}&format=png", content=sample_jpeg, headers=JPEG).headers
+    assert headers["x-ig-target"] == str(body["target"]["index"]) and headers["x-ig-target-label"] == "cat"
+    assert int(headers["x-ig-steps"]) == body["steps"] == 16
+    assert int(headers["x-ig-gradient-evaluations"]) == body["gradient_evaluations"]
+    completeness = body["completeness"]
+    for name in ("attribution_sum", "output_at_input", "output_at_baseline", "relative_delta"):
+        assert float(headers[f"x-ig-{name.replace('_', '-')}"]) == pytest.approx(completeness[name], rel=1e-5, abs=1e-9)
 
 
 def test_interior_gradients(client, sample_jpeg):

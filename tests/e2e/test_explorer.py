@@ -37,6 +37,12 @@ def wait_for_image(page, selector: str) -> None:
     )
 
 
+def explain_calls(server) -> float:
+    prefix = 'mindscope_requests_total{method="POST",route="/explain/integrated-gradients",status="200"}'
+    lines = httpx.get(f"{server.base_url}/metrics").text.splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix))
+
+
 def test_explorer_shows_prediction_layers_and_explanations(browser, server, validation_sample):
     path = validation_sample[2][0]
     expected = httpx.post(f"{server.base_url}/predict", files={"file": ("x.jpg", path.read_bytes())}).json()
@@ -63,9 +69,11 @@ def test_explorer_shows_prediction_layers_and_explanations(browser, server, vali
 
     page.select_option("#target", "3")
     page.fill("#steps", "16")
+    explained = explain_calls(server)
     page.click("#explain")
     page.wait_for_function("() => document.querySelector('#completeness').textContent.includes('16 steps')")
     assert '"cat"' in page.text_content("#completeness")
+    assert explain_calls(server) == explained + 1  # the picture and its completeness line from one call
     page.click("[data-demo=checker]")
     page.wait_for_function("() => document.querySelector('#prediction').textContent.includes('%')")
 

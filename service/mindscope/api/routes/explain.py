@@ -16,7 +16,12 @@ from mindscope.api.schemas import (
     InteriorGradientsResponse,
     TargetOut,
 )
-from mindscope.engine.integrated_gradients import attribute, interior_gradients, make_baseline
+from mindscope.engine.integrated_gradients import (
+    IntegratedGradientsResult,
+    attribute,
+    interior_gradients,
+    make_baseline,
+)
 from mindscope.engine.quadrature import RULES
 from mindscope.errors import InvalidInput
 from mindscope.render.heatmaps import Sign, attribution_figure, interior_strip
@@ -28,12 +33,30 @@ TargetQuery = Annotated[
     str | None, Query(max_length=64, description="class index or name; default: the predicted class")
 ]
 
+# The PNG answer's headers: what the JSON answer says beside the attributions.
+IG_HEADERS = {
+    "X-IG-Target": "class index explained",
+    "X-IG-Target-Label": "its class name",
+    "X-IG-Steps": "quadrature points used",
+    "X-IG-Gradient-Evaluations": "gradient rows evaluated",
+    "X-IG-Attribution-Sum": "sum of the attributions",
+    "X-IG-Output-At-Input": "F(input) for the target class",
+    "X-IG-Output-At-Baseline": "F(baseline) for the target class",
+    "X-IG-Relative-Delta": "|sum - (F(input) - F(baseline))| / |F(input) - F(baseline)|",
+}
+
 
 @router.post(
     "/integrated-gradients",
     response_model=IntegratedGradientsResponse,
     openapi_extra=IMAGE_REQUEST_BODY,
-    responses={**ERROR_RESPONSES, 200: PNG_RESPONSE},
+    responses={
+        **ERROR_RESPONSES,
+        200: {
+            **PNG_RESPONSE,
+            "headers": {name: {"description": text, "schema": {"type": "string"}} for name, text in IG_HEADERS.items()},
+        },
+    },
     summary="Integrated gradients of the target class's probability, with a completeness check",
 )
 def explain_integrated_gradients(
@@ -73,7 +96,9 @@ def explain_integrated_gradients(
         max_steps=settings.max_steps,
     )
     if wants_png(request, format):
-        return png(attribution_figure(image.pixels, result.attributions, sign, clip_percentile))
+        response = png(attribution_figure(image.pixels, result.attributions, sign, clip_percentile))
+        response.headers.update(_summary_headers(result, loaded.class_names[result.target]))
+        return response
     return IntegratedGradientsResponse(
         target=TargetOut(index=result.target, label=loaded.class_names[result.target]),
         method=method,
@@ -93,6 +118,24 @@ def explain_integrated_gradients(
         input=image.info,
         model=model_ref(loaded),
     )
+
+
+def _summary_headers(result: IntegratedGradientsResult, label: str) -> dict[str, str]:
+    """What the JSON answer says beside the attributions, for a PNG answer (one call, not two)."""
+    values = (
+        result.target,
+        label,
+        result.steps,
+        result.gradient_evaluations,
+        result.attribution_sum,
+        result.output_at_input,
+        result.output_at_baseline,
+        result.relative_delta,
+    )
+    return {
+        name: repr(value) if isinstance(value, float) else str(value)
+        for name, value in zip(IG_HEADERS, values, strict=True)
+    }
 
 
 @router.post(
