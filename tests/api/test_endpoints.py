@@ -11,13 +11,13 @@ from .helpers import array_of, decode_png
 JPEG = {"Content-Type": "image/jpeg"}
 
 
-def test_predict_json_names_the_class_and_model(client, sample_jpeg):
+def test_predict_json_names_the_class_and_model(client, sample_jpeg, committed_store):
     body = client.post("/predict", content=sample_jpeg, headers=JPEG).json()
     probabilities = array_of(body["probabilities"])
     assert probabilities.shape == (10,) and probabilities.sum() == pytest.approx(1, abs=1e-4)
     assert body["class_index"] == int(probabilities.argmax()) and body["label"] == body["classes"][body["class_index"]]
     assert body["confidence"] == pytest.approx(float(probabilities.max()))
-    assert body["model"] == {"name": "cifar10-allcnn", "version": 1}
+    assert body["model"] == {"name": "cifar10-allcnn", "version": committed_store.resolve().version}
 
 
 def test_predict_png_is_a_bar_chart(client, sample_jpeg):
@@ -128,15 +128,16 @@ def test_interior_gradients(client, sample_jpeg):
     assert decode_png(strip.content).size == figure_size(8)
 
 
-def test_models_and_health(client):
+def test_models_and_health(client, committed_store):
+    default = {"name": "cifar10-allcnn", "version": committed_store.resolve().version}
     listing = client.get("/models").json()
-    assert listing["default"] == {"name": "cifar10-allcnn", "version": 1}
+    assert listing["default"] == default
     detail = client.get("/models/cifar10-allcnn").json()
     assert [layer["name"] for layer in detail["layers"]][-1] == "conv9"
     assert detail["layers"][2]["output_shape"] == [32, 32, 32]
     assert detail["validation_accuracy"] == detail["metadata"]["validation_accuracy"]
     assert client.get("/health/live").json() == {"status": "ok", "detail": None, "models": []}
-    assert client.get("/health/ready").json()["models"] == [{"name": "cifar10-allcnn", "version": 1}]
+    assert client.get("/health/ready").json()["models"] == [default]
 
 
 def test_openapi_describes_binary_bodies_and_errors(client):
@@ -149,7 +150,7 @@ def test_openapi_describes_binary_bodies_and_errors(client):
     assert client.get("/docs").status_code == 200
 
 
-def test_request_ids_and_metrics(client, sample_jpeg):
+def test_request_ids_and_metrics(client, sample_jpeg, committed_store):
     echoed = client.get("/health/live", headers={"X-Request-ID": "abc-123"})
     assert echoed.headers["x-request-id"] == "abc-123"
     fresh = client.get("/health/live", headers={"X-Request-ID": "bad id\n"})
@@ -159,5 +160,5 @@ def test_request_ids_and_metrics(client, sample_jpeg):
     text = client.get("/metrics").text
     assert 'mindscope_requests_total{method="POST",route="/predict",status="200"}' in text
     assert 'route="/activations/{layer}",status="404"' in text
-    assert 'mindscope_batches_total{kind="forward",model="cifar10-allcnn/1"}' in text
+    assert f'mindscope_batches_total{{kind="forward",model="{committed_store.resolve().label}"}}' in text
     assert "mindscope_queue_depth" in text and "mindscope_request_duration_seconds_bucket" in text

@@ -23,7 +23,7 @@ def small_server(tmp_path_factory, committed_store):
     running.stop()
 
 
-def test_overload_is_refused_fast_while_liveness_answers(small_server, sample_jpeg):
+def test_overload_is_refused_fast_while_liveness_answers(small_server, sample_jpeg, committed_store):
     url = f"{small_server.base_url}/explain/integrated-gradients?steps=1024&method=riemann_trapezoid"
 
     def explain(_):
@@ -45,7 +45,7 @@ def test_overload_is_refused_fast_while_liveness_answers(small_server, sample_jp
         assert response.headers["retry-after"] == "1"
     assert min(t for _, t in refused) < 2.0
     metrics = httpx.get(f"{small_server.base_url}/metrics").text
-    assert 'mindscope_rejections_total{kind="gradients",model="cifar10-allcnn/1"}' in metrics
+    assert f'mindscope_rejections_total{{kind="gradients",model="{committed_store.resolve().label}"}}' in metrics
 
 
 def test_chunked_bodies_over_the_cap_are_refused(small_server):
