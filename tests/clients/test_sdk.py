@@ -71,8 +71,11 @@ def test_pictures_come_back_as_bytes_and_images(client, sample_jpeg, tmp_path):
     ):
         assert isinstance(result, ImageResult) and result.data.startswith(b"\x89PNG")
         assert result.image().size[0] > 0
+    explained = client.integrated_gradients(sample_jpeg, as_png=True, target="cat", steps=16)
+    assert explained.summary["target-label"] == "cat" and explained.summary["steps"] == "16"
+    assert float(explained.summary["relative-delta"]) < 0.05
     gif = client.activation_animation(sample_jpeg)
-    assert gif.media_type == "image/gif" and gif.image().n_frames == 4
+    assert gif.summary == {} and gif.media_type == "image/gif" and gif.image().n_frames == 4
     assert gif.save(tmp_path / "a.gif").stat().st_size == len(gif.data)
 
 

@@ -31,7 +31,8 @@ class _Call(Generic[T]):
 
 
 def _image_result(response: httpx.Response) -> ImageResult:
-    return ImageResult(response.content, response.headers.get("content-type", "image/png"))
+    summary = {name[5:]: value for name, value in response.headers.items() if name.lower().startswith("x-ig-")}
+    return ImageResult(response.content, response.headers.get("content-type", "image/png"), summary)
 
 
 class _Builder:

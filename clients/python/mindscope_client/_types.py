@@ -110,10 +110,15 @@ class InteriorGradients:
 
 @dataclass(frozen=True)
 class ImageResult:
-    """A PNG or GIF the service drew."""
+    """A PNG or GIF the service drew.
+
+    summary: the figures the service sent beside the picture, e.g. for integrated gradients
+    {"target-label": "cat", "steps": "50", "relative-delta": "0.0001", ...} (its X-IG-* headers).
+    """
 
     data: bytes
     media_type: str = field(default="image/png")
+    summary: dict[str, str] = field(default_factory=dict)
 
     def save(self, path: str | Path) -> Path:
         target = Path(path)
