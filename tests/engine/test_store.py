@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import keras
 import numpy as np
 import pytest
 from mindscope.engine.runtime import ModelRegistry
@@ -70,6 +71,23 @@ def test_a_file_matching_a_forged_digest_still_must_load_safely(store_copy):
     (entry / METADATA_FILE).write_text(json.dumps(metadata))
     with pytest.raises(ModelIntegrityError, match="cannot be loaded safely"):
         store_copy.load(store_copy.resolve())
+
+
+def test_a_model_with_a_lambda_layer_is_refused_even_with_matching_digests(store_copy):
+    """Python code inside a model file never runs: such an entry is refused, not loaded."""
+    entry = store_copy.root / "copy" / "1"
+    inputs = keras.Input((32, 32, 3))
+    outputs = keras.layers.GlobalAveragePooling2D()(keras.layers.Lambda(lambda t: t * 2.0)(inputs))
+    keras.Model(inputs, outputs).save(entry / MODEL_FILE)
+    metadata = json.loads((entry / METADATA_FILE).read_text())
+    metadata["files"][MODEL_FILE] = {
+        "sha256": sha256_file(entry / MODEL_FILE),
+        "bytes": (entry / MODEL_FILE).stat().st_size,
+    }
+    (entry / METADATA_FILE).write_text(json.dumps(metadata))
+    with pytest.raises(ModelIntegrityError, match="cannot be loaded safely") as caught:
+        ModelRegistry(store_copy).get()
+    assert "Lambda" in caught.value.message
 
 
 def test_resolution_picks_the_highest_version_and_matches_names_exactly(store_copy):
