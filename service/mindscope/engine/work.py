@@ -58,8 +58,11 @@ class RequestWork:
             raise self._deadline_exceeded()
 
     def wait(self, future: Future[T]) -> T:
-        """The future's result, within the deadline; the future is cancelled if the request is."""
-        self.check()
+        """The future's result, within the deadline; the future is cancelled if the request is.
+
+        Callers `check()` before they queue the work behind `future`; a deadline already past here
+        times out at once.
+        """
         with self._lock:
             self._waiting.add(future)
         try:
@@ -77,7 +80,6 @@ class RequestWork:
 
     async def wait_async(self, future: Future[T]) -> T:
         """`wait` for coroutines: the event loop is free while the batcher works."""
-        self.check()
         waiting = asyncio.wrap_future(future)
         expired = False
 
