@@ -75,13 +75,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.load_error = None
     install_error_handlers(app)
     app.state.metrics = Metrics(app.state.registry)
-    app.add_middleware(RequestLifetime, timeout_s=settings.request_timeout_s)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestObserver, metrics=app.state.metrics)
     app.include_router(health.router)
     app.include_router(health.metrics_router)
     app.include_router(explorer.router)
     secured = [Depends(require_api_key)]
     for module in (models, predict, activations, weights, explain, admin):
         app.include_router(module.router, dependencies=secured)
+    # The last added runs first: request id and log, body-size cap, lifetime, then the fast path.
+    app.add_middleware(predict.PredictFastPath, state=app.state)
+    app.add_middleware(RequestLifetime, timeout_s=settings.request_timeout_s)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestObserver, metrics=app.state.metrics)
     return app

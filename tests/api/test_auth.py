@@ -29,3 +29,7 @@ def test_health_is_open_and_the_rest_needs_the_key(secured, sample_jpeg):
     assert secured.get("/models", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
     response = secured.post("/predict", content=sample_jpeg, headers={"X-API-Key": KEY, "Content-Type": "image/jpeg"})
     assert response.status_code == 200
+    for query in ("", "?format=json"):  # answered in front of FastAPI's routing, and by the route
+        response = secured.post(f"/predict{query}", content=sample_jpeg, headers={"Content-Type": "image/jpeg"})
+        assert_error(response, 401, "unauthorized")
+        assert response.headers["www-authenticate"].startswith("Bearer")

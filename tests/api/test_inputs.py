@@ -5,9 +5,12 @@ import io
 
 import numpy as np
 import pytest
+from mindscope.api.codecs import DecodedRequest
+from mindscope.api.deps import get_decoded
+from mindscope.errors import InvalidInput
 from PIL import Image
 
-from .helpers import array_of, encode
+from .helpers import array_of, assert_error, encode
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +68,28 @@ def test_transparent_pixels_are_composited_on_white(client):
     a = client.post("/predict", content=encode(clear), headers={"Content-Type": "image/png"})
     b = client.post("/predict", content=encode(white), headers={"Content-Type": "image/png"})
     np.testing.assert_allclose(probabilities(a), probabilities(b), atol=1e-6)
+
+
+def test_raw_image_bodies_skip_fastapi_routing_and_answer_the_same(client, sample_jpeg):
+    """POST /predict with a raw image is answered in front of FastAPI (api.routes.predict.PredictFastPath);
+    with a query it goes through the FastAPI route. Both must give the same answer."""
+    jpeg = {"Content-Type": "image/jpeg"}
+    fast = client.post("/predict", content=sample_jpeg, headers=jpeg)
+    routed = client.post("/predict?format=json", content=sample_jpeg, headers=jpeg)
+    assert fast.status_code == routed.status_code == 200
+    fast_body, routed_body = fast.json(), routed.json()
+    np.testing.assert_allclose(
+        array_of(fast_body.pop("probabilities")), array_of(routed_body.pop("probabilities")), rtol=1e-6
+    )
+    assert fast_body.pop("confidence") == pytest.approx(routed_body.pop("confidence"), rel=1e-6)
+    assert fast_body == routed_body
+
+    async def refuse_to_decode() -> DecodedRequest:
+        raise InvalidInput("the FastAPI route decoded this body")
+
+    client.app.dependency_overrides[get_decoded] = refuse_to_decode
+    try:
+        assert client.post("/predict", content=sample_jpeg, headers=jpeg).status_code == 200
+        assert_error(client.post("/predict?format=json", content=sample_jpeg, headers=jpeg), 422, "invalid_input")
+    finally:
+        del client.app.dependency_overrides[get_decoded]

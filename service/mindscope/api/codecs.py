@@ -22,7 +22,7 @@ from fastapi import Request
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
+from starlette.datastructures import Headers, UploadFile
 
 from mindscope.api.schemas import ImageInfo
 from mindscope.engine.images import INPUT_SIZE, scale_to_unit, to_rgb_array
@@ -163,8 +163,8 @@ def _decode_instance(instance: Instance, value_range: str, max_pixels: int) -> D
     return decode_array(instance, value_range)
 
 
-def _content_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+def content_type(headers: Headers) -> str:
+    return headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 def decode_json_body(data: bytes, max_pixels: int, max_instances: int) -> DecodedRequest:
@@ -195,7 +195,7 @@ def _decode_upload(image: bytes, baseline: bytes | None, max_pixels: int) -> Dec
     return DecodedRequest([decode_image_bytes(image, max_pixels)], decoded_baseline, batch=False)
 
 
-async def _decode_raw(data: bytes, max_pixels: int) -> DecodedRequest:
+async def decode_raw_body(data: bytes, max_pixels: int) -> DecodedRequest:
     """A raw image body: small images decode here on the event loop, large ones in the thread pool."""
     image = open_image(data, max_pixels)
     width, height = image.size
@@ -212,8 +212,8 @@ async def read_images(request: Request, max_pixels: int, max_instances: int) -> 
     The body is read on the event loop; decoding (Pillow, JSON) runs in the thread pool so a large
     image never stalls other requests, except for raw bodies of small images (INLINE_DECODE_PIXELS).
     """
-    content_type = _content_type(request)
-    if content_type == "multipart/form-data":
+    media_type = content_type(request.headers)
+    if media_type == "multipart/form-data":
         async with request.form(max_files=2, max_fields=8) as form:  # closes the uploads' temp files
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
@@ -222,18 +222,22 @@ async def read_images(request: Request, max_pixels: int, max_instances: int) -> 
             baseline_upload = form.get("baseline")
             baseline = await baseline_upload.read() if isinstance(baseline_upload, UploadFile) else None
         return await run_in_threadpool(_decode_upload, image, baseline, max_pixels)
-    if content_type in IMAGE_TYPES:
-        return await _decode_raw(await request.body(), max_pixels)
-    if content_type == "application/json":
+    if media_type in IMAGE_TYPES:
+        return await decode_raw_body(await request.body(), max_pixels)
+    if media_type == "application/json":
         return await run_in_threadpool(decode_json_body, await request.body(), max_pixels, max_instances)
-    raise UnsupportedMediaType(f"unsupported Content-Type {content_type or '(none)'}", accepted=ACCEPTED_TYPES)
+    raise UnsupportedMediaType(f"unsupported Content-Type {media_type or '(none)'}", accepted=ACCEPTED_TYPES)
 
 
 def wants_png(request: Request, format_param: str | None) -> bool:
     """?format=png|json wins; otherwise an Accept header naming image/png but not JSON."""
     if format_param is not None:
         return format_param == "png"
-    accept = request.headers.get("accept", "").lower()
+    return accepts_png(request.headers)
+
+
+def accepts_png(headers: Headers) -> bool:
+    accept = headers.get("accept", "").lower()
     return "image/png" in accept and "application/json" not in accept
 
 

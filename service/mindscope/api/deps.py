@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 
 from mindscope.api.codecs import DecodedRequest, read_images
 from mindscope.config import Settings
@@ -33,15 +34,19 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 
 
-async def require_api_key(request: Request, settings: SettingsDep) -> None:
+def check_api_key(headers: Headers, settings: Settings) -> None:
     """With MINDSCOPE_API_KEY set: `Authorization: Bearer KEY` or `X-API-Key: KEY` on every call."""
     if settings.api_key is None:
         return
     expected = settings.api_key.get_secret_value().encode()
-    header = request.headers.get("authorization", "")
-    given = header[7:] if header.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
+    header = headers.get("authorization", "")
+    given = header[7:] if header.lower().startswith("bearer ") else headers.get("x-api-key", "")
     if not hmac.compare_digest(given.encode(), expected):
         raise Unauthorized("a valid API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'")
+
+
+async def require_api_key(request: Request, settings: SettingsDep) -> None:
+    check_api_key(request.headers, settings)
 
 
 async def get_model(

@@ -32,9 +32,13 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def domain_error_response(exc: MindscopeError) -> JSONResponse:
+    return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers or None)
+
+
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, MindscopeError)
-    return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers or None)
+    return domain_error_response(exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

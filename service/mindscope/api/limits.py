@@ -69,57 +69,84 @@ class RequestLifetime:
     the client disconnects first (`engine.work`).
 
     Servers report a disconnect only to a `receive()` call, and routes stop calling it once they
-    have the body; so once the body is in, a watcher keeps one `receive()` pending and relays what
-    it gets to the route, should it ask.
+    have the body; so a request still running `watch_after_s` after it arrived, body in, gets a
+    watcher that keeps one `receive()` pending and relays what it gets to the route, should it ask.
+    Most requests finish sooner and never need one (a task per request would cost the event loop
+    more than the rest of this middleware).
     """
 
-    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+    def __init__(self, app: ASGIApp, timeout_s: float, watch_after_s: float = 0.2) -> None:
         self.app = app
         self.timeout_s = timeout_s
+        self.watch_after_s = watch_after_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        work = RequestWork(self.timeout_s)
-        headers = dict(scope["headers"])
-        body_read = asyncio.Event()
-        if b"content-length" not in headers and b"transfer-encoding" not in headers:
-            body_read.set()
-        relayed: asyncio.Queue[Message] = asyncio.Queue()
-        answered = False
-
-        async def watch() -> None:
-            await body_read.wait()
-            while True:
-                message = await receive()
-                await relayed.put(message)
-                if message["type"] == "http.disconnect":
-                    if not answered:
-                        work.cancel("the client disconnected")
-                    return
-
-        async def app_receive() -> Message:
-            if body_read.is_set():
-                return await relayed.get()
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                work.cancel("the client disconnected")
-            elif not message.get("more_body", False):
-                body_read.set()
-            return message
-
-        async def app_send(message: Message) -> None:
-            nonlocal answered
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                answered = True
-            await send(message)
-
-        watcher = asyncio.create_task(watch())
+        has_body = any(name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"])
+        lifetime = _Lifetime(RequestWork(self.timeout_s), receive, send, has_body)
+        timer = asyncio.get_running_loop().call_later(self.watch_after_s, lifetime.want_watcher)
         try:
-            with request_work(work):
-                await self.app(scope, app_receive, app_send)
+            with request_work(lifetime.work):
+                await self.app(scope, lifetime.receive, lifetime.send)
         finally:
-            watcher.cancel()
+            timer.cancel()
+            await lifetime.stop_watcher()
+
+
+class _Lifetime:
+    """One request's receive/send, watched for a disconnect once asked to and the body is in."""
+
+    def __init__(self, work: RequestWork, receive: Receive, send: Send, has_body: bool) -> None:
+        self.work = work
+        self._receive = receive
+        self._send = send
+        self._body_read = not has_body
+        self._answered = False
+        self._wanted = False
+        self._watcher: asyncio.Task[None] | None = None
+        self._relayed: asyncio.Queue[Message] = asyncio.Queue()
+
+    async def receive(self) -> Message:
+        if self._watcher is not None:
+            return await self._relayed.get()
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            self.work.cancel("the client disconnected")
+        elif not message.get("more_body", False):
+            self._body_read = True
+            if self._wanted:
+                self._start_watcher()
+        return message
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            self._answered = True
+        await self._send(message)
+
+    def want_watcher(self) -> None:
+        """Watch from now on, or as soon as the route has read the body (the watcher's `receive()`
+        must not take body chunks from the route)."""
+        self._wanted = True
+        if self._body_read and not self._answered:
+            self._start_watcher()
+
+    def _start_watcher(self) -> None:
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            message = await self._receive()
+            await self._relayed.put(message)
+            if message["type"] == "http.disconnect":
+                if not self._answered:
+                    self.work.cancel("the client disconnected")
+                return
+
+    async def stop_watcher(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+                await self._watcher
