@@ -5,7 +5,7 @@ It writes pre-built request bytes and reads just the status line, headers and Co
 so a request costs the generator tens of microseconds of CPU rather than the millisecond or so of a
 full client; on a 2-core machine that shares its cores with the server, that CPU is the server's.
 Run it in its own process (`python bench/loadgen.py URL BODY_FILE --concurrency N --total M`): it
-prints one JSON line with requests/s and every latency in seconds.
+prints one JSON line with requests/s, every latency in seconds and the CPU seconds it used itself.
 """
 
 from __future__ import annotations
@@ -58,10 +58,15 @@ async def run(url: str, body: bytes, content_type: str, concurrency: int, total:
         finally:
             writer.close()
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     await asyncio.gather(*(connection() for _ in range(concurrency)))
     elapsed = time.perf_counter() - start
-    return {"requests_per_s": total / elapsed, "latencies_s": latencies, "failures": failures}
+    return {
+        "requests_per_s": total / elapsed,
+        "latencies_s": latencies,
+        "failures": failures,
+        "cpu_s": time.process_time() - cpu_start,  # this generator's own share of the machine
+    }
 
 
 def main() -> None:

@@ -18,7 +18,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -71,15 +73,59 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def load(base: str, body_file: Path, concurrency: int, total: int) -> tuple[float, list[float]]:
-    """`total` /predict calls from `concurrency` connections of bench/loadgen.py, run in its own
-    process so that it shares neither this process's interpreter nor its GIL; (requests/s, latencies)."""
+def thread_cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) each thread of a process has used so far, by thread id."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except FileNotFoundError:  # the thread ended
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        used[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return used
+
+
+@dataclass
+class Load:
+    requests_per_s: float
+    latencies_s: list[float]
+    loop_ms: float  # CPU per request: the server's event-loop thread (HTTP, routing, decode, JSON)
+    other_threads_ms: float  # the server's other threads: the batcher and TensorFlow's
+    loadgen_ms: float  # the load generator, which shares the machine
+
+    def share(self) -> float:
+        """Of the CPU each request cost, the part the model's threads took."""
+        return self.other_threads_ms / (self.loop_ms + self.other_threads_ms + self.loadgen_ms)
+
+
+def run_loadgen(base: str, body_file: Path, concurrency: int, total: int) -> dict[str, Any]:
     command = [sys.executable, str(Path(__file__).with_name("loadgen.py")), f"{base}/predict", str(body_file)]
-    command += ["--concurrency", str(concurrency), "--total", str(total)]
-    result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+    command += ["--concurrency", str(concurrency), "--total", str(total), "--warmup", "0"]
+    result: dict[str, Any] = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+    return result
+
+
+def load(base: str, body_file: Path, concurrency: int, total: int, server_pid: int) -> Load:
+    """`total` /predict calls from `concurrency` connections of bench/loadgen.py, run in its own
+    process so that it shares neither this process's interpreter nor its GIL."""
+    run_loadgen(base, body_file, concurrency, 50)  # warm-up, not counted
+    before = thread_cpu_s(server_pid)
+    result = run_loadgen(base, body_file, concurrency, total)
+    after = thread_cpu_s(server_pid)
     if result["failures"]:
         raise RuntimeError(f"/predict failed under load: {result['failures']}")
-    return result["requests_per_s"], result["latencies_s"]
+    used = {tid: after[tid] - before.get(tid, 0.0) for tid in after}
+    loop = used.pop(server_pid, 0.0)  # uvicorn runs the event loop on the main thread
+    per_request_ms = 1000 / total
+    return Load(
+        result["requests_per_s"],
+        result["latencies_s"],
+        loop * per_request_ms,
+        sum(used.values()) * per_request_ms,
+        result["cpu_s"] * per_request_ms,
+    )
 
 
 # --- integrated gradients by each implementation ------------------------------------------------
@@ -177,10 +223,8 @@ def main() -> None:
     # Over HTTP.
     process, base = start_server(args.store)
     try:
-        served = {}
-        for concurrency in (1, 8, 32):
-            rps, latencies = load(base, args.image, concurrency, args.requests)
-            served[concurrency] = (rps, p(latencies, 50), p(latencies, 99))
+        loads = {c: load(base, args.image, c, args.requests, process.pid) for c in (1, 8, 32)}
+        served = {c: (run.requests_per_s, p(run.latencies_s, 50), p(run.latencies_s, 99)) for c, run in loads.items()}
         ig_http = {}
         with httpx.Client(base_url=base, timeout=120) as client:
             for steps in (16, 50, 128):
@@ -195,13 +239,22 @@ def main() -> None:
     bs1_ms = forward[1][0] * 1000
     lines += [
         "\n## Served over HTTP (/predict, raw JPEG body, keep-alive connections from bench/loadgen.py on loopback)\n",
-        "| concurrency | requests/s | p50 ms | p99 ms | vs in-process bs-256 throughput |",
-        "|---|---|---|---|---|",
+        "| concurrency | requests/s | p50 ms | p99 ms | vs in-process bs-256 throughput "
+        "| CPU ms per request: server event loop / server's other threads (batcher, TensorFlow) / load generator |",
+        "|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {c} | {rps:.0f} | {p50 * 1000:.1f} | {p99 * 1000:.1f} | {rps / forward[256][1]:.2f} |"
+        f"| {c} | {rps:.0f} | {p50 * 1000:.1f} | {p99 * 1000:.1f} | {rps / forward[256][1]:.2f} "
+        f"| {loads[c].loop_ms:.2f} / {loads[c].other_threads_ms:.2f} / {loads[c].loadgen_ms:.2f} |"
         for c, (rps, p50, p99) in served.items()
     ]
+    busiest = loads[32]
+    lines.append(
+        f"\nWhere the CPU goes at 32 clients: the model's threads took {busiest.share():.0%} of what each request cost "
+        f"the machine, the event loop (HTTP, decode, JSON) {busiest.loop_ms:.2f} ms and the load generator "
+        f"{busiest.loadgen_ms:.2f} ms. With the in-process forward already using every core, that share is about "
+        "the most the served/in-process ratio can reach on this machine."
+    )
     lines.append(
         f"\nSingle-image p50 over HTTP {served[1][1] * 1000:.1f} ms vs in-process forward {bs1_ms:.1f} ms "
         f"(+{served[1][1] * 1000 - bs1_ms:.1f} ms). Peak RSS of the service: {rss:.0f} MiB.\n"

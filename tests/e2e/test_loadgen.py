@@ -18,7 +18,7 @@ def test_loadgen_drives_predict_and_reports_every_request(server, validation_sam
     result = run_loadgen(f"{server.base_url}/predict", image, "--concurrency", "4", "--total", "24")
     assert result["failures"] == {}
     assert len(result["latencies_s"]) == 24 and min(result["latencies_s"]) > 0
-    assert result["requests_per_s"] > 0
+    assert result["requests_per_s"] > 0 and result["cpu_s"] > 0
     garbage = tmp_path / "garbage.jpg"
     garbage.write_bytes(b"not an image")
     refused = run_loadgen(f"{server.base_url}/predict", garbage, "--total", "3")

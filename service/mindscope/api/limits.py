@@ -106,10 +106,10 @@ class _Lifetime:
         self._answered = False
         self._wanted = False
         self._watcher: asyncio.Task[None] | None = None
-        self._relayed: asyncio.Queue[Message] = asyncio.Queue()
+        self._relayed: asyncio.Queue[Message] | None = None
 
     async def receive(self) -> Message:
-        if self._watcher is not None:
+        if self._relayed is not None:
             return await self._relayed.get()
         message = await self._receive()
         if message["type"] == "http.disconnect":
@@ -134,12 +134,13 @@ class _Lifetime:
 
     def _start_watcher(self) -> None:
         if self._watcher is None:
-            self._watcher = asyncio.create_task(self._watch())
+            self._relayed = asyncio.Queue()
+            self._watcher = asyncio.create_task(self._watch(self._relayed))
 
-    async def _watch(self) -> None:
+    async def _watch(self, relayed: asyncio.Queue[Message]) -> None:
         while True:
             message = await self._receive()
-            await self._relayed.put(message)
+            await relayed.put(message)
             if message["type"] == "http.disconnect":
                 if not self._answered:
                     self.work.cancel("the client disconnected")
