@@ -18,7 +18,7 @@ def to_rgb_array(image: Image.Image, size: tuple[int, int] = INPUT_SIZE) -> np.n
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
-    rgb = image.convert("RGB")
+    rgb = image if image.mode == "RGB" else image.convert("RGB")  # convert() would copy an RGB image
     if rgb.size != size:
         rgb = rgb.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)
     return np.asarray(rgb, dtype=np.uint8)

@@ -84,14 +84,15 @@ class PredictFastPath:
         self.route = next(route for route in router.routes if getattr(route, "endpoint", None) is predict_image)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        loaded = self._serving(scope)
-        if loaded is None:
+        headers = Headers(scope=scope) if scope["type"] == "http" else None
+        loaded = None if headers is None else self._serving(scope, headers)
+        if loaded is None or headers is None:  # not ours: the FastAPI app answers it
             await self.app(scope, receive, send)
             return
         scope["route"] = self.route
         settings: Settings = self.state.settings
         try:
-            check_api_key(Headers(scope=scope), settings)
+            check_api_key(headers, settings)
             decoded = await decode_raw_body(await Request(scope, receive).body(), settings.max_image_pixels)
             probabilities = await loaded.predict_async(decoded.images[0].pixels[None])
             response = json_response(predictions_out(loaded, probabilities, decoded))
@@ -99,12 +100,11 @@ class PredictFastPath:
             response = domain_error_response(exc)
         await response(scope, receive, send)
 
-    def _serving(self, scope: Scope) -> LoadedModel | None:
+    def _serving(self, scope: Scope, headers: Headers) -> LoadedModel | None:
         """The default model when this request is one the fast path answers, else None."""
-        if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
+        if scope["path"] != "/predict" or scope["method"] != "POST" or scope["query_string"]:
             return None
-        headers = Headers(scope=scope)
-        if scope["query_string"] or content_type(headers) not in IMAGE_TYPES or accepts_png(headers):
+        if content_type(headers) not in IMAGE_TYPES or accepts_png(headers):
             return None
         registry: ModelRegistry = self.state.registry
         return registry.serving_for() if self.state.ready else None
