@@ -26,11 +26,13 @@ import httpx
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+JPEG = {"Content-Type": "image/jpeg"}
 DEFAULT_IMAGE = REPO.parent / "shared" / "data" / "cifar10" / "train" / "cat" / "0000.jpg"
 
 
-def timed(fn: Callable[[], object], repeats: int) -> list[float]:
-    fn()  # warm
+def timed(fn: Callable[[], object], repeats: int, warm: bool = True) -> list[float]:
+    if warm:
+        fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -184,11 +186,21 @@ def peer_runners(model, loaded, image: np.ndarray, target: int) -> dict[str, Cal
     return runners
 
 
+ROUNDS = 3
+
+
+def forward_now(loaded: Any, image: np.ndarray) -> tuple[float, float]:
+    """(median seconds of a one-image forward, images/s of a 256-image forward), measured now."""
+    one = statistics.median(timed(lambda: loaded.predict_now(image[None]), repeats=50))
+    batch = np.repeat(image[None], 256, axis=0)
+    return one, 256 / statistics.median(timed(lambda: loaded.predict_now(batch), repeats=3))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--store", type=Path, default=REPO / "model_store")
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
-    parser.add_argument("--requests", type=int, default=400, help="requests per concurrency level")
+    parser.add_argument("--requests", type=int, default=1500, help="requests per concurrency level (all rounds)")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     args = parser.parse_args()
 
@@ -214,57 +226,83 @@ def main() -> None:
     lines += [f"| {b} | {t * 1000:.2f} | {ips:.0f} |" for b, (t, ips) in forward.items()]
 
     target = int(np.argmax(loaded.predict_now(image[None])[0][0]))
-    floor = {}
-    for steps in (16, 50, 128):
-        rows = np.repeat(image[None], steps + 2, axis=0)
-        targets = np.full(steps + 2, target, np.int32)
-        floor[steps] = statistics.median(timed(lambda r=rows, t=targets: loaded.gradients_now(r, t), repeats=10))
 
     # Over HTTP.
     process, base = start_server(args.store)
     try:
-        loads = {c: load(base, args.image, c, args.requests, process.pid) for c in (1, 8, 32)}
-        served = {c: (run.requests_per_s, p(run.latencies_s, 50), p(run.latencies_s, 99)) for c, run in loads.items()}
-        ig_http = {}
+        # Served load alternates with the in-process forward it is compared with, in rounds, so that
+        # each ratio compares the same moment of a noisy machine; the report gives their medians.
+        rounds: dict[int, list[tuple[Load, float, float]]] = {}
+        for concurrency in (1, 8, 32):
+            rounds[concurrency] = []
+            for _ in range(ROUNDS):
+                one_s, batch_ips = forward_now(loaded, image)
+                run = load(base, args.image, concurrency, args.requests // ROUNDS, process.pid)
+                rounds[concurrency].append((run, one_s, batch_ips))
+        # The floor (one in-process gradient call on the steps + 2 rows) and the served request
+        # alternate, so that both see the same moment of a noisy machine; the ratio is a median
+        # of per-pair ratios.
+        floor, ig_http, ig_ratio = {}, {}, {}
         with httpx.Client(base_url=base, timeout=120) as client:
             for steps in (16, 50, 128):
+                rows = np.repeat(image[None], steps + 2, axis=0)
+                targets = np.full(steps + 2, target, np.int32)
                 url = f"/explain/integrated-gradients?steps={steps}&target={target}"
-                call = lambda url=url: client.post(url, content=body, headers={"Content-Type": "image/jpeg"})  # noqa: E731
-                ig_http[steps] = statistics.median(timed(call, repeats=10))
+                in_process = lambda r=rows, t=targets: loaded.gradients_now(r, t)  # noqa: E731
+                served_ig = lambda url=url: client.post(url, content=body, headers=JPEG)  # noqa: E731
+                in_process(), served_ig()  # warm
+                pairs = [(timed(in_process, 1, warm=False)[0], timed(served_ig, 1, warm=False)[0]) for _ in range(30)]
+                floor[steps] = statistics.median(f for f, _ in pairs)
+                ig_http[steps] = statistics.median(h for _, h in pairs)
+                ig_ratio[steps] = statistics.median(h / f for f, h in pairs)
         rss = peak_rss_mib(process.pid)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
 
-    bs1_ms = forward[1][0] * 1000
     lines += [
         "\n## Served over HTTP (/predict, raw JPEG body, keep-alive connections from bench/loadgen.py on loopback)\n",
+        f"{ROUNDS} rounds per concurrency, each right after an in-process bs-256 measurement; ratios are medians "
+        "of the rounds' ratios.\n",
         "| concurrency | requests/s | p50 ms | p99 ms | vs in-process bs-256 throughput "
         "| CPU ms per request: server event loop / server's other threads (batcher, TensorFlow) / load generator |",
         "|---|---|---|---|---|---|",
     ]
-    lines += [
-        f"| {c} | {rps:.0f} | {p50 * 1000:.1f} | {p99 * 1000:.1f} | {rps / forward[256][1]:.2f} "
-        f"| {loads[c].loop_ms:.2f} / {loads[c].other_threads_ms:.2f} / {loads[c].loadgen_ms:.2f} |"
-        for c, (rps, p50, p99) in served.items()
-    ]
-    busiest = loads[32]
+    served = {}
+    for concurrency, measured in rounds.items():
+        runs = [run for run, _, _ in measured]
+        latencies = [latency for run in runs for latency in run.latencies_s]
+        rps = statistics.median(run.requests_per_s for run in runs)
+        ratio = statistics.median(run.requests_per_s / batch_ips for run, _, batch_ips in measured)
+        served[concurrency] = (rps, p(latencies, 50), p(latencies, 99))
+        cpu = " / ".join(
+            f"{statistics.mean(getattr(run, part) for run in runs):.2f}"
+            for part in ("loop_ms", "other_threads_ms", "loadgen_ms")
+        )
+        lines.append(
+            f"| {concurrency} | {rps:.0f} | {served[concurrency][1] * 1000:.1f} | "
+            f"{served[concurrency][2] * 1000:.1f} | {ratio:.2f} | {cpu} |"
+        )
+    busiest = rounds[32][-1][0]
     lines.append(
-        f"\nWhere the CPU goes at 32 clients: the model's threads took {busiest.share():.0%} of what each request cost "
-        f"the machine, the event loop (HTTP, decode, JSON) {busiest.loop_ms:.2f} ms and the load generator "
-        f"{busiest.loadgen_ms:.2f} ms. With the in-process forward already using every core, that share is about "
-        "the most the served/in-process ratio can reach on this machine."
+        f"\nWhere the CPU goes at 32 clients (last round): the model's threads took {busiest.share():.0%} of what "
+        f"each request cost the machine, the event loop (HTTP, decode, JSON) {busiest.loop_ms:.2f} ms and the load "
+        f"generator {busiest.loadgen_ms:.2f} ms. With the in-process forward already using every core, that share "
+        "is about the most the served/in-process ratio can reach on this machine."
     )
+    single = [(p(run.latencies_s, 50), one_s) for run, one_s, _ in rounds[1]]
     lines.append(
-        f"\nSingle-image p50 over HTTP {served[1][1] * 1000:.1f} ms vs in-process forward {bs1_ms:.1f} ms "
-        f"(+{served[1][1] * 1000 - bs1_ms:.1f} ms). Peak RSS of the service: {rss:.0f} MiB.\n"
+        "\nSingle-image p50 over HTTP minus the in-process single-image forward measured just before, per round: "
+        + ", ".join(f"{(served_p50 - one_s) * 1000:+.1f} ms" for served_p50, one_s in single)
+        + f" (median {statistics.median(served_p50 - one_s for served_p50, one_s in single) * 1000:+.1f} ms). "
+        f"Peak RSS of the service: {rss:.0f} MiB.\n"
     )
     lines += [
         "## Integrated gradients latency (one image, Gauss-Legendre, black baseline)\n",
-        "| steps | one gradient call in process (floor) ms | over HTTP ms | HTTP / floor |",
+        "| steps | one gradient call in process (floor) ms | over HTTP ms | HTTP / floor (median of 30 pairs) |",
         "|---|---|---|---|",
     ]
-    lines += [f"| {s} | {floor[s] * 1000:.0f} | {ig_http[s] * 1000:.0f} | {ig_http[s] / floor[s]:.2f} |" for s in floor]
+    lines += [f"| {s} | {floor[s] * 1000:.0f} | {ig_http[s] * 1000:.0f} | {ig_ratio[s]:.2f} |" for s in floor]
 
     # Against the peers, in process, same model, same image, 50 steps, black baseline.
     f_x = float(loaded.predict_now(image[None])[0][0, target])
