@@ -27,6 +27,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 JPEG = {"Content-Type": "image/jpeg"}
+ROUNDS = 3  # served measurements per concurrency, each paired with an in-process one
 DEFAULT_IMAGE = REPO.parent / "shared" / "data" / "cifar10" / "train" / "cat" / "0000.jpg"
 
 
@@ -184,9 +185,6 @@ def peer_runners(model, loaded, image: np.ndarray, target: int) -> dict[str, Cal
     except ImportError as exc:
         print(f"saliency not installed ({exc})", file=sys.stderr)
     return runners
-
-
-ROUNDS = 3
 
 
 def forward_now(loaded: Any, image: np.ndarray) -> tuple[float, float]:

@@ -84,9 +84,12 @@ class PredictFastPath:
         self.route = next(route for route in router.routes if getattr(route, "endpoint", None) is predict_image)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = Headers(scope=scope) if scope["type"] == "http" else None
-        loaded = None if headers is None else self._serving(scope, headers)
-        if loaded is None or headers is None:  # not ours: the FastAPI app answers it
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        loaded = self._serving(scope, headers)
+        if loaded is None:  # not ours: the FastAPI route answers it
             await self.app(scope, receive, send)
             return
         scope["route"] = self.route
