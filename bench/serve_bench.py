@@ -16,6 +16,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 JPEG = {"Content-Type": "image/jpeg"}
 ROUNDS = 3  # served measurements per concurrency, each paired with an in-process one
+FLOOR_REQUESTS = 20_000  # the bare app answers ~10k/s: enough seconds for per-thread CPU clocks
 DEFAULT_IMAGE = REPO.parent / "shared" / "data" / "cifar10" / "train" / "cat" / "0000.jpg"
 
 
@@ -50,12 +52,24 @@ def p(values: list[float], q: float) -> float:
 
 
 def start_server(store: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The service, as `mindscope serve` starts it, on a free port."""
+    command = [str(Path(sys.executable).with_name("mindscope")), "serve", "--port", "{port}"]
+    return _start(command, {"MINDSCOPE_MODEL_STORE_DIR": str(store)})
+
+
+def start_floor_server(answer: bytes, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """bench/floor_app.py answering every request with `answer`, on a free port."""
+    answer_file = workdir / "answer.json"
+    answer_file.write_bytes(answer)
+    return _start([sys.executable, str(Path(__file__).with_name("floor_app.py")), "{port}", str(answer_file)], {})
+
+
+def _start(command: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    command = [str(Path(sys.executable).with_name("mindscope")), "serve", "--port", str(port)]
-    env = {**os.environ, "MINDSCOPE_MODEL_STORE_DIR": str(store)}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [part.format(port=port) for part in command]
+    process = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -254,9 +268,19 @@ def main() -> None:
                 ig_http[steps] = statistics.median(h for _, h in pairs)
                 ig_ratio[steps] = statistics.median(h / f for f, h in pairs)
         rss = peak_rss_mib(process.pid)
+        answer = httpx.post(f"{base}/predict", content=body, headers=JPEG).content
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
+
+    # The same load on a bare uvicorn app that answers the same bytes with nothing to do.
+    with tempfile.TemporaryDirectory() as workdir:
+        process, base = start_floor_server(answer, Path(workdir))
+        try:
+            floor_run = load(base, args.image, 32, FLOOR_REQUESTS, process.pid)
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
 
     lines += [
         "\n## Served over HTTP (/predict, raw JPEG body, keep-alive connections from bench/loadgen.py on loopback)\n",
@@ -281,13 +305,7 @@ def main() -> None:
             f"| {concurrency} | {rps:.0f} | {served[concurrency][1] * 1000:.1f} | "
             f"{served[concurrency][2] * 1000:.1f} | {ratio:.2f} | {cpu} |"
         )
-    busiest = rounds[32][-1][0]
-    lines.append(
-        f"\nWhere the CPU goes at 32 clients (last round): the model's threads took {busiest.share():.0%} of what "
-        f"each request cost the machine, the event loop (HTTP, decode, JSON) {busiest.loop_ms:.2f} ms and the load "
-        f"generator {busiest.loadgen_ms:.2f} ms. With the in-process forward already using every core, that share "
-        "is about the most the served/in-process ratio can reach on this machine."
-    )
+    lines += budget_lines(rounds[32], floor_run)
     single = [(p(run.latencies_s, 50), one_s) for run, one_s, _ in rounds[1]]
     lines.append(
         "\nSingle-image p50 over HTTP minus the in-process single-image forward measured just before, per round: "
@@ -316,11 +334,11 @@ def main() -> None:
         "|---|---|---|---|",
     ]
     peer_times = {}
-    for name, run in runners.items():
-        times = timed(lambda run=run: run(50), repeats=5)
-        error = completeness_error(run(50), f_x, f_b)
+    for name, runner in runners.items():
+        times = timed(lambda runner=runner: runner(50), repeats=5)
+        error = completeness_error(runner(50), f_x, f_b)
         needed = next(
-            (s for s in (4, 8, 16, 32, 64, 128, 256, 512) if completeness_error(run(s), f_x, f_b) < 0.01), None
+            (s for s in (4, 8, 16, 32, 64, 128, 256, 512) if completeness_error(runner(s), f_x, f_b) < 0.01), None
         )
         peer_times[name] = statistics.median(times)
         lines.append(f"| {name} | {peer_times[name] * 1000:.0f} | {error:.2e} | {needed or '> 512'} (fixed steps) |")
@@ -339,6 +357,38 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
     plot(served, forward, args.out.with_suffix(".png"))
+
+
+def budget_lines(measured: list[tuple[Load, float, float]], floor_run: Load) -> list[str]:
+    """What the served/in-process ratio at 32 clients could be on these cores, from CPU per request."""
+    runs = [run for run, _, _ in measured]
+    model_ms = statistics.mean(run.other_threads_ms for run in runs)
+    loop_ms = statistics.mean(run.loop_ms for run in runs)
+    loadgen_ms = statistics.mean(run.loadgen_ms for run in runs)
+    in_process = statistics.median(batch_ips for _, _, batch_ips in measured)
+    measured_ratio = statistics.median(run.requests_per_s / batch_ips for run, _, batch_ips in measured)
+    cores = os.cpu_count() or 1
+
+    def best(front_end_ms: float) -> float:
+        """The ratio if every core were busy and a request cost the model's CPU plus `front_end_ms`."""
+        return cores * 1000 / (model_ms + front_end_ms) / in_process
+
+    floor_ms = floor_run.loop_ms + floor_run.loadgen_ms
+    service_ms = loop_ms + loadgen_ms
+    return [
+        "\n### The CPU budget at 32 clients\n",
+        f"Each request cost the machine {model_ms:.2f} ms of CPU in the model's threads, {loop_ms:.2f} ms on the "
+        f"event loop (HTTP, routing, middlewares, decode, JSON, log, metrics) and {loadgen_ms:.2f} ms in the load "
+        f"generator. The same load on bench/floor_app.py, a bare app on the same uvicorn that answers the same bytes "
+        f"with nothing to do: {floor_run.requests_per_s:.0f} requests/s, {floor_run.loop_ms:.2f} ms on its event "
+        f"loop and {floor_run.loadgen_ms:.2f} ms in the load generator per request.\n",
+        "| if a request cost the model's CPU plus | served / in-process bs-256, every core busy |",
+        "|---|---|",
+        f"| nothing (the model alone) | {best(0):.2f} |",
+        f"| the bare app's floor ({floor_ms:.2f} ms) | {best(floor_ms):.2f} |",
+        f"| this service's loop and load generator ({service_ms:.2f} ms) | {best(service_ms):.2f} |",
+        f"| measured | {measured_ratio:.2f} |",
+    ]
 
 
 def plot(served: dict[int, tuple[float, float, float]], forward: dict[int, tuple[float, float]], path: Path) -> None:
