@@ -1,11 +1,14 @@
-"""Property tests of the image decoding path: any bytes give an image or a clear domain error."""
+"""Property tests of the image decoding path: any bytes give an image or a clear domain error, and
+the fast JPEG decoder gives Pillow's pixels."""
 
 import io
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mindscope.api.codecs import decode_array, decode_image_bytes
+from mindscope.api.codecs import decode_array, decode_image_bytes, decode_jpeg, finish_decode, open_image
+from mindscope.engine.images import scale_to_unit
 from mindscope.errors import InvalidImage, InvalidInput, MindscopeError, PayloadTooLarge, UnsupportedMediaType
 from PIL import Image
 
@@ -59,6 +62,50 @@ def test_every_mode_and_size_decodes_to_the_model_input(case):
     assert decoded.pixels.shape == (32, 32, 3) and decoded.pixels.dtype == np.float32
     assert 0.0 <= decoded.pixels.min() and decoded.pixels.max() <= 1.0
     assert (decoded.info.width, decoded.info.height, decoded.info.format) == (*size, fmt)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(["RGB", "L"]),
+    st.integers(1, 120),
+    st.integers(1, 120),
+    st.integers(5, 100),
+    st.sampled_from([0, 1, 2]),  # 4:4:4, 4:2:2, 4:2:0
+    st.booleans(),
+    st.integers(0, 2**16),
+)
+def test_jpeg_fast_path_gives_pillows_pixels(mode, width, height, quality, subsampling, progressive, seed):
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(
+        buffer, format="JPEG", quality=quality, subsampling=subsampling, progressive=progressive
+    )
+    data = buffer.getvalue()
+    fast = decode_jpeg(data, MAX_PIXELS)
+    assert fast is not None
+    by_pillow = finish_decode(open_image(data, MAX_PIXELS))
+    assert np.array_equal(fast.pixels, by_pillow.pixels)
+    assert fast.info == by_pillow.info
+
+
+def test_training_and_serving_decode_cifar_jpegs_to_the_same_pixels(validation_sample):
+    images, _, paths = validation_sample  # decoded as training decodes its data
+    for image, path in zip(images, paths, strict=True):
+        assert np.array_equal(decode_image_bytes(path.read_bytes(), MAX_PIXELS).pixels, scale_to_unit(image))
+
+
+def test_jpegs_the_fast_path_leaves_alone_still_decode():
+    cmyk = io.BytesIO()
+    Image.new("CMYK", (40, 30), (0, 255, 0, 0)).save(cmyk, format="JPEG")
+    assert decode_jpeg(cmyk.getvalue(), MAX_PIXELS) is None
+    decoded = decode_image_bytes(cmyk.getvalue(), MAX_PIXELS)
+    assert decoded.info.mode == "CMYK" and decoded.pixels.shape == (32, 32, 3)
+    large = io.BytesIO()
+    Image.new("RGB", (600, 600)).save(large, format="JPEG")
+    assert decode_jpeg(large.getvalue(), MAX_PIXELS) is None  # over the cap: Pillow's 413 answers it
+    with pytest.raises(PayloadTooLarge) as refused:
+        decode_image_bytes(large.getvalue(), MAX_PIXELS)
+    assert refused.value.details["max_pixels"] == MAX_PIXELS
 
 
 @settings(max_examples=100, deadline=None)
