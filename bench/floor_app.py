@@ -3,10 +3,11 @@
     python bench/floor_app.py PORT ANSWER_FILE
 
 A bare ASGI app on the same uvicorn the service runs on (same event loop and HTTP parser, no access
-log): it reads each request's body and answers 200 with the bytes of ANSWER_FILE as JSON, without
-decoding an image, calling a model, routing, logging or counting anything. Driven by bench/loadgen.py
-beside the service, it gives the least CPU per request any Python front end on this machine could
-spend, and so how close to the in-process throughput a served model can get here (serve_bench.py).
+log): it reads each request's body and answers 200 with the bytes of ANSWER_FILE as JSON, whatever
+the path (the benchmark's readiness poll included), without decoding an image, calling a model,
+routing, logging or counting anything. Driven by bench/loadgen.py like the service, it gives the
+least CPU per request a Python front end on this machine could spend, and so how close to the
+in-process throughput a served model can get here (serve_bench.py).
 """
 
 from __future__ import annotations

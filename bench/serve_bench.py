@@ -112,10 +112,6 @@ class Load:
     other_threads_ms: float  # the server's other threads: the batcher and TensorFlow's
     loadgen_ms: float  # the load generator, which shares the machine
 
-    def share(self) -> float:
-        """Of the CPU each request cost, the part the model's threads took."""
-        return self.other_threads_ms / (self.loop_ms + self.other_threads_ms + self.loadgen_ms)
-
 
 def run_loadgen(base: str, body_file: Path, concurrency: int, total: int) -> dict[str, Any]:
     command = [sys.executable, str(Path(__file__).with_name("loadgen.py")), f"{base}/predict", str(body_file)]
