@@ -1,15 +1,14 @@
 """The benchmark's load generator speaks enough HTTP/1.1 to drive the real server and count what it
 sees; its floor app answers that load over the same uvicorn."""
 
+import importlib.util
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
+from types import ModuleType
 
 import httpx
-
-from ..servers import free_port
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 LOADGEN = BENCH / "loadgen.py"
@@ -33,24 +32,24 @@ def test_loadgen_drives_predict_and_reports_every_request(server, validation_sam
 
 
 def test_floor_app_answers_every_request_with_the_given_bytes(validation_sample, tmp_path):
-    answer = tmp_path / "answer.json"
-    answer.write_bytes(b'{"label": "cat"}')
-    port = free_port()
-    floor = subprocess.Popen([sys.executable, str(BENCH / "floor_app.py"), str(port), str(answer)])
-    base = f"http://127.0.0.1:{port}"
+    answer = b'{"label": "cat"}'
+    floor, base = serve_bench().start_floor_server(answer, tmp_path)  # as the benchmark starts it
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                reply = httpx.post(f"{base}/predict", content=b"x" * 100_000, timeout=5)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and floor.poll() is None, "the floor app did not start"
-                time.sleep(0.1)
-        assert reply.status_code == 200 and reply.content == answer.read_bytes()
+        reply = httpx.post(f"{base}/predict", content=b"x" * 100_000, timeout=5)
+        assert reply.status_code == 200 and reply.content == answer
         assert reply.headers["content-type"] == "application/json"
         result = run_loadgen(f"{base}/predict", validation_sample[2][0], "--concurrency", "4", "--total", "40")
         assert result["failures"] == {} and len(result["latencies_s"]) == 40
     finally:
         floor.terminate()
         floor.wait(timeout=30)
+
+
+def serve_bench() -> ModuleType:
+    """bench/serve_bench.py, which is a script beside the packages rather than part of one."""
+    spec = importlib.util.spec_from_file_location("serve_bench", BENCH / "serve_bench.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
