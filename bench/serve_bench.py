@@ -64,6 +64,11 @@ def start_floor_server(answer: bytes, workdir: Path) -> tuple[subprocess.Popen[b
     return _start([sys.executable, str(Path(__file__).with_name("floor_app.py")), "{port}", str(answer_file)], {})
 
 
+def start_minimal_server(store: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """bench/minimal_app.py serving the store's default model, on a free port."""
+    return _start([sys.executable, str(Path(__file__).with_name("minimal_app.py")), "{port}", str(store)], {})
+
+
 def _start(command: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -273,7 +278,17 @@ def main() -> None:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
 
-    # The same load on a bare uvicorn app that answers the same bytes with nothing to do.
+    # The same load on the work a /predict request cannot skip, paired with the in-process
+    # forward like the service's rounds; then on a bare app that answers the same bytes.
+    process, base = start_minimal_server(args.store)
+    try:
+        minimal = []
+        for _ in range(ROUNDS):
+            _, batch_ips = forward_now(loaded, image)
+            minimal.append((load(base, args.image, 32, args.requests // ROUNDS, process.pid), batch_ips))
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
     with tempfile.TemporaryDirectory() as workdir:
         process, base = start_floor_server(answer, Path(workdir))
         try:
@@ -305,7 +320,7 @@ def main() -> None:
             f"| {concurrency} | {rps:.0f} | {served[concurrency][1] * 1000:.1f} | "
             f"{served[concurrency][2] * 1000:.1f} | {ratio:.2f} | {cpu} |"
         )
-    lines += budget_lines(rounds[32], floor_run)
+    lines += budget_lines(rounds[32], minimal, floor_run)
     single = [(p(run.latencies_s, 50), one_s) for run, one_s, _ in rounds[1]]
     lines.append(
         "\nSingle-image p50 over HTTP minus the in-process single-image forward measured just before, per round: "
@@ -359,7 +374,9 @@ def main() -> None:
     plot(served, forward, args.out.with_suffix(".png"))
 
 
-def budget_lines(measured: list[tuple[Load, float, float]], floor_run: Load) -> list[str]:
+def budget_lines(
+    measured: list[tuple[Load, float, float]], minimal: list[tuple[Load, float]], floor_run: Load
+) -> list[str]:
     """What the served/in-process ratio at 32 clients could be on these cores, from CPU per request."""
     runs = [run for run, _, _ in measured]
     model_ms = statistics.mean(run.other_threads_ms for run in runs)
@@ -375,21 +392,33 @@ def budget_lines(measured: list[tuple[Load, float, float]], floor_run: Load) -> 
 
     floor_ms = floor_run.loop_ms + floor_run.loadgen_ms
     service_ms = loop_ms + loadgen_ms
+    lean = [run for run, _ in minimal]
+    lean_ms = statistics.mean(run.loop_ms + run.loadgen_ms for run in lean)
+    lean_rps = statistics.median(run.requests_per_s for run in lean)
+    lean_ratio = statistics.median(run.requests_per_s / batch_ips for run, batch_ips in minimal)
     return [
         "\n### The CPU budget at 32 clients\n",
         f"In process, the batched forward measured before these rounds ran at {in_process:.0f} images/s: "
         f"{cores * 1000 / in_process:.2f} ms of the machine's CPU per image with every core busy. "
         f"Served, each request cost the machine {model_ms:.2f} ms of CPU in the model's threads, {loop_ms:.2f} ms "
         f"on the event loop (HTTP, routing, middlewares, decode, JSON, log, metrics) and {loadgen_ms:.2f} ms in the "
-        "load generator. The same load on bench/floor_app.py, a bare app on the same uvicorn that answers the "
-        f"same bytes with nothing to do: {floor_run.requests_per_s:.0f} requests/s, {floor_run.loop_ms:.2f} ms on "
-        f"its event loop and {floor_run.loadgen_ms:.2f} ms in the load generator per request.\n",
+        "load generator.\n",
+        "The same load, with the same pairing, on bench/minimal_app.py: the service's codec, batcher, model and "
+        "JSON on the same uvicorn, and nothing else (no routing, API key, limits, request id, log or metrics): "
+        f"{lean_rps:.0f} requests/s, {statistics.mean(run.loop_ms for run in lean):.2f} ms on its event loop, "
+        f"{statistics.mean(run.other_threads_ms for run in lean):.2f} ms in the model's threads and "
+        f"{statistics.mean(run.loadgen_ms for run in lean):.2f} ms in the load generator per request. "
+        "On bench/floor_app.py, a bare app that answers the same bytes with nothing to do: "
+        f"{floor_run.requests_per_s:.0f} requests/s, {floor_run.loop_ms:.2f} ms on its event loop and "
+        f"{floor_run.loadgen_ms:.2f} ms in the load generator per request.\n",
         "| if a request cost the model's CPU plus | served / in-process batched, every core busy |",
         "|---|---|",
         f"| nothing (the model alone) | {best(0):.2f} |",
         f"| the bare app's floor ({floor_ms:.2f} ms) | {best(floor_ms):.2f} |",
+        f"| the minimal app's loop and load generator ({lean_ms:.2f} ms) | {best(lean_ms):.2f} |",
         f"| this service's loop and load generator ({service_ms:.2f} ms) | {best(service_ms):.2f} |",
-        f"| measured | {measured_ratio:.2f} |",
+        f"| measured: the minimal app | {lean_ratio:.2f} |",
+        f"| measured: this service | {measured_ratio:.2f} |",
     ]
 
 

@@ -1,5 +1,5 @@
 """The benchmark's load generator speaks enough HTTP/1.1 to drive the real server and count what it
-sees; its floor app answers that load over the same uvicorn."""
+sees; its minimal and floor apps answer that load over the same uvicorn."""
 
 import importlib.util
 import json
@@ -10,8 +10,11 @@ from types import ModuleType
 
 import httpx
 
+from ..conftest import COMMITTED_STORE
+
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 LOADGEN = BENCH / "loadgen.py"
+JPEG = {"Content-Type": "image/jpeg"}
 
 
 def run_loadgen(url: str, body: Path, *args: str) -> dict:
@@ -43,6 +46,21 @@ def test_floor_app_answers_every_request_with_the_given_bytes(validation_sample,
     finally:
         floor.terminate()
         floor.wait(timeout=30)
+
+
+def test_minimal_app_answers_predict_as_the_service_does(server, validation_sample):
+    """The benchmark's lower bound on serving work must do the service's work: same answer."""
+    body = validation_sample[2][0].read_bytes()
+    minimal, base = serve_bench().start_minimal_server(COMMITTED_STORE)  # as the benchmark starts it
+    try:
+        reply = httpx.post(f"{base}/predict", content=body, headers=JPEG, timeout=30)
+        assert reply.status_code == 200 and reply.headers["content-type"] == "application/json"
+        assert reply.json() == httpx.post(f"{server.base_url}/predict", content=body, headers=JPEG).json()
+        result = run_loadgen(f"{base}/predict", validation_sample[2][0], "--concurrency", "4", "--total", "40")
+        assert result["failures"] == {} and len(result["latencies_s"]) == 40
+    finally:
+        minimal.terminate()
+        minimal.wait(timeout=30)
 
 
 def serve_bench() -> ModuleType:

@@ -1,0 +1,54 @@
+"""The least a Python server must do to answer /predict, with the service's own parts.
+
+    python bench/minimal_app.py PORT STORE_DIR
+
+A bare ASGI app on the same uvicorn the service runs on (no access log). Every POST is taken as
+/predict with a raw image body: it reads the body, decodes it with the service's codec, runs it
+through the service's dynamic batcher and compiled model, and answers the service's JSON. It does
+nothing else: no routing, API key, size or time limits, request id, log line or metrics, and no
+error envelope (a bad body fails the request). Any other request (the benchmark's readiness poll)
+gets an empty 200. Driven by bench/loadgen.py like the service, it measures the throughput that the
+work a /predict request cannot skip allows on this machine (serve_bench.py).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import uvicorn
+from mindscope.api.codecs import decode_raw_body
+from mindscope.api.responses import json_response
+from mindscope.api.routes.predict import predictions_out
+from mindscope.config import Settings
+from mindscope.engine.runtime import LoadedModel, ModelRegistry
+from mindscope.engine.store import ModelStore
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+
+def minimal_app(loaded: LoadedModel, max_pixels: int) -> ASGIApp:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        body, more_body = b"", True
+        while more_body:
+            message = await receive()
+            body += message.get("body", b"")
+            more_body = message.get("more_body", False)
+        if scope["method"] != "POST":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        decoded = await decode_raw_body(body, max_pixels)
+        probabilities = await loaded.predict_async(decoded.images[0].pixels[None])
+        await json_response(predictions_out(loaded, probabilities, decoded))(scope, receive, send)
+
+    return app
+
+
+if __name__ == "__main__":
+    port, store = int(sys.argv[1]), Path(sys.argv[2])
+    settings = Settings(model_store_dir=store)
+    registry = ModelRegistry(ModelStore(store), settings.forward_batching(), settings.gradient_batching())
+    loaded = registry.get()
+    loaded.warm_up()
+    app = minimal_app(loaded, settings.max_image_pixels)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="info", access_log=False, lifespan="off")
