@@ -47,7 +47,11 @@ def minimal_app(loaded: LoadedModel, max_pixels: int) -> ASGIApp:
 if __name__ == "__main__":
     port, store = int(sys.argv[1]), Path(sys.argv[2])
     settings = Settings(model_store_dir=store)
-    registry = ModelRegistry(ModelStore(store), settings.forward_batching(), settings.gradient_batching())
+    registry = ModelRegistry(  # as create_app builds it
+        ModelStore(settings.model_store_dir, settings.default_model),
+        settings.forward_batching(),
+        settings.gradient_batching(),
+    )
     loaded = registry.get()
     loaded.warm_up()
     app = minimal_app(loaded, settings.max_image_pixels)

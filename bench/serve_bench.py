@@ -386,14 +386,15 @@ def budget_lines(
     measured_ratio = statistics.median(run.requests_per_s / batch_ips for run, _, batch_ips in measured)
     cores = os.cpu_count() or 1
 
-    def best(front_end_ms: float) -> float:
-        """The ratio if every core were busy and a request cost the model's CPU plus `front_end_ms`."""
+    def best(front_end_ms: float, model_ms: float = model_ms) -> float:
+        """The ratio if every core were busy and a request cost `model_ms` plus `front_end_ms` of CPU."""
         return cores * 1000 / (model_ms + front_end_ms) / in_process
 
     floor_ms = floor_run.loop_ms + floor_run.loadgen_ms
     service_ms = loop_ms + loadgen_ms
     lean = [run for run, _ in minimal]
     lean_ms = statistics.mean(run.loop_ms + run.loadgen_ms for run in lean)
+    lean_model_ms = statistics.mean(run.other_threads_ms for run in lean)
     lean_rps = statistics.median(run.requests_per_s for run in lean)
     lean_ratio = statistics.median(run.requests_per_s / batch_ips for run, batch_ips in minimal)
     return [
@@ -406,17 +407,19 @@ def budget_lines(
         "The same load, with the same pairing, on bench/minimal_app.py: the service's codec, batcher, model and "
         "JSON on the same uvicorn, and nothing else (no routing, API key, limits, request id, log or metrics): "
         f"{lean_rps:.0f} requests/s, {statistics.mean(run.loop_ms for run in lean):.2f} ms on its event loop, "
-        f"{statistics.mean(run.other_threads_ms for run in lean):.2f} ms in the model's threads and "
+        f"{lean_model_ms:.2f} ms in the model's threads and "
         f"{statistics.mean(run.loadgen_ms for run in lean):.2f} ms in the load generator per request. "
         "On bench/floor_app.py, a bare app that answers the same bytes with nothing to do: "
         f"{floor_run.requests_per_s:.0f} requests/s, {floor_run.loop_ms:.2f} ms on its event loop and "
         f"{floor_run.loadgen_ms:.2f} ms in the load generator per request.\n",
-        "| if a request cost the model's CPU plus | served / in-process batched, every core busy |",
+        "| if a request cost the machine | served / in-process batched, every core busy |",
         "|---|---|",
-        f"| nothing (the model alone) | {best(0):.2f} |",
-        f"| the bare app's floor ({floor_ms:.2f} ms) | {best(floor_ms):.2f} |",
-        f"| the minimal app's loop and load generator ({lean_ms:.2f} ms) | {best(lean_ms):.2f} |",
-        f"| this service's loop and load generator ({service_ms:.2f} ms) | {best(service_ms):.2f} |",
+        f"| the service's model CPU alone ({model_ms:.2f} ms) | {best(0):.2f} |",
+        f"| that plus the bare app's loop and load generator ({floor_ms:.2f} ms) | {best(floor_ms):.2f} |",
+        f"| the minimal app's model CPU, loop and load generator ({lean_model_ms:.2f} + {lean_ms:.2f} ms) "
+        f"| {best(lean_ms, lean_model_ms):.2f} |",
+        f"| the service's model CPU, loop and load generator ({model_ms:.2f} + {service_ms:.2f} ms) "
+        f"| {best(service_ms):.2f} |",
         f"| measured: the minimal app | {lean_ratio:.2f} |",
         f"| measured: this service | {measured_ratio:.2f} |",
     ]
