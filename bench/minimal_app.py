@@ -20,9 +20,9 @@ import uvicorn
 from mindscope.api.codecs import decode_raw_body
 from mindscope.api.responses import json_response
 from mindscope.api.routes.predict import predictions_out
+from mindscope.app import create_app
 from mindscope.config import Settings
 from mindscope.engine.runtime import LoadedModel, ModelRegistry
-from mindscope.engine.store import ModelStore
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 
@@ -47,11 +47,7 @@ def minimal_app(loaded: LoadedModel, max_pixels: int) -> ASGIApp:
 if __name__ == "__main__":
     port, store = int(sys.argv[1]), Path(sys.argv[2])
     settings = Settings(model_store_dir=store)
-    registry = ModelRegistry(  # as create_app builds it
-        ModelStore(settings.model_store_dir, settings.default_model),
-        settings.forward_batching(),
-        settings.gradient_batching(),
-    )
+    registry: ModelRegistry = create_app(settings).state.registry  # the service's, batching settings included
     loaded = registry.get()
     loaded.warm_up()
     app = minimal_app(loaded, settings.max_image_pixels)
