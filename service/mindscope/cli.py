@@ -21,6 +21,8 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed,
         peak_learning_rate=args.learning_rate,
         augment=not args.no_augment,
+        batch_norm=not args.no_batch_norm,
+        optimizer=args.optimizer,
     )
     out = Path(args.out)
     work_dir = Path(args.work_dir) if args.work_dir else out.with_name(out.name + ".partial")
@@ -80,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", type=float, default=0.08, help="peak of the warm-up/cosine schedule")
     train.add_argument("--per-class-limit", type=int, help="use only the first N images of each class")
     train.add_argument("--no-augment", action="store_true", help="no random crops or flips")
+    train.add_argument(
+        "--no-batch-norm",
+        action="store_true",
+        help="train the seed's plain network, so the stored kernels are the learned ones (no folding)",
+    )
+    train.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="sgd: Nesterov SGD; adam: AdamW")
     train.add_argument("--work-dir", help="checkpoint folder (default: OUT.partial beside OUT)")
     train.add_argument("--resume", action="store_true", help="continue from the last epoch's checkpoint")
     train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from PIL import Image
 
-from mindscope.engine.images import scale_to_unit, to_rgb_array
+from mindscope.engine.images import scale_to_unit, to_rgb_array, upright
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 CIFAR10_CLASSES = (
@@ -45,7 +45,7 @@ class LabelledImages:
 
 def _decode(path: Path) -> np.ndarray:
     with Image.open(path) as image:
-        return to_rgb_array(image)
+        return to_rgb_array(upright(image)[0])
 
 
 def list_image_folder(root: Path, per_class_limit: int | None = None) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:

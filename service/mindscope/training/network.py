@@ -79,8 +79,12 @@ def build_training_model(widths: Widths = SEED_WIDTHS, num_classes: int = 10, se
     return keras.Model(inputs, outputs, name="allcnn_training")
 
 
-def build_serving_model(widths: Widths = SEED_WIDTHS, num_classes: int = 10) -> keras.Model:
-    """The seed's net: Conv2D(ELU) x 8 with biases, linear 1x1 conv9, global average pool, softmax."""
+def build_serving_model(widths: Widths = SEED_WIDTHS, num_classes: int = 10, seed: int = 0) -> keras.Model:
+    """The seed's net: Conv2D(ELU) x 8 with biases, linear 1x1 conv9, global average pool, softmax.
+
+    Its kernels start from the seed's per-layer normal initialisation and its biases at 0, so it is
+    also the network the seed trained (`TrainConfig(batch_norm=False)`).
+    """
     inputs = keras.Input(INPUT_SHAPE, name="image")
     x = inputs
     for index, spec in enumerate(CONV_SPECS):
@@ -90,6 +94,7 @@ def build_serving_model(widths: Widths = SEED_WIDTHS, num_classes: int = 10) -> 
             spec.kernel_size,
             padding="same",
             activation=None if last else "elu",
+            kernel_initializer=_initializer(spec, seed, index),
             name=spec.name,
         )(x)
         if spec.pool_after:

@@ -18,6 +18,7 @@ from mindscope.training.data import AugmentedBatches, LabelledImages, split_vali
 from mindscope.training.network import (
     CONV_NAMES,
     INPUT_SHAPE,
+    build_serving_model,
     build_training_model,
     fold_batch_norm,
     init_stddevs,
@@ -42,6 +43,10 @@ class TrainConfig:
     weight_decay: float = 5e-4
     augment: bool = True
     jit_compile: bool = True  # XLA: twice the training speed on the CPU, where Keras leaves it off by default
+    # False trains the seed's plain network (no BatchNormalization), so the stored kernels are the
+    # ones the optimizer learned; BatchNorm trains faster but its kernels are folded at export.
+    batch_norm: bool = True
+    optimizer: str = "sgd"  # "sgd" (Nesterov momentum) or "adam" (AdamW, steadier without BatchNorm)
 
 
 class _EpochCheckpoint(keras.callbacks.Callback):
@@ -90,12 +95,18 @@ def _compile(model: keras.Model, config: TrainConfig, steps: int, epochs: int) -
         warmup_target=config.peak_learning_rate,
         warmup_steps=warmup,
     )
-    optimizer = keras.optimizers.SGD(
-        learning_rate=schedule,
-        momentum=config.momentum,
-        nesterov=True,
-        weight_decay=config.weight_decay,
-    )
+    optimizer: keras.optimizers.Optimizer
+    if config.optimizer == "adam":
+        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
+    elif config.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(
+            learning_rate=schedule,
+            momentum=config.momentum,
+            nesterov=True,
+            weight_decay=config.weight_decay,
+        )
+    else:
+        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {config.optimizer!r}")
     model.compile(
         optimizer=optimizer,
         loss="sparse_categorical_crossentropy",
@@ -146,7 +157,7 @@ def train(
             _compile(model, config, steps, cycles[-1]["epochs"])
     else:
         epochs_done = 0
-        model = build_training_model(config.widths, len(data.class_names), config.seed)
+        model = _build(config, len(data.class_names))
         cycles = [_cycle(1, config.epochs, config)]
         _compile(model, config, steps, config.epochs)
         model.save_weights(work_dir / INITIAL_FILE)
@@ -164,10 +175,11 @@ def train(
             verbose=verbose,
         )
 
-    serving = fold_batch_norm(model)
-    initial_training = build_training_model(config.widths, len(data.class_names), config.seed)
+    initial_training = _build(config, len(data.class_names))
     initial_training.load_weights(work_dir / INITIAL_FILE)
-    initial_serving = fold_batch_norm(initial_training)
+    serving, initial_serving = (
+        (fold_batch_norm(model), fold_batch_norm(initial_training)) if config.batch_norm else (model, initial_training)
+    )
     val_accuracy = evaluate_accuracy(serving, val_data)
     metadata = {
         "class_names": list(data.class_names),
@@ -183,12 +195,20 @@ def train(
             "activation": "elu",
             "pooling": "2x2 average after conv3 and conv6",
             "head": "1x1 conv9 to classes, global average pooling, softmax",
-            "batch_norm": "used in training, folded into conv kernels and biases at export",
+            "batch_norm": (
+                "used in training, folded into conv kernels and biases at export"
+                if config.batch_norm
+                else "none: the stored kernels are the ones the optimizer learned"
+            ),
         },
         "init_stddev": init_stddevs(),
         "training": {
             **asdict(config),
-            "optimizer": "SGD, Nesterov momentum, decoupled weight decay",
+            "optimizer": (
+                "AdamW, decoupled weight decay"
+                if config.optimizer == "adam"
+                else "SGD, Nesterov momentum, decoupled weight decay"
+            ),
             "schedule": "linear warm-up then cosine decay to 0, per cycle",
             "cycles": cycles,
             "augmentation": "4-pixel reflect-padded random crop, horizontal flip" if config.augment else "none",
@@ -207,6 +227,12 @@ def train(
         StoreEntryFiles(serving_model=serving, initial_model=initial_serving, history=history),
         metadata,
     )
+
+
+def _build(config: TrainConfig, num_classes: int) -> keras.Model:
+    if config.batch_norm:
+        return build_training_model(config.widths, num_classes, config.seed)
+    return build_serving_model(config.widths, num_classes, config.seed)
 
 
 def _cycle(first_epoch: int, epochs: int, config: TrainConfig) -> dict[str, Any]:
