@@ -1,15 +1,23 @@
-"""A real `mindscope serve` process on a loopback port, for tests that need the server itself."""
+"""Real servers on loopback ports: a `mindscope serve` process, or the app on uvicorn in this process."""
 
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 import httpx
+import numpy as np
+import uvicorn
+from mindscope.app import create_app
+from mindscope.config import Settings
+from mindscope.engine.batching import DynamicBatcher
+from mindscope.engine.runtime import LoadedModel
 
 
 def free_port() -> int:
@@ -56,3 +64,102 @@ def start_server(tmp_path: Path, store: Path, **env: str) -> Server:
     handle = log.open("wb")
     process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=environment)
     return Server(process, f"http://127.0.0.1:{port}", log, handle)
+
+
+class InProcessServer:
+    """`create_app(settings)` on a real uvicorn, in a thread of the test process: real HTTP on a
+    loopback port, with the loaded model within the test's reach (to hold it busy with a `ModelGate`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.app = create_app(settings)
+        port = free_port()
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.port = port
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="uvicorn", daemon=True)
+
+    def __enter__(self) -> "InProcessServer":
+        self._thread.start()
+        deadline = time.monotonic() + 180
+        while True:
+            assert self._thread.is_alive(), "uvicorn stopped before it was ready"
+            try:
+                if httpx.get(f"{self.base_url}/health/ready", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server never became ready"
+            time.sleep(0.1)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=60)
+
+    @property
+    def model(self) -> LoadedModel:
+        return self.app.state.registry.get()
+
+    def metric(self, prefix: str) -> float:
+        """The sum of every /metrics sample whose line starts with `prefix`."""
+        lines = httpx.get(f"{self.base_url}/metrics", timeout=30).text.splitlines()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix))
+
+
+class ModelGate:
+    """Takes the place of a batcher's compiled call: records the rows of each call, and holds each
+    call (so the model is busy, on purpose) until the test opens the gate."""
+
+    def __init__(self, batcher: DynamicBatcher) -> None:
+        self.batcher = batcher
+        self.calls: list[int] = []
+        self._inner = batcher.fn
+        self._open = threading.Event()
+        self._entered = threading.Semaphore(0)
+        batcher.fn = self._call
+
+    def _call(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        self.calls.append(len(arrays[0]))
+        self._entered.release()
+        assert self._open.wait(180), "the test never opened the gate"
+        return self._inner(*arrays)
+
+    def wait_entered(self, calls: int = 1) -> None:
+        for _ in range(calls):
+            assert self._entered.acquire(timeout=120), "the model was never called"
+
+    def open(self) -> None:
+        self._open.set()
+
+    def __enter__(self) -> "ModelGate":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.open()
+        self.batcher.fn = self._inner
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 120.0, what: str = "condition") -> None:
+    """Poll for a state the code under test reaches by itself; the timeout only ends a hung test."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} never happened"
+        time.sleep(0.02)
+
+
+def read_http_response(sock: socket.socket) -> bytes:
+    """One HTTP/1.1 response with a Content-Length, read whole from `sock`."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed the connection mid-answer: {data[:200]!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection mid-body"
+        body += chunk
+    return head + b"\r\n\r\n" + body

@@ -83,7 +83,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router, dependencies=secured)
     # The last added runs first: request id and log, body-size cap, lifetime, then the fast path.
     app.add_middleware(predict.PredictFastPath, state=app.state)
-    app.add_middleware(RequestLifetime, timeout_s=settings.request_timeout_s)
+    app.add_middleware(
+        RequestLifetime, timeout_s=settings.request_timeout_s, on_disconnect=app.state.metrics.disconnects.inc
+    )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestObserver, metrics=app.state.metrics)
     return app

@@ -54,11 +54,11 @@ def test_new_versions_swap_in_under_load_and_corrupt_ones_do_not(tmp_path, commi
         server.wait_ready()
         load = threading.Thread(target=steady_load)
         load.start()
-        time.sleep(1)
+        wait_for(lambda: 1 in versions)
         drop_version(source, store, 2)
         wait_for(lambda: serving_version(server.base_url) == 2)
         drop_version(source, store, 3, corrupt=True)
-        time.sleep(2)  # several polls: the corrupt version is tried once and refused
+        wait_for(lambda: "could not be loaded" in server.log.read_text())  # the poller tried it and refused it
         assert serving_version(server.base_url) == 2
         refused = httpx.post(f"{server.base_url}/admin/reload", headers={"X-API-Key": KEY})
         assert refused.status_code == 200 and refused.json() == {
@@ -72,7 +72,8 @@ def test_new_versions_swap_in_under_load_and_corrupt_ones_do_not(tmp_path, commi
             headers={"Content-Type": "image/jpeg", "X-API-Key": KEY},
         )
         assert_error(pinned, 503, "model_integrity_error")
-        time.sleep(1)
+        count = len(statuses)
+        wait_for(lambda: len(statuses) > count + 10)  # the load goes on after the refusal
     finally:
         stop.set()
         server.stop()

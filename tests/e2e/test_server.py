@@ -3,6 +3,7 @@
 import io
 import shutil
 import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,7 +13,7 @@ import pytest
 from PIL import Image
 
 from ..api.helpers import array_of, assert_error
-from ..servers import start_server
+from ..servers import read_http_response, start_server, wait_until
 
 
 def test_predict_over_http_matches_the_labels(server, validation_sample):
@@ -76,15 +77,20 @@ def test_a_corrupt_model_keeps_readiness_503(tmp_path, committed_store):
 def test_sigterm_lets_requests_in_flight_finish_and_exits_zero(tmp_path, committed_store, sample_jpeg):
     running = start_server(tmp_path, committed_store.root)
     running.wait_ready()
-    url = f"{running.base_url}/explain/integrated-gradients?steps=1024&method=riemann_trapezoid"
-    with ThreadPoolExecutor(1) as pool:
-        in_flight = pool.submit(
-            httpx.post, url, content=sample_jpeg, headers={"Content-Type": "image/jpeg"}, timeout=120
-        )
-        time.sleep(0.5)  # the request is being served
+
+    def in_flight() -> float:
+        lines = httpx.get(f"{running.base_url}/metrics", timeout=30).text.splitlines()
+        return sum(float(line.split()[1]) for line in lines if line.startswith("mindscope_requests_in_flight "))
+
+    port = int(running.base_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as client:
+        head = "POST /explain/integrated-gradients?steps=64 HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg"
+        client.sendall(f"{head}\r\nContent-Length: {len(sample_jpeg)}\r\n\r\n".encode() + sample_jpeg[:100])
+        wait_until(lambda: in_flight() >= 2, what="the request in flight")  # ours and the /metrics call itself
         running.process.send_signal(signal.SIGTERM)
-        response = in_flight.result()
-    assert response.status_code == 200 and response.json()["steps"] == 1024
+        client.sendall(sample_jpeg[100:])  # the request, begun before the signal, ends after it
+        answer = read_http_response(client)
+    assert answer.startswith(b"HTTP/1.1 200") and b'"steps":64' in answer
     assert running.process.wait(timeout=60) == 0
     running.stop()
     with pytest.raises(httpx.TransportError):

@@ -10,13 +10,14 @@ from mindscope.engine.work import RequestWork, request_work
 from mindscope.errors import DeadlineExceeded, Overloaded, RequestCancelled
 
 
-def slow_double(x, y):
-    time.sleep(0.02)  # long enough for concurrent callers to queue up behind a running batch
-    return x * 2, x.sum(axis=1) + y
-
-
 def test_concurrent_callers_share_batches_and_get_their_own_rows():
-    batcher = DynamicBatcher(slow_double, BatchingConfig(max_batch_rows=16))
+    gate = Gate()
+
+    def double(x, y):
+        gate.identity(x)  # the first batch waits until the others have queued up behind it
+        return x * 2, x.sum(axis=1) + y
+
+    batcher = DynamicBatcher(double, BatchingConfig(max_batch_rows=16))
     try:
 
         def call(i):
@@ -25,7 +26,12 @@ def test_concurrent_callers_share_batches_and_get_their_own_rows():
             return i, doubled, summed
 
         with ThreadPoolExecutor(16) as pool:
-            results = list(pool.map(call, range(48)))
+            first = pool.submit(call, 0)
+            gate.wait_entered(1)
+            rest = [pool.submit(call, i) for i in range(1, 48)]
+            wait_until(lambda: batcher.depth == 15)  # the pool's other 15 threads wait in the queue
+            gate.open()
+            results = [first.result(60)] + [f.result(60) for f in rest]
         for i, doubled, summed in results:
             np.testing.assert_array_equal(doubled, np.full((2, 3), 2.0 * i))
             np.testing.assert_array_equal(summed, [4.0 * i, 4.0 * i])
@@ -35,12 +41,14 @@ def test_concurrent_callers_share_batches_and_get_their_own_rows():
         batcher.close()
 
 
-def test_a_lone_request_runs_without_waiting():
+def test_a_lone_request_runs_without_waiting_for_the_batch_to_fill():
     batcher = DynamicBatcher(lambda x: (x + 1,), BatchingConfig(max_batch_rows=64, max_delay_s=0.0))
     try:
-        start = time.perf_counter()
-        (out,) = batcher.submit(np.zeros((1, 2)))
-        assert time.perf_counter() - start < 0.5 and out.tolist() == [[1.0, 1.0]]
+        with ThreadPoolExecutor(1) as pool:
+            # Nobody else ever calls: with a delay of 0 the one row runs alone instead of waiting for 63 more.
+            (out,) = pool.submit(batcher.submit, np.zeros((1, 2))).result(timeout=60)
+        assert out.tolist() == [[1.0, 1.0]]
+        assert (batcher.stats.batches, batcher.stats.rows) == (1, 1)
     finally:
         batcher.close()
 
@@ -61,81 +69,102 @@ def test_failures_reach_every_caller_of_the_batch_and_the_batcher_survives():
 
 
 def test_a_full_queue_is_refused_at_once():
-    gate = threading.Event()
-    batcher = DynamicBatcher(gated(gate), BatchingConfig(max_batch_rows=1, max_queue=2))
+    gate = Gate()
+    batcher = DynamicBatcher(gate.identity, BatchingConfig(max_batch_rows=1, max_queue=2))
     pool = ThreadPoolExecutor(4)
     try:
-        running = [pool.submit(batcher.submit, np.ones((1, 1))) for _ in range(3)]  # 1 running, 2 queued
-        deadline = time.monotonic() + 5
-        while batcher.depth < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        start = time.perf_counter()
+        running = [pool.submit(batcher.submit, np.ones((1, 1)))]
+        gate.wait_entered(1)  # the worker holds the first row and takes nothing more until the gate opens
+        running += [pool.submit(batcher.submit, np.ones((1, 1))) for _ in range(2)]
+        wait_until(lambda: batcher.depth == 2)
+        # The model is held busy, so a caller that blocked would never return: refusing is the only way out.
+        refused = pool.submit(batcher.submit, np.ones((1, 1)))
         with pytest.raises(Overloaded):
-            batcher.submit(np.ones((1, 1)))
-        assert time.perf_counter() - start < 0.1
-        gate.set()
-        assert all(f.result(5)[0].shape == (1, 1) for f in running)
+            refused.result(timeout=60)
+        assert batcher.stats.rejected == 1
+        gate.open()
+        assert all(f.result(60)[0].shape == (1, 1) for f in running)
+        assert batcher.depth == 0 and batcher.stats.rows == 3
+        assert batcher.submit(np.ones((1, 1)))[0].shape == (1, 1)  # room again once the queue drained
     finally:
-        gate.set()
+        gate.open()
         pool.shutdown()
         batcher.close()
 
 
 def test_callers_past_their_deadline_get_504_and_are_not_computed():
-    gate = threading.Event()
-    batcher = DynamicBatcher(gated(gate), BatchingConfig(max_batch_rows=1))
+    gate = Gate()
+    batcher = DynamicBatcher(gate.identity, BatchingConfig(max_batch_rows=1))
     pool = ThreadPoolExecutor(2)
     try:
-        running = pool.submit(_within, RequestWork(0.1), batcher.submit, np.ones((1, 1)))  # holds the worker
-        time.sleep(0.02)
+        running = pool.submit(_within, RequestWork(0.1), batcher.submit, np.ones((1, 1)))
+        gate.wait_entered(1)  # holds the worker
         with pytest.raises(DeadlineExceeded) as caught:
             _within(RequestWork(0.1), batcher.submit, np.full((1, 1), 2.0))  # queued behind it, gives up
         assert caught.value.status_code == 504
-        gate.set()
+        gate.open()
         with pytest.raises(DeadlineExceeded):
             running.result(5)  # the running caller also waited past 0.1 s
         assert batcher.submit(np.full((1, 1), 3.0))[0].tolist() == [[3.0]]  # outside a request: no deadline
         assert batcher.stats.rows == 2  # the abandoned row was skipped, never computed
     finally:
-        gate.set()
+        gate.open()
         pool.shutdown()
         batcher.close()
 
 
 def test_a_cancelled_request_withdraws_its_queued_rows():
-    gate = threading.Event()
-    batcher = DynamicBatcher(gated(gate), BatchingConfig(max_batch_rows=1))
+    gate = Gate()
+    batcher = DynamicBatcher(gate.identity, BatchingConfig(max_batch_rows=1))
     pool = ThreadPoolExecutor(2)
     work = RequestWork()
     try:
-        running = pool.submit(batcher.submit, np.ones((1, 1)))  # holds the worker
-        time.sleep(0.02)
+        running = pool.submit(batcher.submit, np.ones((1, 1)))
+        gate.wait_entered(1)  # holds the worker
         queued = pool.submit(_within, work, batcher.submit, np.full((1, 1), 2.0))
-        time.sleep(0.02)
+        wait_until(lambda: batcher.depth == 1)
         work.cancel("client disconnected")
         with pytest.raises(RequestCancelled, match="client disconnected"):
             queued.result(1)  # returns at once, while the batch ahead of it is still running
         assert not running.done()
         with pytest.raises(RequestCancelled):
             _within(work, batcher.submit, np.ones((1, 1)))  # nothing more is queued for it
-        gate.set()
-        running.result(5)
+        gate.open()
+        running.result(60)
         assert batcher.submit(np.full((1, 1), 3.0))[0].tolist() == [[3.0]]
         assert batcher.stats.rows == 2  # the cancelled row was never computed
     finally:
-        gate.set()
+        gate.open()
         pool.shutdown()
         batcher.close()
 
 
-def gated(gate: threading.Event):
-    """An identity batch function that runs only once `gate` is set: it holds the batcher's worker."""
+class Gate:
+    """An identity batch function that holds the batcher's worker until the test opens the gate."""
 
-    def blocked(x):
-        gate.wait(5)
+    def __init__(self) -> None:
+        self._open = threading.Event()
+        self._entered = threading.Semaphore(0)
+
+    def identity(self, x):
+        self._entered.release()
+        assert self._open.wait(120), "the test never opened the gate"
         return (x,)
 
-    return blocked
+    def wait_entered(self, calls: int) -> None:
+        for _ in range(calls):
+            assert self._entered.acquire(timeout=60), "the batch function was never called"
+
+    def open(self) -> None:
+        self._open.set()
+
+
+def wait_until(condition, timeout: float = 60.0) -> None:
+    """Poll for a state the code under test reaches by itself; the timeout only ends a hung test."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never reached"
+        time.sleep(0.005)
 
 
 def _within(work, fn, *args):
@@ -144,8 +173,8 @@ def _within(work, fn, *args):
 
 
 def test_coroutine_callers_get_the_same_deadline_and_cancellation():
-    gate = threading.Event()
-    batcher = DynamicBatcher(gated(gate), BatchingConfig(max_batch_rows=1))
+    gate = Gate()
+    batcher = DynamicBatcher(gate.identity, BatchingConfig(max_batch_rows=1))
     pool = ThreadPoolExecutor(1)
 
     async def submit(work, value):
@@ -157,20 +186,21 @@ def test_coroutine_callers_get_the_same_deadline_and_cancellation():
             await submit(RequestWork(0.1), 2.0)  # queued behind the running batch, gives up
         work = RequestWork()
         queued = asyncio.create_task(submit(work, 3.0))
-        await asyncio.sleep(0.02)
+        while batcher.depth < 1:
+            await asyncio.sleep(0.005)
         work.cancel("client disconnected")
         with pytest.raises(RequestCancelled):
             await queued
-        gate.set()
-        return await submit(RequestWork(5), 4.0)
+        gate.open()
+        return await submit(RequestWork(60), 4.0)
 
     try:
-        running = pool.submit(batcher.submit, np.ones((1, 1)))  # holds the worker
-        time.sleep(0.02)
+        running = pool.submit(batcher.submit, np.ones((1, 1)))
+        gate.wait_entered(1)  # holds the worker
         assert asyncio.run(scenario())[0].tolist() == [[4.0]]
-        running.result(5)
+        running.result(60)
         assert batcher.stats.rows == 2  # neither the late nor the cancelled row was computed
     finally:
-        gate.set()
+        gate.open()
         pool.shutdown()
         batcher.close()

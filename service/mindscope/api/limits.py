@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -75,17 +76,24 @@ class RequestLifetime:
     more than the rest of this middleware).
     """
 
-    def __init__(self, app: ASGIApp, timeout_s: float, watch_after_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        timeout_s: float,
+        watch_after_s: float = 0.2,
+        on_disconnect: Callable[[], None] = lambda: None,
+    ) -> None:
         self.app = app
         self.timeout_s = timeout_s
         self.watch_after_s = watch_after_s
+        self.on_disconnect = on_disconnect
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         has_body = any(name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"])
-        lifetime = _Lifetime(RequestWork(self.timeout_s), receive, send, has_body)
+        lifetime = _Lifetime(RequestWork(self.timeout_s), receive, send, has_body, self.on_disconnect)
         timer = asyncio.get_running_loop().call_later(self.watch_after_s, lifetime.want_watcher)
         try:
             with request_work(lifetime.work):
@@ -98,8 +106,11 @@ class RequestLifetime:
 class _Lifetime:
     """One request's receive/send, watched for a disconnect once asked to and the body is in."""
 
-    def __init__(self, work: RequestWork, receive: Receive, send: Send, has_body: bool) -> None:
+    def __init__(
+        self, work: RequestWork, receive: Receive, send: Send, has_body: bool, on_disconnect: Callable[[], None]
+    ) -> None:
         self.work = work
+        self._on_disconnect = on_disconnect
         self._receive = receive
         self._send = send
         self._body_read = not has_body
@@ -113,7 +124,7 @@ class _Lifetime:
             return await self._relayed.get()
         message = await self._receive()
         if message["type"] == "http.disconnect":
-            self.work.cancel("the client disconnected")
+            self._client_left()
         elif not message.get("more_body", False):
             self._body_read = True
             if self._wanted:
@@ -143,8 +154,13 @@ class _Lifetime:
             await relayed.put(message)
             if message["type"] == "http.disconnect":
                 if not self._answered:
-                    self.work.cancel("the client disconnected")
+                    self._client_left()
                 return
+
+    def _client_left(self) -> None:
+        if self.work.cancelled is None:
+            self.work.cancel("the client disconnected")
+            self._on_disconnect()
 
     async def stop_watcher(self) -> None:
         if self._watcher is not None:

@@ -9,7 +9,7 @@ import re
 import time
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,6 +35,12 @@ class Metrics:
             "HTTP request latency by route",
             ["route"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.in_flight = Gauge("mindscope_requests_in_flight", "HTTP requests being served now", registry=self.registry)
+        self.disconnects = Counter(
+            "mindscope_client_disconnects",
+            "requests whose client went away before the answer (their model work is cancelled)",
             registry=self.registry,
         )
         self.registry.register(_BatcherCollector(models))
@@ -79,6 +85,7 @@ class RequestObserver:
         request_id = given if _VALID_ID.match(given) else os.urandom(16).hex()
         status = 500
         start = time.perf_counter()
+        self.metrics.in_flight.inc()
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -90,6 +97,7 @@ class RequestObserver:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.requests.labels(scope["method"], route, str(status)).inc()

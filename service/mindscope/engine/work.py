@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
@@ -26,9 +26,10 @@ T = TypeVar("T")
 
 
 class RequestWork:
-    def __init__(self, timeout_s: float | None = None) -> None:
+    def __init__(self, timeout_s: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.timeout_s = timeout_s
-        self._expires = None if timeout_s is None else time.monotonic() + timeout_s
+        self._clock = clock
+        self._expires = None if timeout_s is None else clock() + timeout_s
         self._lock = threading.Lock()
         self._cancelled: str | None = None
         self._waiting: set[Future[Any]] = set()
@@ -39,7 +40,7 @@ class RequestWork:
         return self._cancelled
 
     def remaining(self) -> float | None:
-        return None if self._expires is None else self._expires - time.monotonic()
+        return None if self._expires is None else self._expires - self._clock()
 
     def cancel(self, reason: str) -> None:
         """Give up the request's work: queued rows are withdrawn, later calls raise `RequestCancelled`."""
