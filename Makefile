@@ -18,8 +18,9 @@ install: $(BIN)/mindscope
 serve: install
 	$(BIN)/mindscope serve --host $(HOST) --port $(PORT)
 
+# The explorer's tests need a Chromium: the system's, else Debian's package, else Playwright's download.
 test: install
-	$(BIN)/python -m pytest
+	@browser=$$(PYTHON=$(BIN)/python tests/tools/ensure_browser.sh) && MINDSCOPE_CHROMIUM=$$browser $(BIN)/python -m pytest
 
 test-slow: install
 	$(BIN)/python -m pytest -m slow

@@ -1,12 +1,14 @@
 """The explorer page in a real headless Chromium against a real server."""
 
+import os
 import shutil
 from pathlib import Path
 
 import httpx
 import pytest
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# `make test` finds or installs one (tests/tools/ensure_browser.sh) and names it in MINDSCOPE_CHROMIUM.
+CHROMIUM = os.environ.get("MINDSCOPE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "artifacts"
 FLAGS = [
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -18,7 +20,7 @@ FLAGS = [
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is missing: apt-get install chromium chromium-driver (.ci/run does)")
+        pytest.fail("no Chromium for the browser tests: run `make test` (it installs one) or set MINDSCOPE_CHROMIUM")
     with sync_api.sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield launched
