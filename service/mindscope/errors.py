@@ -55,6 +55,13 @@ class InvalidImage(MindscopeError):
     code = "invalid_image"
 
 
+class NoImage(MindscopeError):
+    """The request carried no body (or an empty one) where an image was expected."""
+
+    status_code = 400
+    code = "no_image"
+
+
 class InvalidJSON(MindscopeError):
     """The body is not parseable JSON (or nests too deeply to parse)."""
 

@@ -9,7 +9,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mindscope.api.codecs import decode_array, decode_image_bytes, decode_jpeg, finish_decode, open_image
 from mindscope.engine.images import scale_to_unit
-from mindscope.errors import InvalidImage, InvalidInput, MindscopeError, PayloadTooLarge, UnsupportedMediaType
+from mindscope.errors import (
+    InvalidImage,
+    InvalidInput,
+    MindscopeError,
+    NoImage,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from PIL import Image
 
 MAX_PIXELS = 512 * 512
@@ -22,7 +29,7 @@ def test_arbitrary_bytes_never_escape_as_unexpected_errors(data):
     try:
         decoded = decode_image_bytes(data, MAX_PIXELS)
     except MindscopeError as error:
-        assert isinstance(error, InvalidImage | UnsupportedMediaType | PayloadTooLarge)
+        assert isinstance(error, InvalidImage | UnsupportedMediaType | PayloadTooLarge | NoImage)
     else:
         assert decoded.pixels.shape == (32, 32, 3)
 

@@ -2,9 +2,14 @@
 
 Accepted bodies (one image unless noted):
 - multipart/form-data with the image in field `file` (and optionally a baseline image in `baseline`);
-- a raw body with Content-Type image/png, image/jpeg or image/webp;
+- a raw body with Content-Type image/png, image/jpeg or image/webp, or with
+  application/octet-stream or no Content-Type at all: the bytes say what they are;
 - application/json `{"instances": [...], "value_range": "0-255" | "0-1", "baseline": instance?}`,
   an instance being a (32, 32, 3) array or `{"b64": "<base64 PNG/JPEG/WebP>"}`; may hold a batch.
+  An array whose values all lie within 0-1 is ambiguous without `value_range` and is refused.
+
+Every decoded picture is turned upright by its EXIF orientation, and wide modes (16-bit, float)
+are scaled to 8 bits (`engine.images`).
 """
 
 from __future__ import annotations
@@ -26,12 +31,25 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, UploadFile
 
 from mindscope.api.schemas import ImageInfo
-from mindscope.engine.images import INPUT_SIZE, scale_to_unit, to_rgb_array
-from mindscope.errors import InvalidImage, InvalidInput, InvalidJSON, PayloadTooLarge, UnsupportedMediaType
+from mindscope.engine.images import INPUT_SIZE, scale_to_unit, to_rgb_array, upright
+from mindscope.errors import (
+    InvalidImage,
+    InvalidInput,
+    InvalidJSON,
+    NoImage,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 
 IMAGE_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
 DECODABLE_FORMATS = ("PNG", "JPEG", "WEBP")
-ACCEPTED_TYPES = ["multipart/form-data", *IMAGE_TYPES, "application/json"]
+# Raw bodies whose type the bytes themselves tell (curl --data-binary without -H, SDKs that don't know).
+SNIFFED_TYPES = ("application/octet-stream", "")
+ACCEPTED_TYPES = ["multipart/form-data", *IMAGE_TYPES, "application/octet-stream", "application/json"]
+HOW_TO_SEND = (
+    "send the image bytes (Content-Type image/png, image/jpeg or image/webp), a multipart field 'file', "
+    'or JSON {"instances": [...]}'
+)
 
 
 @dataclass(frozen=True)
@@ -67,7 +85,9 @@ class InstancesRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     instances: Annotated[list[Instance], Field(min_length=1)]
-    value_range: Literal["0-255", "0-1"] = Field("0-255", description="range of raw array instances")
+    value_range: Literal["0-255", "0-1"] | None = Field(
+        None, description="range of raw array instances; required when every value lies within 0-1"
+    )
     baseline: Instance | None = Field(None, description="baseline image for ?baseline=upload")
 
 
@@ -94,8 +114,8 @@ def decode_jpeg(data: bytes, max_pixels: int) -> DecodedImage | None:
     Whatever simplejpeg refuses (other colour spaces, damaged data) is left to Pillow, whose
     verdict, picture or error, stays the service's.
     """
-    if not data.startswith(b"\xff\xd8"):
-        return None
+    if not data.startswith(b"\xff\xd8") or data.find(b"Exif\x00\x00", 2, 1 << 16) != -1:
+        return None  # not a JPEG, or one with EXIF (an orientation to apply): Pillow's path
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
         if colorspace not in _JPEG_MODES or width * height > max_pixels:
@@ -112,7 +132,7 @@ def decode_jpeg(data: bytes, max_pixels: int) -> DecodedImage | None:
 def open_image(data: bytes, max_pixels: int) -> Image.Image:
     """Read the header only (cheap): the format and size are checked, the pixels not yet decoded."""
     if not data:
-        raise InvalidImage("the image is empty")
+        raise NoImage(f"no image was sent: {HOW_TO_SEND}", accepted=ACCEPTED_TYPES)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -139,11 +159,13 @@ def finish_decode(image: Image.Image) -> DecodedImage:
     """Decode the pixels of an `open_image` result into model input."""
     with image:
         width, height = image.size
-        info = ImageInfo(width=width, height=height, mode=image.mode, format=image.format or "unknown")
+        image_format = image.format or "unknown"
         try:
-            pixels = to_rgb_array(image)
+            turned, orientation = upright(image)
+            pixels = to_rgb_array(turned)
         except (OSError, ValueError, SyntaxError) as exc:
-            raise InvalidImage(f"the {info.format} image could not be decoded: {exc}") from None
+            raise InvalidImage(f"the {image_format} image could not be decoded: {exc}") from None
+    info = ImageInfo(width=width, height=height, mode=image.mode, format=image_format, exif_orientation=orientation)
     return DecodedImage(scale_to_unit(pixels), info)
 
 
@@ -160,7 +182,9 @@ def _unsupported_or_invalid(data: bytes) -> Exception:
     )
 
 
-def decode_array(instance: list[Any], value_range: str) -> DecodedImage:
+def decode_array(instance: list[Any], value_range: str | None) -> DecodedImage:
+    """A (32, 32, 3) nested list in `value_range`; None means 0-255 unless every value lies within
+    0-1, which is ambiguous (an all-0.5 grey would become near-black) and refused with 422."""
     try:
         array = np.asarray(instance, dtype=np.float64)
     except (ValueError, TypeError):
@@ -172,6 +196,13 @@ def decode_array(instance: list[Any], value_range: str) -> DecodedImage:
             expected_shape=list(expected),
             shape=list(array.shape),
         )
+    if value_range is None and np.isfinite(array).all() and 0 <= array.min() and array.max() <= 1 and array.any():
+        raise InvalidInput(
+            'every value of the array lies within 0-1: say which range it is in with "value_range": "0-1" '
+            '(floats from 0 to 1) or "0-255" (8-bit pixel values)',
+            valid_value_ranges=["0-1", "0-255"],
+        )
+    value_range = value_range or "0-255"
     top = 255.0 if value_range == "0-255" else 1.0
     if not np.isfinite(array).all() or array.min() < 0 or array.max() > top:
         raise InvalidInput(
@@ -182,7 +213,7 @@ def decode_array(instance: list[Any], value_range: str) -> DecodedImage:
     return DecodedImage(pixels, ImageInfo(width=expected[1], height=expected[0], mode="array", format="array"))
 
 
-def _decode_instance(instance: Instance, value_range: str, max_pixels: int) -> DecodedImage:
+def _decode_instance(instance: Instance, value_range: str | None, max_pixels: int) -> DecodedImage:
     if isinstance(instance, B64Instance):
         try:
             data = base64.b64decode(instance.b64, validate=True)
@@ -253,11 +284,14 @@ async def read_images(request: Request, max_pixels: int, max_instances: int) -> 
             baseline_upload = form.get("baseline")
             baseline = await baseline_upload.read() if isinstance(baseline_upload, UploadFile) else None
         return await run_in_threadpool(_decode_upload, image, baseline, max_pixels)
-    if media_type in IMAGE_TYPES:
-        return await decode_raw_body(await request.body(), max_pixels)
+    if media_type in IMAGE_TYPES or media_type in SNIFFED_TYPES:
+        body = await request.body()
+        if not body:
+            raise NoImage(f"no image was sent: {HOW_TO_SEND}", accepted=ACCEPTED_TYPES)
+        return await decode_raw_body(body, max_pixels)
     if media_type == "application/json":
         return await run_in_threadpool(decode_json_body, await request.body(), max_pixels, max_instances)
-    raise UnsupportedMediaType(f"unsupported Content-Type {media_type or '(none)'}", accepted=ACCEPTED_TYPES)
+    raise UnsupportedMediaType(f"unsupported Content-Type {media_type}; {HOW_TO_SEND}", accepted=ACCEPTED_TYPES)
 
 
 def wants_png(request: Request, format_param: str | None) -> bool:
@@ -283,7 +317,11 @@ _INSTANCES_SCHEMA: dict[str, Any] = {
     "required": ["instances"],
     "properties": {
         "instances": {"type": "array", "minItems": 1, "items": _INSTANCE_SCHEMA},
-        "value_range": {"type": "string", "enum": ["0-255", "0-1"], "default": "0-255"},
+        "value_range": {
+            "type": "string",
+            "enum": ["0-255", "0-1"],
+            "description": "range of array instances: 0-255 if omitted, required when every value lies within 0-1",
+        },
         "baseline": _INSTANCE_SCHEMA,
     },
 }
@@ -302,7 +340,10 @@ IMAGE_REQUEST_BODY: dict[str, Any] = {
                     },
                 }
             },
-            **{media: {"schema": {"type": "string", "format": "binary"}} for media in IMAGE_TYPES},
+            **{
+                media: {"schema": {"type": "string", "format": "binary"}}
+                for media in (*IMAGE_TYPES, "application/octet-stream")
+            },
             "application/json": {"schema": _INSTANCES_SCHEMA},
         },
     }

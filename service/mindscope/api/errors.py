@@ -77,7 +77,7 @@ def install_error_handlers(app: FastAPI) -> None:
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in {
-        400: "undecodable image (invalid_image) or unparseable JSON (invalid_json)",
+        400: "no image sent (no_image), undecodable image (invalid_image) or unparseable JSON (invalid_json)",
         401: "missing or wrong API key (unauthorized)",
         403: "admin routes are off until an API key is configured (admin_disabled)",
         404: "unknown model, version or layer",

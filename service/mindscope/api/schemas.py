@@ -42,6 +42,9 @@ class ImageInfo(BaseModel):
     height: int
     mode: str = Field(examples=["RGB", "RGBA", "L", "P", "array"])
     format: str = Field(examples=["PNG", "JPEG", "WEBP", "array"])
+    exif_orientation: int = Field(
+        1, ge=1, le=8, description="EXIF Orientation found; anything but 1 was applied (the image turned upright)"
+    )
 
 
 class Prediction(BaseModel):
