@@ -55,9 +55,9 @@ class Server:
             self.log_handle.close()
 
 
-def start_server(tmp_path: Path, store: Path, **env: str) -> Server:
+def start_server(tmp_path: Path, store: Path, port: int | None = None, **env: str) -> Server:
     """`mindscope serve` as README.md gives it, in its own process on a loopback port."""
-    port = free_port()
+    port = port or free_port()
     log = tmp_path / f"server-{port}.log"
     command = [str(Path(sys.executable).with_name("mindscope")), "serve", "--port", str(port)]
     environment = {**os.environ, "MINDSCOPE_MODEL_STORE_DIR": str(store), **env}

@@ -10,11 +10,12 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from mindscope import __version__
-from mindscope.api.deps import require_api_key
+from mindscope.api.deps import reject_unknown_query, require_api_key
 from mindscope.api.errors import install_error_handlers
 from mindscope.api.limits import BodySizeLimit, RequestLifetime
 from mindscope.api.observability import Metrics, RequestObserver
-from mindscope.api.routes import activations, admin, explain, explorer, health, models, predict, weights
+from mindscope.api.openapi import install_openapi
+from mindscope.api.routes import activations, admin, explain, explorer, health, metrics, models, predict, weights
 from mindscope.config import Settings
 from mindscope.engine.runtime import ModelRegistry
 from mindscope.engine.store import ModelStore
@@ -30,10 +31,7 @@ def load_default_model(app: FastAPI) -> None:
         ref, changed = registry.reload_default()
     except MindscopeError as exc:
         logger.error("the store's default model could not be loaded: %s", exc.message)
-        if registry.serving is None:
-            app.state.load_error = exc.message
         return
-    app.state.ready = True
     if changed:
         logger.info("now serving %s (loaded and warmed up)", ref.label)
 
@@ -50,7 +48,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     interval = app.state.settings.reload_interval_s
     watching = asyncio.create_task(_watch_store(app, interval)) if interval > 0 else None
     yield
-    app.state.ready = False
+    app.state.registry.stop_serving()
     if watching is not None:
         watching.cancel()
     await loading
@@ -64,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="A trained CIFAR-10 All-Convolutional Network and what happens inside it.",
         lifespan=lifespan,
+        dependencies=[Depends(reject_unknown_query)],
     )
     app.state.settings = settings
     app.state.registry = ModelRegistry(
@@ -71,12 +70,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.forward_batching(),
         settings.gradient_batching(),
     )
-    app.state.ready = False
-    app.state.load_error = None
     install_error_handlers(app)
+    install_openapi(app, settings)
     app.state.metrics = Metrics(app.state.registry)
     app.include_router(health.router)
-    app.include_router(health.metrics_router)
+    app.include_router(metrics.router)
     app.include_router(explorer.router)
     secured = [Depends(require_api_key)]
     for module in (models, predict, activations, weights, explain, admin):

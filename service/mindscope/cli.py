@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -36,7 +37,27 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _listen(host: str, port: int) -> socket.socket | None:
+    """The listening socket, bound before anything loads; None (and one line on stderr) when the
+    address is taken or not ours, so a busy port never gets as far as loading models."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        print(
+            f"mindscope serve: cannot listen on {host}:{port}: {exc.strerror}; choose another --port", file=sys.stderr
+        )
+        return None
+    return sock
+
+
 def _serve(args: argparse.Namespace) -> int:
+    sock = _listen(args.host, args.port)
+    if sock is None:
+        return 1
     import uvicorn
 
     from mindscope.app import create_app
@@ -51,7 +72,8 @@ def _serve(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: None)
     # One JSON line per request comes from mindscope.access; uvicorn's own access log would repeat it.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info", access_log=False)
+    config = uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_level="info", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 

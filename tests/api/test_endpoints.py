@@ -96,8 +96,25 @@ def test_tolerance_mode_reports_the_steps_it_needed(client, sample_jpeg):
     body = client.post(
         "/explain/integrated-gradients?steps=4&tolerance=0.001", content=sample_jpeg, headers=JPEG
     ).json()
-    assert body["completeness"]["relative_delta"] <= 0.001 or body["steps"] * 2 > 1024
+    assert body["tolerance"]["met"] == (body["completeness"]["relative_delta"] <= 0.001)
+    assert body["tolerance"]["met"] or body["steps"] * 2 > body["tolerance"]["max_steps"]
     assert body["gradient_evaluations"] > body["steps"]
+
+
+def test_a_tolerance_not_met_says_so(client, sample_jpeg):
+    query = "/explain/integrated-gradients?steps=8&tolerance=1e-12&method=riemann_trapezoid"
+    body = client.post(query, content=sample_jpeg, headers=JPEG).json()
+    assert body["steps"] == 1024 == body["tolerance"]["max_steps"]  # refined up to the cap
+    assert body["tolerance"] == {
+        "requested": 1e-12,
+        "met": False,
+        "relative_delta": body["completeness"]["relative_delta"],
+        "max_steps": 1024,
+    }
+    headers = client.post(query + "&format=png", content=sample_jpeg, headers=JPEG).headers
+    assert headers["x-ig-tolerance-met"] == "false"
+    plain = client.post("/explain/integrated-gradients?steps=8", content=sample_jpeg, headers=JPEG)
+    assert plain.json()["tolerance"] is None and "x-ig-tolerance-met" not in plain.headers
 
 
 def test_integrated_gradients_png(client, sample_jpeg):
@@ -136,8 +153,8 @@ def test_models_and_health(client, committed_store):
     assert [layer["name"] for layer in detail["layers"]][-1] == "conv9"
     assert detail["layers"][2]["output_shape"] == [32, 32, 32]
     assert detail["validation_accuracy"] == detail["metadata"]["validation_accuracy"]
-    assert client.get("/health/live").json() == {"status": "ok", "detail": None, "models": []}
-    assert client.get("/health/ready").json()["models"] == [default]
+    live, ready = client.get("/health/live").json(), client.get("/health/ready").json()
+    assert default in ready["models"] and live == ready  # one truth: what is held in memory
 
 
 def test_openapi_describes_binary_bodies_and_errors(client):

@@ -113,3 +113,58 @@ def test_limits(client, sample_jpeg):
 
 def test_admin_routes_are_off_without_an_api_key(client):
     assert_error(client.post("/admin/reload"), 403, "admin_disabled")
+
+
+def test_the_steps_cap_is_one_number_from_settings(client, sample_jpeg):
+    cap = Settings().max_steps
+    for steps in (1, cap + 1, 100000):
+        error = assert_error(
+            client.post(f"/explain/integrated-gradients?steps={steps}", content=sample_jpeg, headers=JPEG),
+            422,
+            "invalid_input",
+        )
+        assert error["message"].startswith(f"steps must be between 2 and {cap} ")
+        assert (error["details"]["minimum"], error["details"]["maximum"]) == (2, cap)
+    parameters = client.get("/openapi.json").json()["paths"]["/explain/integrated-gradients"]["post"]["parameters"]
+    steps_schema = next(p["schema"] for p in parameters if p["name"] == "steps")
+    assert (steps_schema["minimum"], steps_schema["maximum"]) == (2, cap)
+    listed = {m["name"]: m for m in client.get("/explain").json()["methods"]}
+    assert set(listed) == {"integrated-gradients", "interior-gradients"}
+    steps = next(p for p in listed["integrated-gradients"]["parameters"] if p["name"] == "steps")
+    assert steps["schema"]["maximum"] == cap and steps["schema"]["default"] == 50
+
+
+def test_a_smaller_cap_in_settings_is_the_one_enforced_and_documented(sample_jpeg):
+    from fastapi.testclient import TestClient
+    from mindscope.app import create_app
+
+    from ..conftest import COMMITTED_STORE, wait_ready
+
+    with TestClient(create_app(Settings(model_store_dir=COMMITTED_STORE, max_steps=64, max_alphas=4))) as small:
+        wait_ready(small)
+        error = assert_error(
+            small.post("/explain/integrated-gradients?steps=65", content=sample_jpeg, headers=JPEG),
+            422,
+            "invalid_input",
+        )
+        assert "between 2 and 64" in error["message"] and "MINDSCOPE_MAX_STEPS" in error["message"]
+        alphas = "&".join(f"alphas={a}" for a in (0.1, 0.2, 0.3, 0.4, 0.5))
+        error = assert_error(
+            small.post(f"/explain/interior-gradients?{alphas}", content=sample_jpeg, headers=JPEG), 422, "invalid_input"
+        )
+        assert "between 1 and 4" in error["message"]
+        listed = small.get("/explain").json()["methods"]
+        caps = {(m["name"], p["name"]): p["schema"] for m in listed for p in m["parameters"]}
+        assert caps[("integrated-gradients", "steps")]["maximum"] == 64
+        assert caps[("interior-gradients", "alphas")]["maxItems"] == 4
+
+
+def test_misspelled_query_parameters_are_refused_with_the_valid_ones(client, sample_jpeg):
+    error = assert_error(
+        client.post("/explain/integrated-gradients?step=10", content=sample_jpeg, headers=JPEG), 422, "invalid_input"
+    )
+    assert error["details"]["unknown"] == ["step"]
+    assert {"steps", "target", "baseline", "model", "format"} <= set(error["details"]["valid"])
+    assert "step" in error["message"] and "steps" in error["message"]
+    assert_error(client.get("/weights/histogram?bin=10"), 422, "invalid_input")
+    assert client.get("/weights/histogram?bins=10").status_code == 200

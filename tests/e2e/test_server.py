@@ -95,3 +95,16 @@ def test_sigterm_lets_requests_in_flight_finish_and_exits_zero(tmp_path, committ
     running.stop()
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{running.base_url}/health/live", timeout=2)
+
+
+def test_a_busy_port_exits_nonzero_with_one_line_before_loading_anything(tmp_path, committed_store):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = start_server(tmp_path, committed_store.root, port=port)
+        assert server.process.wait(timeout=120) == 1
+        server.stop()
+    output = server.log.read_text()
+    assert f"cannot listen on 127.0.0.1:{port}" in output
+    assert "now serving" not in output and "Traceback" not in output

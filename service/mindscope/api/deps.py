@@ -11,13 +11,15 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 
 from mindscope.api.codecs import DecodedRequest, read_images
 from mindscope.config import Settings
 from mindscope.engine.runtime import LoadedModel, ModelRegistry
-from mindscope.errors import ModelNotReady, Unauthorized
+from mindscope.errors import InvalidInput, ModelNotReady, Unauthorized
 
 
 async def get_settings(request: Request) -> Settings:
@@ -55,7 +57,7 @@ async def get_model(
     model: Annotated[str | None, Query(max_length=64, description="model name; default: the store's")] = None,
     version: Annotated[int | None, Query(ge=1, description="model version; default: the highest")] = None,
 ) -> LoadedModel:
-    if not request.app.state.ready:
+    if not registry.ready:
         raise ModelNotReady("the model is still loading; retry shortly", retry_after_s=1)
     serving = registry.serving_for(model, version)
     return serving if serving is not None else await run_in_threadpool(registry.get, model, version)
@@ -70,3 +72,50 @@ DecodedDep = Annotated[DecodedRequest, Depends(get_decoded)]
 FormatQuery = Annotated[
     str | None, Query(pattern="^(json|png)$", description="png or json; overrides the Accept header")
 ]
+
+
+def settings_cap(name: str, value: int, minimum: int, maximum: int, setting: str, unit: str = "") -> int:
+    """`value` if it lies within [minimum, maximum], the cap being a Setting; else 422 saying both."""
+    if minimum <= value <= maximum:
+        return value
+    counted = f"{value} {unit}".strip()
+    raise InvalidInput(
+        f"{name} must be between {minimum} and {maximum} {unit}".rstrip()
+        + f" (this server's cap, {setting}); got {counted}",
+        parameter=name,
+        minimum=minimum,
+        maximum=maximum,
+    )
+
+
+_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+def query_names(route: APIRoute) -> frozenset[str]:
+    """Every query parameter the route or its dependencies declare."""
+    names = _QUERY_NAMES.get(id(route))
+    if names is None:
+        names = _QUERY_NAMES[id(route)] = frozenset(_declared_queries(route.dependant))
+    return names
+
+
+def _declared_queries(dependant: Dependant) -> set[str]:
+    names = {field.alias for field in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _declared_queries(sub)
+    return names
+
+
+async def reject_unknown_query(request: Request) -> None:
+    """422 for a query parameter the route does not take (`?step=10` would otherwise be ignored)."""
+    route = request.scope.get("route")
+    if not request.query_params or not isinstance(route, APIRoute):
+        return
+    valid = query_names(route)
+    unknown = sorted(set(request.query_params) - valid)
+    if unknown:
+        raise InvalidInput(
+            f"unknown query parameter {', '.join(unknown)}; {route.path} takes: {', '.join(sorted(valid)) or 'none'}",
+            unknown=unknown,
+            valid=sorted(valid),
+        )

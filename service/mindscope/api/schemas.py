@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ArrayPayload(BaseModel):
@@ -127,6 +127,15 @@ class Completeness(BaseModel):
     relative_delta: float
 
 
+class ToleranceOut(BaseModel):
+    """What `tolerance` asked for and whether the answer reached it within the steps cap."""
+
+    requested: float
+    met: bool = Field(description="relative_delta <= requested; false when the steps cap was reached first")
+    relative_delta: float
+    max_steps: int = Field(description="the server's steps cap, where refinement stops")
+
+
 class IntegratedGradientsResponse(BaseModel):
     target: TargetOut
     method: str
@@ -135,6 +144,7 @@ class IntegratedGradientsResponse(BaseModel):
     gradient_evaluations: int = Field(description="gradients computed in all, refinements included")
     attributions: ArrayPayload = Field(description="(32, 32, 3) float32")
     completeness: Completeness
+    tolerance: ToleranceOut | None = Field(None, description="present when the request gave a tolerance")
     probabilities: ArrayPayload
     classes: list[str]
     input: ImageInfo
@@ -148,6 +158,28 @@ class InteriorGradientsResponse(BaseModel):
     gradients: ArrayPayload = Field(description="(len(alphas), 32, 32, 3) float32")
     input: ImageInfo
     model: ModelRefOut
+
+
+class ParameterOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str
+    required: bool
+    description: str | None = None
+    schema_: dict[str, Any] = Field(
+        alias="schema", description="its JSON Schema, as in /openapi.json: type, default, minimum, maximum, enum"
+    )
+
+
+class ExplainMethodOut(BaseModel):
+    name: str = Field(examples=["integrated-gradients"])
+    path: str
+    summary: str
+    parameters: list[ParameterOut]
+
+
+class ExplainMethodsResponse(BaseModel):
+    methods: list[ExplainMethodOut]
 
 
 class ModelSummary(BaseModel):

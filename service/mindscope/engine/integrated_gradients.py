@@ -112,13 +112,14 @@ def attribute(
     method: str = "gauss_legendre",
     internal_batch_size: int = 64,
     tolerance: float | None = None,
-    max_steps: int = 512,
+    max_steps: int | None = None,
 ) -> IntegratedGradientsResult:
     """Integrated gradients of one image.
 
     image, baseline: float32 (H, W, C) in [0, 1] (baseline defaults to black).
     target: class index; None explains the predicted class.
-    steps: quadrature points; with `tolerance`, the first of a doubling sequence capped at max_steps.
+    steps: quadrature points; with `tolerance`, the first of a doubling sequence capped at max_steps
+    (no doubling without a cap).
     """
     if method not in RULES:
         raise InvalidInput(f"unknown method {method!r}", valid_methods=sorted(RULES))
@@ -156,7 +157,7 @@ def attribute(
             output_at_baseline=ends[1],
             probabilities=ends[2],
         )
-        if tolerance is None or result.relative_delta <= tolerance or steps * 2 > max_steps:
+        if tolerance is None or result.relative_delta <= tolerance or steps * 2 > (max_steps or steps):
             return result
         steps *= 2
 

@@ -171,6 +171,9 @@ class ModelRegistry:
     last successful `reload_default`. A newer version dropped into the store is loaded and warmed
     beside it first and swapped in only when that worked, so a corrupt new version never replaces
     a working one.
+
+    The registry is the one owner of readiness: `ready` once a default serves and until shutdown
+    begins; `load_error` says why nothing serves when the first load failed.
     """
 
     def __init__(
@@ -185,7 +188,23 @@ class ModelRegistry:
         self._loaded: dict[ModelRef, LoadedModel] = {}
         self._failed: dict[ModelRef, str] = {}
         self._default: LoadedModel | None = None
+        self._load_error: str | None = None
+        self._stopping = False
         self._lock = threading.Lock()
+
+    @property
+    def ready(self) -> bool:
+        """A default model is loaded, warmed up and serving, and shutdown has not begun."""
+        return self._default is not None and not self._stopping
+
+    @property
+    def load_error(self) -> str | None:
+        """Why no default serves, when its load failed; None while loading or serving."""
+        return None if self._default is not None else self._load_error
+
+    def stop_serving(self) -> None:
+        """Shutdown has begun: readiness ends, requests in flight finish."""
+        self._stopping = True
 
     def get(self, name: str | None = None, version: int | None = None) -> LoadedModel:
         """The model, loading it first if need be (disk and compilation: seconds, off the event loop)."""
@@ -194,7 +213,7 @@ class ModelRegistry:
     def serving_for(self, name: str | None = None, version: int | None = None) -> LoadedModel | None:
         """The serving default when the request asks for it (no name, or its name and no version);
         no disk access, so it may run on the event loop."""
-        serving = self._default
+        serving = self._default if not self._stopping else None
         if serving is not None and version is None and name in (None, serving.ref.name):
             return serving
         return None
@@ -224,6 +243,7 @@ class ModelRegistry:
             candidate = self._load(ref)
         except MindscopeError as exc:
             self._failed[ref] = exc.message
+            self._load_error = exc.message
             raise
         self._default = candidate
         return ref, True

@@ -3,18 +3,22 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from mindscope.api.codecs import IMAGE_REQUEST_BODY, wants_png
-from mindscope.api.deps import DecodedDep, FormatQuery, ModelDep, SettingsDep
+from mindscope.api.deps import DecodedDep, FormatQuery, ModelDep, SettingsDep, settings_cap
 from mindscope.api.errors import ERROR_RESPONSES
 from mindscope.api.responses import PNG_RESPONSE, model_ref, png
 from mindscope.api.schemas import (
     ArrayPayload,
     Completeness,
+    ExplainMethodOut,
+    ExplainMethodsResponse,
     IntegratedGradientsResponse,
     InteriorGradientsResponse,
+    ParameterOut,
     TargetOut,
+    ToleranceOut,
 )
 from mindscope.engine.integrated_gradients import (
     IntegratedGradientsResult,
@@ -43,7 +47,47 @@ IG_HEADERS = {
     "X-IG-Output-At-Input": "F(input) for the target class",
     "X-IG-Output-At-Baseline": "F(baseline) for the target class",
     "X-IG-Relative-Delta": "|sum - (F(input) - F(baseline))| / |F(input) - F(baseline)|",
+    "X-IG-Tolerance-Met": "with ?tolerance: true when the relative delta reached it, false when the steps cap came first",
 }
+MIN_STEPS = 2
+
+
+@router.get("", response_model=ExplainMethodsResponse, summary="The explanation methods, their parameters and caps")
+def list_explain_methods(request: Request) -> ExplainMethodsResponse:
+    """Read off this server's OpenAPI schema, so the caps are the ones its Settings enforce."""
+    methods = []
+    for path, operations in request.app.openapi()["paths"].items():
+        if not path.startswith(router.prefix + "/") or "post" not in operations:
+            continue
+        operation = operations["post"]
+        parameters = [
+            ParameterOut(
+                name=p["name"], required=p.get("required", False), description=p.get("description"), schema_=p["schema"]
+            )
+            for p in operation.get("parameters", [])
+            if p["in"] == "query" and p["name"] not in ("model", "version", "format")
+        ]
+        methods.append(
+            ExplainMethodOut(
+                name=path.removeprefix(router.prefix + "/"),
+                path=path,
+                summary=operation["summary"],
+                parameters=parameters,
+            )
+        )
+    return ExplainMethodsResponse(methods=methods)
+
+
+async def steps_within_cap(
+    settings: SettingsDep,
+    steps: Annotated[
+        int, Query(description="quadrature points, from 2 to the server's cap (MINDSCOPE_MAX_STEPS)")
+    ] = 50,
+) -> int:
+    return settings_cap("steps", steps, MIN_STEPS, settings.max_steps, "MINDSCOPE_MAX_STEPS")
+
+
+StepsDep = Annotated[int, Depends(steps_within_cap)]
 
 
 @router.post(
@@ -64,8 +108,8 @@ def explain_integrated_gradients(
     loaded: ModelDep,
     decoded: DecodedDep,
     settings: SettingsDep,
+    steps: StepsDep,
     target: TargetQuery = None,
-    steps: Annotated[int, Query(ge=2, le=4096, description="quadrature points (capped by the server)")] = 50,
     method: Method = "gauss_legendre",
     baseline: Literal["black", "white", "blur", "uniform-noise", "upload"] = "black",
     tolerance: Annotated[
@@ -76,8 +120,6 @@ def explain_integrated_gradients(
     format: FormatQuery = None,
 ) -> IntegratedGradientsResponse | Response:
     image = decoded.single()
-    if steps > settings.max_steps:
-        raise InvalidInput(f"steps must be at most {settings.max_steps}", max_steps=settings.max_steps)
     if baseline == "upload":
         if decoded.baseline is None:
             raise InvalidInput("baseline=upload needs a baseline image (multipart field or JSON 'baseline')")
@@ -95,9 +137,10 @@ def explain_integrated_gradients(
         tolerance=tolerance,
         max_steps=settings.max_steps,
     )
+    reached = None if tolerance is None else _tolerance(result, tolerance, settings.max_steps)
     if wants_png(request, format):
         response = png(attribution_figure(image.pixels, result.attributions, sign, clip_percentile))
-        response.headers.update(_summary_headers(result, loaded.class_names[result.target]))
+        response.headers.update(_summary_headers(result, loaded.class_names[result.target], reached))
         return response
     return IntegratedGradientsResponse(
         target=TargetOut(index=result.target, label=loaded.class_names[result.target]),
@@ -113,6 +156,7 @@ def explain_integrated_gradients(
             delta=result.delta,
             relative_delta=result.relative_delta,
         ),
+        tolerance=reached,
         probabilities=ArrayPayload.of(result.probabilities),
         classes=list(loaded.class_names),
         input=image.info,
@@ -120,7 +164,16 @@ def explain_integrated_gradients(
     )
 
 
-def _summary_headers(result: IntegratedGradientsResult, label: str) -> dict[str, str]:
+def _tolerance(result: IntegratedGradientsResult, requested: float, max_steps: int) -> ToleranceOut:
+    return ToleranceOut(
+        requested=requested,
+        met=result.relative_delta <= requested,
+        relative_delta=result.relative_delta,
+        max_steps=max_steps,
+    )
+
+
+def _summary_headers(result: IntegratedGradientsResult, label: str, reached: ToleranceOut | None) -> dict[str, str]:
     """What the JSON answer says beside the attributions, for a PNG answer (one call, not two)."""
     values = (
         result.target,
@@ -132,10 +185,13 @@ def _summary_headers(result: IntegratedGradientsResult, label: str) -> dict[str,
         result.output_at_baseline,
         result.relative_delta,
     )
-    return {
+    headers = {
         name: repr(value) if isinstance(value, float) else str(value)
-        for name, value in zip(IG_HEADERS, values, strict=True)
+        for name, value in zip(IG_HEADERS, values, strict=False)
     }
+    if reached is not None:
+        headers["X-IG-Tolerance-Met"] = "true" if reached.met else "false"
+    return headers
 
 
 @router.post(
@@ -151,13 +207,16 @@ def explain_interior_gradients(
     decoded: DecodedDep,
     settings: SettingsDep,
     target: TargetQuery = None,
-    alphas: Annotated[list[float] | None, Query(max_length=64, description="in (0, 1]")] = None,
+    alphas: Annotated[
+        list[float] | None, Query(description="in (0, 1], up to the server's cap (MINDSCOPE_MAX_ALPHAS)")
+    ] = None,
     format: FormatQuery = None,
 ) -> InteriorGradientsResponse | Response:
     image = decoded.single()
     alpha_values = np.asarray(alphas if alphas else [0.02, 0.04, 0.06, 0.08, 0.1, 0.2, 0.5, 1.0])
-    if len(alpha_values) > settings.max_alphas or not ((alpha_values > 0) & (alpha_values <= 1)).all():
-        raise InvalidInput(f"give 1-{settings.max_alphas} alphas in (0, 1]", max_alphas=settings.max_alphas)
+    settings_cap("alphas", len(alpha_values), 1, settings.max_alphas, "MINDSCOPE_MAX_ALPHAS", unit="values")
+    if not ((alpha_values > 0) & (alpha_values <= 1)).all():
+        raise InvalidInput("every alpha must be in (0, 1]", alphas=alpha_values.tolist())
     result = interior_gradients(
         loaded.gradients,
         image.pixels,

@@ -110,4 +110,4 @@ class PredictFastPath:
         if content_type(headers) not in IMAGE_TYPES or accepts_png(headers):
             return None
         registry: ModelRegistry = self.state.registry
-        return registry.serving_for() if self.state.ready else None
+        return registry.serving_for()
