@@ -47,7 +47,7 @@ IG_HEADERS = {
     "X-IG-Output-At-Input": "F(input) for the target class",
     "X-IG-Output-At-Baseline": "F(baseline) for the target class",
     "X-IG-Relative-Delta": "|sum - (F(input) - F(baseline))| / |F(input) - F(baseline)|",
-    "X-IG-Tolerance-Met": "with ?tolerance: true when the relative delta reached it, false when the steps cap came first",
+    "X-IG-Tolerance-Met": "with ?tolerance: true when the relative delta reached it, false if the steps cap came first",
 }
 MIN_STEPS = 2
 
