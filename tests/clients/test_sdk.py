@@ -88,8 +88,12 @@ def test_errors_map_to_the_exception_tree(client, sample_jpeg):
         client.predict(sample_jpeg, model="nope")
     with pytest.raises(InvalidImage):
         client.predict(b"\x89PNG\r\n\x1a\n broken")
-    with pytest.raises(UnsupportedMediaType):
-        client.predict(b"GIF89a not accepted")
+    with pytest.raises(InvalidImage, match="not a decodable image"):
+        client.predict(b"neither PNG, JPEG nor WebP")  # sent as octet-stream: the server sniffs it as curl's bytes
+    gif = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(gif, format="GIF")
+    with pytest.raises(UnsupportedMediaType, match="GIF"):
+        client.predict(gif.getvalue())
     with pytest.raises(UnknownClass) as unknown:
         client.integrated_gradients(sample_jpeg, target="unicorn")
     assert isinstance(unknown.value, BadRequest) and isinstance(unknown.value, APIError)
@@ -107,7 +111,7 @@ def test_injected_http_client_is_used(server):
     seen = []
     http = httpx.Client(event_hooks={"request": [seen.append]})
     with Client(server.base_url, http_client=http) as client:
-        assert client.models()["default"]["name"] == "cifar10-allcnn"
+        assert client.models().default.name == "cifar10-allcnn"
     assert seen and not http.is_closed  # the caller keeps ownership
     http.close()
 

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from mindscope_client._client import Client
-from mindscope_client._exceptions import MindscopeError
+from mindscope_client._exceptions import APIError, MindscopeError
 from mindscope_client._types import Activations, Attribution, ImageResult
 
 
@@ -110,42 +110,61 @@ def _models(client: Client, args: argparse.Namespace) -> None:
     listing = client.models()
     print(
         _table(
-            [(m["name"], ",".join(map(str, m["versions"])), m["default_version"]) for m in listing["models"]],
+            [(m.name, ",".join(map(str, m.versions)), m.default_version) for m in listing.models],
             ("model", "versions", "default"),
         )
     )
 
 
+# The service's quadrature rules for integrated gradients (tests check this against the server's list).
+QUADRATURE_RULES = ("gauss_legendre", "riemann_trapezoid", "riemann_midpoint", "riemann_left", "riemann_right")
+BASELINES = ("black", "white", "blur", "uniform-noise")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mindscope-client", description=__doc__)
-    parser.add_argument("--url", default=os.environ.get("MINDSCOPE_URL", "http://127.0.0.1:8000"))
-    parser.add_argument("--api-key", default=os.environ.get("MINDSCOPE_API_KEY"))
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("MINDSCOPE_URL", "http://127.0.0.1:8000"),
+        help="the service's base URL (default: $MINDSCOPE_URL or http://127.0.0.1:8000)",
+    )
+    parser.add_argument(
+        "--api-key", default=os.environ.get("MINDSCOPE_API_KEY"), help="API key (default: $MINDSCOPE_API_KEY)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     predict = commands.add_parser("predict", help="classify images")
-    predict.add_argument("images", nargs="+")
+    predict.add_argument("images", nargs="+", help="image files (PNG, JPEG or WebP)")
     predict.add_argument("--all", action="store_true", help="print every class's probability")
     predict.add_argument("--png", help="write the probability chart of the (last) image here")
     predict.set_defaults(run=_predict)
 
     explain = commands.add_parser("explain", help="integrated gradients of one image")
-    explain.add_argument("image")
-    explain.add_argument("--target", help="class index or name (default: predicted)")
-    explain.add_argument("--steps", type=int, default=50)
-    explain.add_argument("--baseline", default="black", choices=("black", "white", "blur", "uniform-noise"))
-    explain.add_argument("--method", default="gauss_legendre")
-    explain.add_argument("--tolerance", type=float)
+    explain.add_argument("image", help="image file (PNG, JPEG or WebP)")
+    explain.add_argument("--target", help="class index or name (default: the predicted class)")
+    explain.add_argument(
+        "--steps", type=int, default=50, help="quadrature points, 2 to the server's cap (default: %(default)s)"
+    )
+    explain.add_argument(
+        "--baseline", default="black", choices=BASELINES, help="the reference image (default: %(default)s)"
+    )
+    explain.add_argument(
+        "--method", default="gauss_legendre", choices=QUADRATURE_RULES, help="quadrature rule (default: %(default)s)"
+    )
+    explain.add_argument(
+        "--tolerance", type=float, help="double the steps until the relative completeness error is at most this"
+    )
     explain.add_argument("--png", help="write input | heatmap | overlay here")
     explain.set_defaults(run=_explain)
 
     activations = commands.add_parser("activations", help="a layer's channel statistics")
-    activations.add_argument("image")
-    activations.add_argument("--layer", default="conv3")
+    activations.add_argument("image", help="image file (PNG, JPEG or WebP)")
+    activations.add_argument("--layer", default="conv3", help="layer name or 1-based index (default: %(default)s)")
     activations.add_argument("--png", help="write the channel grid here")
     activations.set_defaults(run=_activations)
 
     histogram = commands.add_parser("histogram", help="weight statistics before and after training")
-    histogram.add_argument("--bins", type=int, default=50)
+    histogram.add_argument("--bins", type=int, default=50, help="bins per histogram (default: %(default)s)")
     histogram.add_argument("--png", help="write the before/after figure here")
     histogram.set_defaults(run=_histogram)
 
@@ -159,10 +178,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with Client(args.url, api_key=args.api_key) as client:
             args.run(client, args)
+    except APIError as exc:
+        print(f"error: {exc}{_listed(exc.details)}", file=sys.stderr)
+        return 1
     except MindscopeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # an image file that is missing or unreadable
+        print(f"error: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _listed(details: dict[str, Any]) -> str:
+    """The lists an error carries (valid layers, classes, accepted types), for the same line."""
+    lists = [
+        f"{key.replace('_', ' ')}: {', '.join(map(str, value))}"
+        for key, value in details.items()
+        if isinstance(value, list) and value and not isinstance(value[0], dict)
+    ]
+    return "".join(f"; {item}" for item in lists)
 
 
 if __name__ == "__main__":

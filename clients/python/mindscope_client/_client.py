@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, overload
 
 import httpx
 
@@ -15,8 +15,11 @@ from mindscope_client._types import (
     Activations,
     Attribution,
     Histogram,
+    ImageInput,
     ImageResult,
     InteriorGradients,
+    ModelList,
+    Prediction,
 )
 
 T = TypeVar("T")
@@ -70,10 +73,12 @@ class _Builder:
             return call.parse(response)
         return call.parse(response.json())
 
-    def _models(self) -> _Call[dict[str, Any]]:
-        return _Call(rq.RequestSpec("GET", "/models"), lambda body: body)
+    def _models(self) -> _Call[ModelList]:
+        return _Call(rq.RequestSpec("GET", "/models"), rq.parse_models)
 
-    def _predict(self, image_or_batch: Any, model: str | None, version: int | None, as_png: bool) -> _Call[Any]:
+    def _predict(
+        self, image_or_batch: Any, model: str | None, version: int | None, as_png: bool
+    ) -> _Call[Prediction | list[Prediction] | ImageResult]:
         params = rq.model_params(model, version) + rq.png_params(as_png)
         spec = rq.RequestSpec("POST", "/predict", params, binary=as_png)
         if as_png:
@@ -191,13 +196,43 @@ class Client(_Builder):
             time.sleep(delay)
             attempt += 1
 
-    def models(self) -> dict[str, Any]:
-        """The stored models: `{"models": [{name, versions, default_version}], "default": {name, version}}`."""
+    def models(self) -> ModelList:
+        """The stored models (name, versions, default version) and the version serving by default."""
         return self._send(self._models())
 
+    @overload
     def predict(
-        self, image_or_batch: Any, as_png: bool = False, *, model: str | None = None, version: int | None = None
-    ) -> Any:
+        self,
+        image_or_batch: list[ImageInput] | tuple[ImageInput, ...],
+        as_png: Literal[False] = False,
+        *,
+        model: str | None = None,
+        version: int | None = None,
+    ) -> list[Prediction]: ...
+
+    @overload
+    def predict(
+        self,
+        image_or_batch: ImageInput,
+        as_png: Literal[False] = False,
+        *,
+        model: str | None = None,
+        version: int | None = None,
+    ) -> Prediction: ...
+
+    @overload
+    def predict(
+        self, image_or_batch: ImageInput, as_png: Literal[True], *, model: str | None = None, version: int | None = None
+    ) -> ImageResult: ...
+
+    def predict(
+        self,
+        image_or_batch: ImageInput | list[ImageInput] | tuple[ImageInput, ...],
+        as_png: bool = False,
+        *,
+        model: str | None = None,
+        version: int | None = None,
+    ) -> Prediction | list[Prediction] | ImageResult:
         """One image -> Prediction; a list of images -> list[Prediction]; as_png: the bar chart.
 
         An image is a path, bytes (PNG/JPEG/WebP), a PIL image, or a (32, 32, 3) HWC array
@@ -309,12 +344,42 @@ class AsyncClient(_Builder):
             await asyncio.sleep(delay)
             attempt += 1
 
-    async def models(self) -> dict[str, Any]:
+    async def models(self) -> ModelList:
         return await self._send(self._models())
 
+    @overload
     async def predict(
-        self, image_or_batch: Any, as_png: bool = False, *, model: str | None = None, version: int | None = None
-    ) -> Any:
+        self,
+        image_or_batch: list[ImageInput] | tuple[ImageInput, ...],
+        as_png: Literal[False] = False,
+        *,
+        model: str | None = None,
+        version: int | None = None,
+    ) -> list[Prediction]: ...
+
+    @overload
+    async def predict(
+        self,
+        image_or_batch: ImageInput,
+        as_png: Literal[False] = False,
+        *,
+        model: str | None = None,
+        version: int | None = None,
+    ) -> Prediction: ...
+
+    @overload
+    async def predict(
+        self, image_or_batch: ImageInput, as_png: Literal[True], *, model: str | None = None, version: int | None = None
+    ) -> ImageResult: ...
+
+    async def predict(
+        self,
+        image_or_batch: ImageInput | list[ImageInput] | tuple[ImageInput, ...],
+        as_png: bool = False,
+        *,
+        model: str | None = None,
+        version: int | None = None,
+    ) -> Prediction | list[Prediction] | ImageResult:
         return await self._send(self._predict(image_or_batch, model, version, as_png))
 
     async def activations(

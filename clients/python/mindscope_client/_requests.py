@@ -15,8 +15,12 @@ from mindscope_client._types import (
     Histogram,
     ImageInfo,
     InteriorGradients,
+    ModelList,
     ModelRef,
+    ModelSummary,
     Prediction,
+    Tolerance,
+    from_body,
     to_array,
 )
 
@@ -132,7 +136,7 @@ def _prediction(body: dict[str, Any], model: ModelRef | None) -> Prediction:
         confidence=body["confidence"],
         probabilities=to_array(body["probabilities"]),
         classes=body["classes"],
-        input=ImageInfo(**body["input"]),
+        input=from_body(ImageInfo, body["input"]),
         model=model,
     )
 
@@ -141,6 +145,14 @@ def parse_predictions(body: dict[str, Any]) -> list[Prediction]:
     model = _ref(body)
     rows = body["predictions"] if "predictions" in body else [body]
     return [_prediction(row, model) for row in rows]
+
+
+def parse_models(body: dict[str, Any]) -> ModelList:
+    default = body.get("default")
+    return ModelList(
+        models=[from_body(ModelSummary, model) for model in body["models"]],
+        default=None if default is None else ModelRef(default["name"], default["version"]),
+    )
 
 
 def parse_activations(body: dict[str, Any]) -> Activations:
@@ -182,10 +194,11 @@ def parse_attribution(body: dict[str, Any]) -> Attribution:
         steps=body["steps"],
         gradient_evaluations=body["gradient_evaluations"],
         attributions=to_array(body["attributions"]),
-        completeness=Completeness(**body["completeness"]),
+        completeness=from_body(Completeness, body["completeness"]),
         probabilities=to_array(body["probabilities"]),
         classes=body["classes"],
         model=_ref(body),
+        tolerance=from_body(Tolerance, body["tolerance"]) if body.get("tolerance") else None,
     )
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,35 @@ def to_array(payload: dict[str, Any]) -> Any:
     return np.asarray(payload["data"], dtype=payload["dtype"]).reshape(payload["shape"])
 
 
+@runtime_checkable
+class ArrayLike(Protocol):
+    """A numpy-style array: (H, W, C), uint8 in 0-255 or float in 0-1."""
+
+    shape: tuple[int, ...]
+    dtype: Any
+    __array_interface__: dict[str, Any]
+
+
+@runtime_checkable
+class PILImageLike(Protocol):
+    mode: str
+    size: tuple[int, int]
+
+    def save(self, fp: Any, format: str | None = None, **params: Any) -> None: ...
+
+
+# One image: a file path, encoded bytes (PNG/JPEG/WebP), a PIL image or an HWC array.
+ImageInput = str | os.PathLike[str] | bytes | bytearray | ArrayLike | PILImageLike
+
+D = TypeVar("D")
+
+
+def from_body(cls: type[D], body: dict[str, Any]) -> D:
+    """The dataclass from a JSON object, ignoring fields a newer server adds."""
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    return cls(**{key: value for key, value in body.items() if key in names})
+
+
 @dataclass(frozen=True)
 class ModelRef:
     name: str
@@ -32,11 +62,29 @@ class ModelRef:
 
 
 @dataclass(frozen=True)
+class ModelSummary:
+    name: str
+    versions: list[int]
+    default_version: int
+
+
+@dataclass(frozen=True)
+class ModelList:
+    """The stored models, and the version that serves requests naming none."""
+
+    models: list[ModelSummary]
+    default: ModelRef | None
+
+
+@dataclass(frozen=True)
 class ImageInfo:
+    """What the service received; exif_orientation other than 1 was applied (the image turned upright)."""
+
     width: int
     height: int
     mode: str
     format: str
+    exif_orientation: int = 1
 
 
 @dataclass(frozen=True)
@@ -84,6 +132,16 @@ class Completeness:
 
 
 @dataclass(frozen=True)
+class Tolerance:
+    """What `tolerance` asked for, and whether the answer reached it before the server's steps cap."""
+
+    requested: float
+    met: bool
+    relative_delta: float
+    max_steps: int
+
+
+@dataclass(frozen=True)
 class Attribution:
     target: int
     label: str
@@ -96,6 +154,7 @@ class Attribution:
     probabilities: Any
     classes: list[str]
     model: ModelRef
+    tolerance: Tolerance | None = None
 
 
 @dataclass(frozen=True)

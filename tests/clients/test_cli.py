@@ -1,0 +1,45 @@
+"""`mindscope-client` in its own process against a real server: answers and one-line errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from mindscope.engine.quadrature import RULES
+from mindscope_client._cli import QUADRATURE_RULES
+
+CLI = str(Path(sys.executable).with_name("mindscope-client"))
+
+
+def run_cli(server, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CLI, "--url", server.base_url, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_predict_prints_the_label(server, validation_sample):
+    path = validation_sample[2][0]
+    done = run_cli(server, "predict", str(path))
+    assert done.returncode == 0 and done.stdout.startswith(f"{path}: ")
+
+
+def test_a_missing_file_is_one_line(server, tmp_path):
+    done = run_cli(server, "predict", str(tmp_path / "nope.jpg"))
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [f"error: No such file or directory: {tmp_path / 'nope.jpg'}"]
+
+
+def test_an_unknown_layer_lists_the_valid_ones(server, validation_sample):
+    done = run_cli(server, "activations", str(validation_sample[2][0]), "--layer", "conv0")
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1
+    assert "unknown_layer" in done.stderr and "valid layers: conv1, conv2" in done.stderr
+
+
+def test_every_option_is_explained_and_methods_are_the_servers():
+    assert set(QUADRATURE_RULES) == set(RULES)
+    for command in ("predict", "explain", "activations", "histogram"):
+        help_text = subprocess.run([CLI, command, "--help"], capture_output=True, text=True, timeout=60).stdout
+        options = [
+            line.split()[0] for line in help_text.splitlines() if line.startswith("  -") and "--help" not in line
+        ]
+        described = [line for line in help_text.splitlines() if line.startswith("  -") or line.startswith("   ")]
+        assert options and len(described) > len(options), help_text
+    explain_help = subprocess.run([CLI, "explain", "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert "{gauss_legendre,riemann_trapezoid" in explain_help
