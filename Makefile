@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test test-slow lint train bench
+.PHONY: install serve test test-slow lint train bench gallery
 
 $(BIN)/mindscope: pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,3 +43,7 @@ train: install
 
 bench: .venv-bench/bin/python
 	.venv-bench/bin/python bench/serve_bench.py
+
+# Every picture the API draws, from a real server, into docs/images/ (README shows them).
+gallery: install
+	$(BIN)/python bench/gallery.py

@@ -2,9 +2,6 @@
 
 import numpy as np
 import pytest
-from mindscope.render.charts import DPI
-from mindscope.render.grids import grid_size
-from mindscope.render.heatmaps import figure_size
 
 from .helpers import array_of, decode_png
 
@@ -26,7 +23,7 @@ def test_predict_png_is_a_bar_chart(client, sample_jpeg):
         client.post("/predict", content=sample_jpeg, headers={**JPEG, "Accept": "image/png"}),
     ):
         assert response.headers["content-type"] == "image/png"
-        assert decode_png(response.content).size == (int(6.4 * DPI), int(4.0 * DPI))
+        assert decode_png(response.content).size == (640, 420)
 
 
 def test_activations_json_and_grid(client, sample_jpeg):
@@ -38,15 +35,22 @@ def test_activations_json_and_grid(client, sample_jpeg):
     np.testing.assert_allclose(array_of(body["statistics"]["max"]), values.max(axis=(0, 1)), rtol=1e-6)
     default = client.post("/activations/3", content=sample_jpeg, headers=JPEG).json()
     assert default["channels"] == list(range(27))
-    grid = client.post("/activations/3?format=png", content=sample_jpeg, headers=JPEG)
-    assert decode_png(grid.content).size == grid_size(27)
+    grid = decode_png(client.post("/activations/3?format=png", content=sample_jpeg, headers=JPEG).content)
+    few = decode_png(client.post("/activations/3?format=png&channels=4", content=sample_jpeg, headers=JPEG).content)
+    assert grid.size[0] == few.size[0] == 1300 and grid.size[1] >= few.size[1]
 
 
 def test_animation_is_a_gif_from_input_through_layers_3_6_9(client, sample_jpeg):
     response = client.post("/activations/animation", content=sample_jpeg, headers=JPEG)
     assert response.headers["content-type"] == "image/gif"
     gif = decode_png(response.content)
-    assert gif.n_frames == 4 and gif.size == grid_size(27)
+    assert gif.n_frames == 4 and gif.size[0] == 1300
+    frames = []
+    for index in range(gif.n_frames):
+        gif.seek(index)
+        frames.append(np.asarray(gif.convert("RGB")))
+    assert all(frame.shape == frames[0].shape for frame in frames)
+    assert len({frame.tobytes() for frame in frames}) == 4  # the input, then three different layers
 
 
 def test_weight_histograms(client):
@@ -61,8 +65,10 @@ def test_weight_histograms(client):
     assert body["histograms"][1]["relative_change"] is None  # biases start at zero
     trained = client.get("/weights/histogram?stage=trained&layers=conv1&bins=20").json()["histograms"][0]
     assert list(trained["stages"]) == ["trained"] and trained["edges"] == kernel["edges"]
+    assert body["weights"] and "BatchNorm" in body["weights"]  # says which weights these are
     figure = decode_png(client.get("/weights/histogram?format=png").content)
-    assert figure.size == (10 * DPI, 9 * DPI)
+    one_layer = decode_png(client.get("/weights/histogram?format=png&layers=conv9").content)
+    assert figure.size[0] == one_layer.size[0] == 1400 and figure.size[1] > 4 * one_layer.size[1]
 
 
 def test_integrated_gradients_json(client, sample_jpeg):
@@ -121,7 +127,7 @@ def test_integrated_gradients_png(client, sample_jpeg):
     for sign in ("all", "positive", "absolute"):
         url = f"/explain/integrated-gradients?format=png&sign={sign}&clip_percentile=95"
         response = client.post(url, content=sample_jpeg, headers=JPEG)
-        assert decode_png(response.content).size == figure_size(3)
+        assert decode_png(response.content).size == (1200, 470)
     # The PNG carries the JSON answer's summary in headers, so a picture needs one call, not two.
     query = "/explain/integrated-gradients?steps=16&target=cat"
     body = client.post(query, content=sample_jpeg, headers=JPEG).json()
@@ -142,7 +148,10 @@ def test_interior_gradients(client, sample_jpeg):
     assert array_of(body["alphas"]).tolist() == pytest.approx([0.1, 0.5, 1.0])
     assert array_of(body["outputs"]).shape == (3,)
     strip = client.post("/explain/interior-gradients?format=png", content=sample_jpeg, headers=JPEG)
-    assert decode_png(strip.content).size == figure_size(8)
+    three = client.post(
+        "/explain/interior-gradients?format=png&alphas=0.1&alphas=0.5", content=sample_jpeg, headers=JPEG
+    )
+    assert decode_png(strip.content).size[0] > decode_png(three.content).size[0]  # the input, then one panel per alpha
 
 
 def test_models_and_health(client, committed_store):

@@ -109,6 +109,9 @@ class WeightHistogramsResponse(BaseModel):
     stage: Literal["initial", "trained", "both"]
     bins: int
     histograms: list[ParameterHistogramOut]
+    weights: str | None = Field(
+        None, description="which weights these are, from the model's metadata (e.g. BatchNorm folded into kernels)"
+    )
     model: ModelRefOut
 
 

@@ -40,8 +40,11 @@ def layer_activations(
 ) -> LayerActivations:
     """Activations of one conv layer for float32 (32, 32, 3) `image` in [0, 1]."""
     layer = loaded.layer(layer_key)
-    selected = select_channels(layer, channels)
-    values = loaded.activations(image[None])[layer.index - 1][0][..., selected]
+    return _selected(layer, loaded.activations(image[None])[layer.index - 1][0], select_channels(layer, channels))
+
+
+def _selected(layer: LayerInfo, outputs: np.ndarray, selected: np.ndarray) -> LayerActivations:
+    values = outputs[..., selected]
     return LayerActivations(
         layer=layer,
         channels=selected,
@@ -52,7 +55,17 @@ def layer_activations(
     )
 
 
-def animation_frames(loaded: LoadedModel, image: np.ndarray, layer_keys: tuple[str, ...]) -> list[np.ndarray]:
-    """The activations of each named layer (all channels), float32 (H, W, C) each, for the GIF."""
+def animation_frames(loaded: LoadedModel, image: np.ndarray, layer_keys: tuple[str, ...]) -> list[LayerActivations]:
+    """The default channels of each named layer, from one forward pass, for the GIF."""
     outputs = loaded.activations(image[None])
-    return [outputs[loaded.layer(key).index - 1][0] for key in layer_keys]
+    layers = [loaded.layer(key) for key in layer_keys]
+    return [_selected(layer, outputs[layer.index - 1][0], select_channels(layer, None)) for layer in layers]
+
+
+def channel_labels(loaded: LoadedModel, result: LayerActivations) -> list[str]:
+    """A label per selected channel: its index, and its class name where the last layer has one
+    channel per class (the All-CNN's conv9, whose pooled channels are the class scores)."""
+    last = result.layer.index == len(loaded.layers)
+    if last and result.layer.output_shape[-1] == len(loaded.class_names):
+        return [f"{c} {loaded.class_names[c]}" for c in result.channels]
+    return [f"ch {c}" for c in result.channels]

@@ -41,31 +41,51 @@ def _stage(values: np.ndarray, edges: np.ndarray) -> StageHistogram:
     return StageHistogram(counts, float(values.mean()), float(values.std()), float(values.min()), float(values.max()))
 
 
+@dataclass(frozen=True)
+class ParameterTensors:
+    """One weight tensor of one layer, before (`initial`) and after (`trained`) training."""
+
+    layer: str
+    parameter: Parameter
+    initial: np.ndarray
+    trained: np.ndarray
+
+
+def weight_tensors(loaded: LoadedModel, layers: list[str] | None = None) -> list[ParameterTensors]:
+    """Per conv layer (all, or `layers` by name or index) and per parameter (kernel, bias)."""
+    infos = [loaded.layer(key) for key in layers] if layers else list(loaded.layers)
+    return [
+        ParameterTensors(info.name, parameter, before, after)
+        for info in infos
+        for parameter, before, after in zip(
+            PARAMETERS, loaded.initial_weights[info.name], loaded.model.get_layer(info.name).get_weights(), strict=True
+        )
+    ]
+
+
 def weight_histograms(
     loaded: LoadedModel, stage: Stage = "both", layers: list[str] | None = None, bins: int = 50
 ) -> list[ParameterHistogram]:
-    """Per conv layer (all, or `layers` by name or index) and per parameter (kernel, bias)."""
-    infos = [loaded.layer(key) for key in layers] if layers else list(loaded.layers)
+    """Per conv layer (all, or `layers` by name or index) and per parameter (kernel, bias), both
+    stages on shared bin edges."""
     stages: tuple[StageName, ...] = ("initial", "trained") if stage == "both" else (stage,)
     result = []
-    for info in infos:
-        trained = loaded.model.get_layer(info.name).get_weights()
-        initial = loaded.initial_weights[info.name]
-        for parameter, before, after in zip(PARAMETERS, initial, trained, strict=True):
-            low = float(min(before.min(), after.min()))
-            high = float(max(before.max(), after.max()))
-            edges = np.linspace(low, high if high > low else low + 1e-12, bins + 1)
-            values: dict[StageName, np.ndarray] = {"initial": before, "trained": after}
-            initial_norm = float(np.linalg.norm(before))
-            change = float(np.linalg.norm(after - before))
-            result.append(
-                ParameterHistogram(
-                    layer=info.name,
-                    parameter=parameter,
-                    shape=tuple(after.shape),
-                    edges=edges,
-                    stages={name: _stage(values[name], edges) for name in stages},
-                    relative_change=change / initial_norm if initial_norm > 0 else None,
-                )
+    for tensors in weight_tensors(loaded, layers):
+        parameter, before, after = tensors.parameter, tensors.initial, tensors.trained
+        low = float(min(before.min(), after.min()))
+        high = float(max(before.max(), after.max()))
+        edges = np.linspace(low, high if high > low else low + 1e-12, bins + 1)
+        values: dict[StageName, np.ndarray] = {"initial": before, "trained": after}
+        initial_norm = float(np.linalg.norm(before))
+        change = float(np.linalg.norm(after - before))
+        result.append(
+            ParameterHistogram(
+                layer=tensors.layer,
+                parameter=parameter,
+                shape=tuple(after.shape),
+                edges=edges,
+                stages={name: _stage(values[name], edges) for name in stages},
+                relative_change=change / initial_norm if initial_norm > 0 else None,
             )
+        )
     return result

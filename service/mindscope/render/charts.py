@@ -1,55 +1,88 @@
-"""Matplotlib figures: class probabilities and the seed's before/after weight histograms."""
+"""Matplotlib charts: class probabilities, and each layer's weights before and after training."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from mindscope.render.figures import encode, new_figure
 
-DPI = 100
-
-
-def _png(figure: plt.Figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI)
-    plt.close(figure)
-    return buffer.getvalue()
+STAGE_TITLES = {"initial": "before training", "trained": "after training"}
+STAGE_COLOURS = {"initial": "tab:gray", "trained": "tab:blue"}
 
 
 def probability_chart(probabilities: np.ndarray, class_names: tuple[str, ...]) -> bytes:
-    """probabilities: float (K,) -> PNG 640x400, one horizontal bar per class, the top one highlighted."""
-    figure, axes = plt.subplots(figsize=(6.4, 4.0))
+    """probabilities: float (K,) -> PNG 640x420, one horizontal bar per class, the top one highlighted."""
+    top = int(np.argmax(probabilities))
+    figure = new_figure(6.4, 4.2)
+    axes = figure.subplots()
     order = np.arange(len(class_names))[::-1]
-    colors = ["tab:orange" if i == int(np.argmax(probabilities)) else "tab:blue" for i in order]
+    colors = ["tab:orange" if i == top else "tab:blue" for i in order]
     axes.barh([class_names[i] for i in order], probabilities[order], color=colors)
     axes.set_xlim(0, 1)
     axes.set_xlabel("probability")
     for y, i in enumerate(order):
         axes.text(min(probabilities[i] + 0.01, 0.9), y, f"{probabilities[i]:.3f}", va="center", fontsize=8)
+    axes.set_title(f"Predicted: {class_names[top]} (p = {probabilities[top]:.3f})")
     figure.tight_layout()
-    return _png(figure)
+    return encode(figure)
 
 
-def histogram_figure(panels: Sequence[Sequence[tuple[str, np.ndarray, Mapping[str, np.ndarray]]]]) -> bytes:
-    """The seed's figure: one row per panel of (layer, edges, {stage: counts}), before | after.
+@dataclass(frozen=True)
+class WeightPanel:
+    """One parameter tensor of one layer: its values at each stage (flattened)."""
 
-    PNG 1000 x (300 * rows) pixels.
-    """
-    rows = len(panels)
-    figure, axes = plt.subplots(rows, 2, figsize=(10.0, 3.0 * rows), squeeze=False)
-    for row, layers in enumerate(panels):
-        for col, stage in enumerate(("initial", "trained")):
+    layer: str
+    parameter: str
+    shape: tuple[int, ...]
+    stages: Mapping[str, np.ndarray]
+
+
+def histogram_figure(panels: Sequence[WeightPanel], bins: int, note: str | None = None) -> bytes:
+    """One row per layer; per parameter (kernel, bias) one panel per stage, each on its own x-axis
+    and as a density, so a layer with 1,280 weights reads as well as one with 73,728 and the narrow
+    initial weights as well as the trained ones. PNG 1400 px wide, 190 px per layer."""
+    layers = list(dict.fromkeys(p.layer for p in panels))
+    parameters = list(dict.fromkeys(p.parameter for p in panels))
+    stages = list(dict.fromkeys(stage for p in panels for stage in p.stages))
+    columns = [(parameter, stage) for parameter in parameters for stage in stages]
+    figure = new_figure(14.0, 1.2 + 1.9 * len(layers))
+    axes = figure.subplots(len(layers), len(columns), squeeze=False)
+    by_key = {(p.layer, p.parameter): p for p in panels}
+    for row, layer in enumerate(layers):
+        for col, (parameter, stage) in enumerate(columns):
             ax = axes[row][col]
-            for layer, edges, counts in layers:
-                if stage in counts:
-                    ax.stairs(counts[stage], edges, label=layer, fill=False, linewidth=1.2)
-            ax.set_title(f"{'before' if stage == 'initial' else 'after'} training")
-            ax.legend(fontsize=8)
-            ax.set_xlabel("kernel weight")
-    figure.tight_layout()
-    return _png(figure)
+            panel = by_key.get((layer, parameter))
+            if panel is None or stage not in panel.stages:
+                ax.set_axis_off()
+                continue
+            values = np.asarray(panel.stages[stage], np.float64).ravel()
+            shape = "x".join(map(str, panel.shape))
+            ax.set_title(f"{layer} {parameter} ({shape}), {STAGE_TITLES.get(stage, stage)}", fontsize=8)
+            low, high = float(values.min()), float(values.max())
+            if high <= low:
+                ax.axvline(low, color=STAGE_COLOURS.get(stage, "tab:blue"))
+                ax.text(0.5, 0.5, f"all {values.size} = {low:g}", transform=ax.transAxes, ha="center", fontsize=8)
+                ax.set_yticks([])
+            else:
+                ax.hist(values, bins=bins, density=True, color=STAGE_COLOURS.get(stage, "tab:blue"), alpha=0.85)
+                ax.text(
+                    0.98,
+                    0.95,
+                    f"n={values.size}\nstd={values.std():.3g}",
+                    transform=ax.transAxes,
+                    ha="right",
+                    va="top",
+                    fontsize=7,
+                )
+            ax.tick_params(labelsize=7)
+            if row == len(layers) - 1:
+                ax.set_xlabel(f"{parameter} value", fontsize=8)
+            if col == 0:
+                ax.set_ylabel("density", fontsize=8)
+    title = "Weights of each layer before and after training (each panel on its own scale)"
+    figure.suptitle(title if note is None else f"{title}\n{note}", fontsize=12)
+    figure.tight_layout(rect=(0, 0, 1, 0.97 if note is None else 0.95))
+    return encode(figure)

@@ -1,67 +1,110 @@
-"""Activation maps as a grid of colour-mapped channels beside the input, and the layer GIF."""
+"""Activation maps: a labelled grid of channels beside the input, and the GIF through the layers."""
 
 from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from PIL import Image
 
-from mindscope.render.encode import BACKGROUND, MARGIN, colorize, png_bytes, to_uint8, upscale
+from mindscope.render.figures import encode, new_figure, rgb_frame
 
-TILE = 96
 COLUMNS = 9
+SCALE_NOTE = "Each channel is coloured on its own scale: 0 = that channel's smallest activation, 1 = its largest."
 
 
-def grid_size(channel_count: int, columns: int = COLUMNS, tile: int = TILE) -> tuple[int, int]:
-    """(width, height) in pixels of `activation_grid` for this many channels."""
-    cols = min(columns, max(channel_count, 1))
-    rows = math.ceil(channel_count / cols) if channel_count else 1
-    width = MARGIN + tile + 2 * MARGIN + cols * (tile + MARGIN)
-    height = MARGIN + max(rows * (tile + MARGIN), tile + MARGIN) + 16
-    return width, height
+@dataclass(frozen=True)
+class ChannelGrid:
+    """values: float32 (H, W, C) of the channels shown; labels: one per channel (index or class name)."""
+
+    title: str
+    values: np.ndarray
+    labels: Sequence[str]
 
 
-def _grid_image(image: np.ndarray, values: np.ndarray, title: str, columns: int, tile: int) -> Image.Image:
-    channel_count = values.shape[-1]
-    width, height = grid_size(channel_count, columns, tile)
-    canvas = Image.new("RGB", (width, height), BACKGROUND)
-    canvas.paste(upscale(to_uint8(image), tile), (MARGIN, MARGIN))
-    cols = min(columns, max(channel_count, 1))
-    left = MARGIN + tile + 2 * MARGIN
-    for c in range(channel_count):
+def mosaic(values: np.ndarray, columns: int = COLUMNS) -> np.ndarray:
+    """(H, W, C) -> one (rows*(H+1)-1, cols*(W+1)-1) array, each channel scaled to [0, 1] on its own,
+    NaN between tiles (drawn as the background)."""
+    height, width, count = values.shape
+    cols = min(columns, max(count, 1))
+    rows = max(math.ceil(count / cols), 1)
+    out = np.full((rows * (height + 1) - 1, cols * (width + 1) - 1), np.nan)
+    for c in range(count):
+        tile = values[..., c].astype(np.float64)
+        low, high = tile.min(), tile.max()
+        scaled = (tile - low) / (high - low) if high > low else np.zeros_like(tile)
         row, col = divmod(c, cols)
-        # Each channel is normalised on its own, as in the seed's grids.
-        tile_image = upscale(colorize(values[..., c]), tile)
-        canvas.paste(tile_image, (left + col * (tile + MARGIN), MARGIN + row * (tile + MARGIN)))
-    ImageDraw.Draw(canvas).text((MARGIN, height - 14), title, fill=(0, 0, 0))
-    return canvas
+        out[row * (height + 1) : row * (height + 1) + height, col * (width + 1) : col * (width + 1) + width] = scaled
+    return out
 
 
-def activation_grid(
-    image: np.ndarray, values: np.ndarray, title: str, columns: int = COLUMNS, tile: int = TILE
-) -> bytes:
-    """image: float32 (32, 32, 3) in [0, 1]; values: float32 (H, W, C) -> PNG of size `grid_size(C)`."""
-    return png_bytes(_grid_image(image, values, title, columns, tile))
+def _draw(figure: Figure, image: np.ndarray, grid: ChannelGrid | None, columns: int) -> None:
+    left, right = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1, 3.4]})
+    shown = np.clip(image, 0, 1).squeeze()
+    grey = None if shown.ndim == 3 else "gray"
+    left.imshow(shown, cmap=grey, vmin=0, vmax=1, interpolation="nearest")
+    left.set_title("input", fontsize=11)
+    for ax in (left, right):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if grid is None:  # the animation's first frame: the input, large
+        right.imshow(shown, cmap=grey, vmin=0, vmax=1, interpolation="nearest")
+        right.set_title("the input, before any layer", fontsize=11)
+        figure.suptitle("From the input through the network's layers", fontsize=13)
+        return
+    cmap = colormaps["viridis"].with_extremes(bad="white")
+    height, width, count = grid.values.shape
+    picture = right.imshow(mosaic(grid.values, columns), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+    cols = min(columns, max(count, 1))
+    for c, label in enumerate(grid.labels):
+        row, col = divmod(c, cols)
+        right.text(
+            col * (width + 1) + 0.5,
+            row * (height + 1) + 0.5,
+            label,
+            color="white",
+            fontsize=7,
+            va="top",
+            ha="left",
+            bbox={"facecolor": "black", "alpha": 0.55, "pad": 1, "linewidth": 0},
+        )
+    for side in right.spines.values():
+        side.set_visible(False)
+    bar = figure.colorbar(picture, ax=right, fraction=0.03, pad=0.01, shrink=0.8)
+    bar.set_label("activation (per-channel scale)", fontsize=9)
+    figure.suptitle(grid.title, fontsize=13)
+    figure.text(0.5, 0.02, SCALE_NOTE, ha="center", fontsize=9)
+
+
+def _size(channels: int, columns: int) -> tuple[float, float]:
+    rows = max(math.ceil(channels / min(columns, max(channels, 1))), 1)
+    return 13.0, 1.3 + 1.15 * max(rows, 3)
+
+
+def activation_grid(image: np.ndarray, grid: ChannelGrid, columns: int = COLUMNS) -> bytes:
+    """image: float32 (H, W, C) in [0, 1] -> PNG: the input beside the labelled, colour-scaled channels."""
+    figure = new_figure(*_size(grid.values.shape[-1], columns))
+    _draw(figure, image, grid, columns)
+    figure.subplots_adjust(left=0.01, right=0.97, top=0.88, bottom=0.08, wspace=0.04)
+    return encode(figure)
 
 
 def activation_animation(
-    image: np.ndarray, frames: list[tuple[str, np.ndarray]], channels: int = 27, frame_ms: int = 900
+    image: np.ndarray, grids: Sequence[ChannelGrid], columns: int = COLUMNS, frame_ms: int = 1200
 ) -> bytes:
-    """GIF: the input alone, then each (title, float32 (H, W, C)) layer's first `channels` channels.
-
-    Every frame has the size `grid_size(channels)`.
-    """
-    size = grid_size(channels)
-    first = Image.new("RGB", size, BACKGROUND)
-    first.paste(upscale(to_uint8(image), TILE), (MARGIN, MARGIN))
-    ImageDraw.Draw(first).text((MARGIN, size[1] - 14), "input", fill=(0, 0, 0))
-    pictures = [first]
-    for title, values in frames:
-        canvas = Image.new("RGB", size, BACKGROUND)
-        canvas.paste(_grid_image(image, values[..., :channels], title, COLUMNS, TILE), (0, 0))
-        pictures.append(canvas)
+    """GIF: the input, then each layer's grid; every frame the same size, labelled and colour-scaled."""
+    size = _size(max(g.values.shape[-1] for g in grids) if grids else 1, columns)
+    pictures = []
+    for grid in [None, *grids]:
+        figure = new_figure(*size)
+        _draw(figure, image, grid, columns)
+        figure.subplots_adjust(left=0.01, right=0.97, top=0.88, bottom=0.08, wspace=0.04)
+        pictures.append(Image.fromarray(rgb_frame(figure)))
     buffer = io.BytesIO()
     pictures[0].save(buffer, format="GIF", save_all=True, append_images=pictures[1:], duration=frame_ms, loop=0)
     return buffer.getvalue()

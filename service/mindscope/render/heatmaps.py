@@ -1,23 +1,40 @@
-"""Attribution pictures: input | heatmap | overlay, and the interior-gradients strip."""
+"""Attribution pictures that read on their own: what was explained, how, and what the colours mean."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageDraw
+from matplotlib.colors import Normalize
 
-from mindscope.render.encode import BACKGROUND, MARGIN, colorize, png_bytes, to_uint8, upscale
+from mindscope.render.figures import encode, new_figure
 
 Sign = Literal["all", "positive", "negative", "absolute"]
-PANEL = 256
-LABEL = 16
+_MEANING: dict[Sign, str] = {
+    "all": "attribution (red raises, blue lowers p)",
+    "positive": "attribution that raises p",
+    "negative": "attribution that lowers p (magnitude)",
+    "absolute": "|attribution|",
+}
+
+
+@dataclass(frozen=True)
+class AttributionCaption:
+    """What the picture explains, in words: the class, its probability, and how it was computed."""
+
+    label: str
+    probability: float
+    method: str
+    steps: int
+    relative_delta: float
 
 
 def attribution_map(
     attributions: np.ndarray, sign: Sign, clip_percentile: float
 ) -> tuple[np.ndarray, str, float, float]:
-    """(H, W, C) attributions -> (H, W) map, colour map, low, high after percentile clipping."""
+    """(H, W, C) attributions -> (H, W) map (summed over channels), colour map, low, high after
+    clipping at the `clip_percentile` of its absolute values."""
     summed = attributions.sum(axis=-1)
     if sign == "positive":
         values, cmap = np.maximum(summed, 0), "inferno"
@@ -32,47 +49,84 @@ def attribution_map(
     return values, cmap, low, bound
 
 
-def figure_size(panels: int, panel: int = PANEL) -> tuple[int, int]:
-    return MARGIN + panels * (panel + MARGIN), MARGIN + panel + LABEL + MARGIN
-
-
-def _panels(pictures: list[tuple[str, Image.Image]]) -> bytes:
-    canvas = Image.new("RGB", figure_size(len(pictures)), BACKGROUND)
-    draw = ImageDraw.Draw(canvas)
-    for i, (title, picture) in enumerate(pictures):
-        x = MARGIN + i * (PANEL + MARGIN)
-        canvas.paste(picture, (x, MARGIN))
-        draw.text((x, MARGIN + PANEL + 3), title, fill=(0, 0, 0))
-    return png_bytes(canvas)
-
-
 def attribution_figure(
-    image: np.ndarray, attributions: np.ndarray, sign: Sign = "all", clip_percentile: float = 99.0
+    image: np.ndarray,
+    attributions: np.ndarray,
+    caption: AttributionCaption,
+    sign: Sign = "all",
+    clip_percentile: float = 99.0,
 ) -> bytes:
-    """image, attributions: float32 (32, 32, 3) -> PNG of `figure_size(3)`: input | heatmap | overlay."""
+    """image, attributions: float32 (H, W, C) -> PNG (1200 x 470): input | heatmap with colour bar | overlay,
+    titled with the class, its probability, the method, steps and completeness error."""
     values, cmap, low, high = attribution_map(attributions, sign, clip_percentile)
-    heat = colorize(values, cmap, low, high)
-    gray = to_uint8(image).mean(axis=-1, keepdims=True).repeat(3, axis=-1)
-    strength = np.clip(np.abs(values) / high, 0.0, 1.0)[..., None] * 0.8
-    overlay = (gray * (1 - strength) + heat * strength).round().astype(np.uint8)
-    return _panels(
-        [
-            ("input", upscale(to_uint8(image), PANEL)),
-            (f"attributions ({sign}, p{clip_percentile:g})", upscale(heat, PANEL)),
-            ("overlay", upscale(overlay, PANEL)),
-        ]
+    figure = new_figure(12.0, 4.7)
+    axes = figure.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1.25, 1]})
+    shown = np.clip(image, 0, 1).squeeze()
+    grey = None if shown.ndim == 3 else "gray"
+    axes[0].imshow(shown, cmap=grey, vmin=0, vmax=1, interpolation="nearest")
+    axes[0].set_title("input")
+    heat = axes[1].imshow(values, cmap=cmap, norm=Normalize(low, high), interpolation="nearest")
+    axes[1].set_title(f"attributions to p({caption.label})")
+    bar = figure.colorbar(heat, ax=axes[1], fraction=0.046, pad=0.04)
+    bar.set_label(_MEANING[sign], fontsize=9)
+    axes[2].imshow(shown.mean(axis=-1) if shown.ndim == 3 else shown, cmap="gray", vmin=0, vmax=1)
+    strength = np.clip(np.abs(values) / high, 0.0, 1.0)
+    axes[2].imshow(values, cmap=cmap, norm=Normalize(low, high), alpha=0.8 * strength, interpolation="nearest")
+    axes[2].set_title("overlay on the input (grey)")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    figure.suptitle(
+        f"Integrated gradients: why '{caption.label}' (p = {caption.probability:.3f}) - "
+        f"{caption.method}, {caption.steps} steps, completeness error {caption.relative_delta:.1e}",
+        fontsize=12,
     )
+    figure.text(
+        0.5,
+        0.03,
+        "Each pixel's attribution is summed over its colour channels. Colours are clipped at the "
+        f"{clip_percentile:g}th percentile of |attribution| ({high:.2e}): "
+        "stronger pixels show at the end of the scale.",
+        ha="center",
+        fontsize=9,
+    )
+    figure.subplots_adjust(left=0.02, right=0.98, top=0.84, bottom=0.1, wspace=0.3)
+    return encode(figure)
 
 
-def interior_strip(alphas: np.ndarray, gradients: np.ndarray, outputs: np.ndarray) -> bytes:
-    """gradients: float32 (A, 32, 32, 3) -> PNG of `figure_size(A)`, one |gradient| map per alpha.
+def interior_strip(
+    image: np.ndarray, alphas: np.ndarray, gradients: np.ndarray, outputs: np.ndarray, label: str
+) -> bytes:
+    """image: float32 (H, W, C); gradients: float32 (A, H, W, C) -> PNG: the input, then one
+    |gradient| map per alpha, each scaled to its own 99th percentile.
 
-    Each map is scaled to its own 99th percentile: the gradients shrink by orders of magnitude as
-    alpha grows (saturation), which is the point of the figure, so a shared scale would hide them.
+    The gradients shrink by orders of magnitude as alpha grows (saturation), which is the point of
+    the figure, so a shared scale would hide them; each panel says its own scale.
     """
-    pictures = []
-    for alpha, grads, output in zip(alphas, gradients, outputs, strict=True):
+    panels = len(alphas) + 1
+    figure = new_figure(2.2 * panels + 0.8, 3.4)
+    axes = figure.subplots(1, panels)
+    shown = np.clip(image, 0, 1).squeeze()
+    axes[0].imshow(shown, cmap=None if shown.ndim == 3 else "gray", vmin=0, vmax=1, interpolation="nearest")
+    axes[0].set_title("input", fontsize=10)
+    heat = None
+    for ax, alpha, grads, output in zip(axes[1:], alphas, gradients, outputs, strict=True):
         magnitude = np.abs(grads).sum(axis=-1)
         high = float(np.percentile(magnitude, 99)) or 1e-12
-        pictures.append((f"a={alpha:.2f} p={output:.3f}", upscale(colorize(magnitude, "inferno", 0.0, high), PANEL)))
-    return _panels(pictures)
+        heat = ax.imshow(magnitude / high, cmap="inferno", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(f"alpha = {alpha:.2f}\np = {output:.3f}", fontsize=10)
+        ax.set_xlabel(f"p99 = {high:.1e}", fontsize=9)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    figure.subplots_adjust(left=0.01, right=0.94, top=0.74, bottom=0.1, wspace=0.08)
+    if heat is not None:
+        bar = figure.colorbar(heat, cax=figure.add_axes((0.955, 0.12, 0.008, 0.6)))
+        bar.set_label("|gradient| / panel's p99", fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+    figure.suptitle(
+        f"Interior gradients of p({label}): |d p / d pixel| at alpha x input, summed over colour channels; "
+        "each panel on its own scale (its 99th percentile below it)",
+        fontsize=11,
+    )
+    return encode(figure)

@@ -9,8 +9,9 @@ from mindscope.api.deps import DecodedDep, FormatQuery, ModelDep
 from mindscope.api.errors import ERROR_RESPONSES
 from mindscope.api.responses import PNG_RESPONSE, layer_out, model_ref, png
 from mindscope.api.schemas import ActivationsResponse, ArrayPayload, ChannelStatistics
-from mindscope.engine.activations import animation_frames, layer_activations
-from mindscope.render.grids import activation_animation, activation_grid
+from mindscope.engine.activations import LayerActivations, animation_frames, channel_labels, layer_activations
+from mindscope.engine.runtime import LoadedModel
+from mindscope.render.grids import ChannelGrid, activation_animation, activation_grid
 
 router = APIRouter(tags=["activations"])
 ANIMATION_LAYERS = ("conv3", "conv6", "conv9")
@@ -26,7 +27,7 @@ ANIMATION_LAYERS = ("conv3", "conv6", "conv9")
 def animate_activations(loaded: ModelDep, decoded: DecodedDep) -> Response:
     image = decoded.single()
     frames = animation_frames(loaded, image.pixels, ANIMATION_LAYERS)
-    return png(activation_animation(image.pixels, list(zip(ANIMATION_LAYERS, frames, strict=True))), "image/gif")
+    return png(activation_animation(image.pixels, [channel_grid(loaded, f) for f in frames]), "image/gif")
 
 
 @router.post(
@@ -49,7 +50,7 @@ def read_activations(
     image = decoded.single()
     result = layer_activations(loaded, image.pixels, layer, channels)
     if wants_png(request, format):
-        return png(activation_grid(image.pixels, result.values, f"{result.layer.name} channels"))
+        return png(activation_grid(image.pixels, channel_grid(loaded, result)))
     return ActivationsResponse(
         layer=layer_out(result.layer),
         channels=result.channels.tolist(),
@@ -62,3 +63,11 @@ def read_activations(
         input=image.info,
         model=model_ref(loaded),
     )
+
+
+def channel_grid(loaded: LoadedModel, result: LayerActivations) -> ChannelGrid:
+    layer, channels = result.layer, result.channels
+    height, width, total = layer.output_shape
+    shown = f"channels {channels[0]}-{channels[-1]}" if len(channels) > 1 else f"channel {channels[0]}"
+    title = f"{layer.name} (layer {layer.index}): {shown} of {total}, each {height}x{width}"
+    return ChannelGrid(title, result.values, channel_labels(loaded, result))

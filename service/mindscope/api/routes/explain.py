@@ -28,7 +28,7 @@ from mindscope.engine.integrated_gradients import (
 )
 from mindscope.engine.quadrature import RULES
 from mindscope.errors import InvalidInput
-from mindscope.render.heatmaps import Sign, attribution_figure, interior_strip
+from mindscope.render.heatmaps import AttributionCaption, Sign, attribution_figure, interior_strip
 
 router = APIRouter(prefix="/explain", tags=["explain"])
 Method = Literal["riemann_left", "riemann_right", "riemann_midpoint", "riemann_trapezoid", "gauss_legendre"]
@@ -139,7 +139,9 @@ def explain_integrated_gradients(
     )
     reached = None if tolerance is None else _tolerance(result, tolerance, settings.max_steps)
     if wants_png(request, format):
-        response = png(attribution_figure(image.pixels, result.attributions, sign, clip_percentile))
+        label = loaded.class_names[result.target]
+        caption = AttributionCaption(label, result.output_at_input, method, result.steps, result.relative_delta)
+        response = png(attribution_figure(image.pixels, result.attributions, caption, sign, clip_percentile))
         response.headers.update(_summary_headers(result, loaded.class_names[result.target], reached))
         return response
     return IntegratedGradientsResponse(
@@ -225,7 +227,8 @@ def explain_interior_gradients(
         internal_batch_size=settings.internal_batch_size,
     )
     if wants_png(request, format):
-        return png(interior_strip(result.alphas, result.gradients, result.outputs))
+        label = loaded.class_names[result.target]
+        return png(interior_strip(image.pixels, result.alphas, result.gradients, result.outputs, label))
     return InteriorGradientsResponse(
         target=TargetOut(index=result.target, label=loaded.class_names[result.target]),
         alphas=ArrayPayload.of(result.alphas),

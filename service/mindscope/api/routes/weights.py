@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections import OrderedDict
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, Query, Request, Response
 
 from mindscope.api.codecs import wants_png
@@ -16,8 +16,9 @@ from mindscope.api.schemas import (
     StageHistogramOut,
     WeightHistogramsResponse,
 )
-from mindscope.engine.weights import Stage, weight_histograms
-from mindscope.render.charts import histogram_figure
+from mindscope.engine.runtime import LoadedModel
+from mindscope.engine.weights import Stage, weight_histograms, weight_tensors
+from mindscope.render.charts import WeightPanel, histogram_figure
 
 router = APIRouter(tags=["weights"])
 
@@ -41,12 +42,7 @@ def read_weight_histograms(
     names = [part for item in layers for part in item.split(",") if part] if layers else None
     histograms = weight_histograms(loaded, stage, names, bins)
     if wants_png(request, format):
-        kernels: list[tuple[str, np.ndarray, Mapping[str, np.ndarray]]] = [
-            (h.layer, h.edges, {s: v.counts for s, v in h.stages.items()})
-            for h in histograms
-            if h.parameter == "kernel"
-        ]
-        return png(histogram_figure([kernels[i : i + 3] for i in range(0, len(kernels), 3)]))
+        return png(histogram_picture(loaded, stage, names, bins))
     return WeightHistogramsResponse(
         stage=stage,
         bins=bins,
@@ -66,5 +62,37 @@ def read_weight_histograms(
             )
             for h in histograms
         ],
+        weights=weights_note(loaded),
         model=model_ref(loaded),
     )
+
+
+def weights_note(loaded: LoadedModel) -> str | None:
+    """Which weights the histograms show, as the model's metadata says (e.g. BatchNorm folded in)."""
+    note = loaded.metadata.get("architecture", {}).get("batch_norm")
+    return None if note is None else f"BatchNorm: {note}"
+
+
+_PICTURES: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
+_PICTURES_LOCK = threading.Lock()
+_PICTURES_KEPT = 32
+
+
+def histogram_picture(loaded: LoadedModel, stage: Stage, layers: list[str] | None, bins: int) -> bytes:
+    """The PNG, drawn once per model version and parameters (a model's weights never change)."""
+    key = (loaded.ref, stage, tuple(layers or ()), bins)
+    with _PICTURES_LOCK:
+        if key in _PICTURES:
+            _PICTURES.move_to_end(key)
+            return _PICTURES[key]
+    stages = ("initial", "trained") if stage == "both" else (stage,)
+    panels = [
+        WeightPanel(t.layer, t.parameter, tuple(t.trained.shape), {s: getattr(t, s) for s in stages})
+        for t in weight_tensors(loaded, layers)
+    ]
+    picture = histogram_figure(panels, bins, weights_note(loaded))
+    with _PICTURES_LOCK:
+        _PICTURES[key] = picture
+        while len(_PICTURES) > _PICTURES_KEPT:
+            _PICTURES.popitem(last=False)
+    return picture
