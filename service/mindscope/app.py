@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from mindscope import __version__
 from mindscope.api.deps import reject_unknown_query, require_api_key
@@ -57,7 +58,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    app = FastAPI(
+    # Swagger UI and ReDoc from the installed package, not a CDN: /docs works without internet.
+    app = FastAPIOffline(
         title="mindscope",
         version=__version__,
         description="A trained CIFAR-10 All-Convolutional Network and what happens inside it.",

@@ -83,8 +83,67 @@ def test_explorer_shows_prediction_layers_and_explanations(browser, server, vali
     page.screenshot(path=str(ARTIFACTS / "explorer.png"), full_page=True)
     assert errors == []
 
+    page.close()
+
+
+def test_before_any_upload_nothing_shows_broken(browser, server):
+    page = browser.new_page()
+    page.goto(server.base_url + "/")
+    wait_for_image(page, "#histograms")
+    shown = page.eval_on_selector_all(
+        "img", "imgs => imgs.filter(i => getComputedStyle(i).display !== 'none').map(i => [i.id, i.naturalWidth])"
+    )
+    assert shown == [["histograms", shown[0][1]]] and shown[0][1] > 0  # only the histograms, drawn
+    page.close()
+
+
+def test_errors_show_beside_their_control_and_clear_on_success(browser, server, validation_sample):
+    page = browser.new_page()
+    page.goto(server.base_url + "/")
+    page.wait_for_function("() => Number(document.querySelector('#steps').max) > 2")  # the cap, from GET /explain
+    cap = int(page.get_attribute("#steps", "max"))
+    listing = httpx.get(f"{server.base_url}/explain").json()["methods"]
+    ig = next(m for m in listing if m["name"] == "integrated-gradients")
+    assert cap == next(p for p in ig["parameters"] if p["name"] == "steps")["schema"]["maximum"]
+    methods = page.eval_on_selector_all("#method option", "options => options.map(o => o.value)")
+    assert "riemann_left" in methods and "gauss_legendre" in methods
+    page.set_input_files("#file", str(validation_sample[2][0]))
+    wait_for_image(page, "#ig")
     page.fill("#steps", "1")
     page.click("#explain")
-    page.wait_for_selector("#error", state="visible")
-    assert "steps" in page.text_content("#error")
+    page.wait_for_selector("#explain-error", state="visible")
+    assert "steps must be between 2 and" in page.text_content("#explain-error")
+    box = page.locator("#explain-error").bounding_box()
+    button = page.locator("#explain").bounding_box()
+    assert box and button and 0 < box["y"] - button["y"] < 200  # right under the button, not at the page top
+    page.fill("#steps", "16")
+    page.click("#explain")
+    page.wait_for_selector("#explain-error", state="hidden")
+    assert page.is_hidden("#prediction-error") and page.is_hidden("#activations-error")
+    # The interior-gradient strip is shown near its own size, so its labels stay readable.
+    wait_for_image(page, "#interior")
+    scale = page.eval_on_selector("#interior", "img => img.clientWidth / img.naturalWidth")
+    assert scale > 0.75
+    page.close()
+
+
+def test_api_docs_work_offline(browser, server):
+    """Swagger UI and ReDoc come from the installed package; this browser reaches nothing but the server."""
+    page = browser.new_page()
+    outside: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            outside.append(request.url)
+            if server.base_url not in request.url and request.resource_type != "image"  # ReDoc's footer logo
+            else None
+        ),
+    )
+    page.goto(server.base_url + "/docs")
+    page.wait_for_selector(".opblock", timeout=60_000)
+    operations = page.eval_on_selector_all(".opblock-summary-path", "nodes => nodes.map(n => n.textContent)")
+    assert "/predict" in "".join(operations) and len(operations) >= 10
+    page.goto(server.base_url + "/redoc")
+    page.wait_for_function("() => document.body.innerText.includes('/explain/integrated-gradients')", timeout=60_000)
+    assert outside == []
     page.close()

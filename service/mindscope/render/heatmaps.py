@@ -104,29 +104,33 @@ def interior_strip(
     the figure, so a shared scale would hide them; each panel says its own scale.
     """
     panels = len(alphas) + 1
-    figure = new_figure(2.2 * panels + 0.8, 3.4)
-    axes = figure.subplots(1, panels)
+    columns = min(panels, 5)  # rows of five keep the labels readable at page width
+    rows = -(-panels // columns)
+    figure = new_figure(2.3 * columns + 0.9, 2.7 * rows + 0.9)
+    axes = list(figure.subplots(rows, columns, squeeze=False).ravel())
     shown = np.clip(image, 0, 1).squeeze()
     axes[0].imshow(shown, cmap=None if shown.ndim == 3 else "gray", vmin=0, vmax=1, interpolation="nearest")
-    axes[0].set_title("input", fontsize=10)
+    axes[0].set_title("input", fontsize=11)
     heat = None
-    for ax, alpha, grads, output in zip(axes[1:], alphas, gradients, outputs, strict=True):
+    for ax, alpha, grads, output in zip(axes[1:], alphas, gradients, outputs, strict=False):
         magnitude = np.abs(grads).sum(axis=-1)
         high = float(np.percentile(magnitude, 99)) or 1e-12
         heat = ax.imshow(magnitude / high, cmap="inferno", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_title(f"alpha = {alpha:.2f}\np = {output:.3f}", fontsize=10)
-        ax.set_xlabel(f"p99 = {high:.1e}", fontsize=9)
+        ax.set_title(f"alpha = {alpha:.2f}, p = {output:.3f}", fontsize=11)
+        ax.set_xlabel(f"p99 = {high:.1e}", fontsize=10)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    figure.subplots_adjust(left=0.01, right=0.94, top=0.74, bottom=0.1, wspace=0.08)
+    for ax in axes[panels:]:
+        ax.set_axis_off()
+    top = 1 - 0.75 / figure.get_figheight()
+    figure.subplots_adjust(left=0.01, right=0.92, top=top, bottom=0.06, wspace=0.08, hspace=0.35)
     if heat is not None:
-        bar = figure.colorbar(heat, cax=figure.add_axes((0.955, 0.12, 0.008, 0.6)))
-        bar.set_label("|gradient| / panel's p99", fontsize=8)
-        bar.ax.tick_params(labelsize=7)
+        bar = figure.colorbar(heat, cax=figure.add_axes((0.935, 0.1, 0.012, top - 0.15)))
+        bar.set_label("|gradient| / panel's p99", fontsize=9)
     figure.suptitle(
-        f"Interior gradients of p({label}): |d p / d pixel| at alpha x input, summed over colour channels; "
+        f"Interior gradients of p({label}): |d p / d pixel| at alpha x input, summed over colour channels;\n"
         "each panel on its own scale (its 99th percentile below it)",
-        fontsize=11,
+        fontsize=12,
     )
     return encode(figure)
