@@ -18,8 +18,7 @@ from pathlib import Path
 
 import uvicorn
 from mindscope.api.codecs import decode_raw_body
-from mindscope.api.responses import json_response
-from mindscope.api.routes.predict import predictions_out
+from mindscope.api.routes.predict import answer_prediction
 from mindscope.app import create_app
 from mindscope.config import Settings
 from mindscope.engine.runtime import LoadedModel, ModelRegistry
@@ -38,8 +37,7 @@ def minimal_app(loaded: LoadedModel, max_pixels: int) -> ASGIApp:
             await send({"type": "http.response.body", "body": b""})
             return
         decoded = await decode_raw_body(body, max_pixels)
-        probabilities = await loaded.predict_async(decoded.images[0].pixels[None])
-        await json_response(predictions_out(loaded, probabilities, decoded))(scope, receive, send)
+        await (await answer_prediction(loaded, decoded, png=False))(scope, receive, send)
 
     return app
 

@@ -16,6 +16,7 @@ from mindscope.api.errors import install_error_handlers
 from mindscope.api.limits import BodySizeLimit, RequestLifetime
 from mindscope.api.observability import Metrics, RequestObserver
 from mindscope.api.openapi import install_openapi
+from mindscope.api.predict_fast_path import PredictFastPath
 from mindscope.api.routes import activations, admin, explain, explorer, health, metrics, models, predict, weights
 from mindscope.config import Settings
 from mindscope.engine.runtime import ModelRegistry
@@ -82,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (models, predict, activations, weights, explain, admin):
         app.include_router(module.router, dependencies=secured)
     # The last added runs first: request id and log, body-size cap, lifetime, then the fast path.
-    app.add_middleware(predict.PredictFastPath, state=app.state)
+    app.add_middleware(PredictFastPath, state=app.state)
     app.add_middleware(
         RequestLifetime, timeout_s=settings.request_timeout_s, on_disconnect=app.state.metrics.disconnects.inc
     )

@@ -77,7 +77,7 @@ def test_transparent_pixels_are_composited_on_white(client):
 
 
 def test_raw_image_bodies_skip_fastapi_routing_and_answer_the_same(client, sample_jpeg):
-    """POST /predict with a raw image is answered in front of FastAPI (api.routes.predict.PredictFastPath);
+    """POST /predict with a raw image is answered in front of FastAPI (api.predict_fast_path);
     with a query it goes through the FastAPI route. Both must give the same answer."""
     jpeg = {"Content-Type": "image/jpeg"}
     fast = client.post("/predict", content=sample_jpeg, headers=jpeg)

@@ -16,6 +16,8 @@ from ..servers import InProcessServer, ModelGate, wait_until
 
 JPEG = {"Content-Type": "image/jpeg"}
 IG = "/explain/integrated-gradients?steps=1024&method=riemann_trapezoid&target=0"
+# 62 steps and the two ends: 64 rows, one compiled call; so each admitted request has one call in flight.
+ONE_CALL_IG = "/explain/integrated-gradients?steps=62&method=riemann_trapezoid&target=0"
 
 
 @pytest.fixture(scope="module")
@@ -28,19 +30,20 @@ def small_server(committed_store):
 def test_a_full_queue_is_refused_at_once_and_admitted_work_finishes(small_server, sample_jpeg, committed_store):
     gradients = small_server.model.gradient_batcher
     with ModelGate(gradients) as gate, ThreadPoolExecutor(2) as pool:
-        post = lambda: httpx.post(small_server.base_url + IG, content=sample_jpeg, headers=JPEG, timeout=180)  # noqa: E731
+        post = lambda: httpx.post(small_server.base_url + ONE_CALL_IG, content=sample_jpeg, headers=JPEG, timeout=180)  # noqa: E731
         first = pool.submit(post)
         gate.wait_entered()  # its first chunk holds the model
         second = pool.submit(post)
         wait_until(lambda: gradients.depth == 1, what="the second request's chunk queueing")
         # The queue (1 call) is full and the model cannot finish anything until the gate opens, so
         # this answer can only be the refusal, given at once.
-        refused = httpx.post(small_server.base_url + IG, content=sample_jpeg, headers=JPEG, timeout=180)
+        refused = httpx.post(small_server.base_url + ONE_CALL_IG, content=sample_jpeg, headers=JPEG, timeout=180)
         assert_error(refused, 503, "overloaded")
         assert refused.headers["retry-after"] == "1"
         assert httpx.get(f"{small_server.base_url}/health/live", timeout=30).status_code == 200
         gate.open()
         assert first.result().status_code == 200 and second.result().status_code == 200
+        assert gate.calls == [64, 64]  # the refused request computed nothing
     label = committed_store.resolve().label
     assert small_server.metric(f'mindscope_rejections_total{{kind="gradients",model="{label}"}}') == 1
 

@@ -2,7 +2,7 @@ import h5py
 import keras
 import numpy as np
 import pytest
-from mindscope.engine.activations import animation_frames, layer_activations
+from mindscope.engine.activations import animation_frames, channel_labels, layer_activations
 from mindscope.engine.store import INITIAL_WEIGHTS_FILE
 from mindscope.engine.weights import weight_histograms
 from mindscope.errors import InvalidInput, UnknownLayer
@@ -35,7 +35,10 @@ def test_layers_resolve_by_name_and_index_only(committed_model, validation_sampl
 def test_animation_frames_are_layers_3_6_9(committed_model, validation_sample):
     image = validation_sample[0][0].astype(np.float32) / 255
     frames = animation_frames(committed_model, image, ("conv3", "conv6", "conv9"))
-    assert [frame.shape[:2] for frame in frames] == [(32, 32), (16, 16), (8, 8)]
+    assert [frame.values.shape for frame in frames] == [(32, 32, 27), (16, 16, 27), (8, 8, 10)]
+    assert [frame.layer.name for frame in frames] == ["conv3", "conv6", "conv9"]
+    assert channel_labels(committed_model, frames[2])[8] == "8 ship"  # conv9 has a channel per class
+    assert channel_labels(committed_model, frames[0])[:2] == ["ch 0", "ch 1"]
 
 
 def test_histogram_counts_cover_every_weight_and_share_edges(committed_model):

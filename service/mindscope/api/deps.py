@@ -51,16 +51,21 @@ async def require_api_key(request: Request, settings: SettingsDep) -> None:
     check_api_key(request.headers, settings)
 
 
+async def serving_model(registry: ModelRegistry, name: str | None = None, version: int | None = None) -> LoadedModel:
+    """The model a request asks for: the serving default without a disk access, any other loaded
+    (or loaded now) off the event loop; 503 until the registry is ready."""
+    if not registry.ready:
+        raise ModelNotReady("the model is still loading; retry shortly", retry_after_s=1)
+    serving = registry.serving_for(name, version)
+    return serving if serving is not None else await run_in_threadpool(registry.get, name, version)
+
+
 async def get_model(
-    request: Request,
     registry: RegistryDep,
     model: Annotated[str | None, Query(max_length=64, description="model name; default: the store's")] = None,
     version: Annotated[int | None, Query(ge=1, description="model version; default: the highest")] = None,
 ) -> LoadedModel:
-    if not registry.ready:
-        raise ModelNotReady("the model is still loading; retry shortly", retry_after_s=1)
-    serving = registry.serving_for(model, version)
-    return serving if serving is not None else await run_in_threadpool(registry.get, model, version)
+    return await serving_model(registry, model, version)
 
 
 async def get_decoded(request: Request, settings: SettingsDep) -> DecodedRequest:

@@ -9,8 +9,9 @@ from collections.abc import Callable
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mindscope.api.errors import error_response
+from mindscope.api.errors import domain_error_response
 from mindscope.engine.work import RequestWork, request_work
+from mindscope.errors import PayloadTooLarge
 
 
 class BodySizeLimit:
@@ -21,11 +22,9 @@ class BodySizeLimit:
         self.max_bytes = max_bytes
 
     def _too_large(self) -> JSONResponse:
-        return error_response(
-            413,
-            "payload_too_large",
-            f"the request body exceeds {self.max_bytes} bytes",
-            {"max_bytes": self.max_bytes},
+        # Outside the app's exception handlers, so the error is mapped here, by the same function.
+        return domain_error_response(
+            PayloadTooLarge(f"the request body exceeds {self.max_bytes} bytes", max_bytes=self.max_bytes)
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

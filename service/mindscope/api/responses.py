@@ -19,7 +19,8 @@ def json_response(body: BaseModel) -> Response:
     return Response(content=body.model_dump_json(), media_type="application/json")
 
 
-def png(data: bytes, media_type: str = "image/png") -> Response:
+def picture_response(data: bytes, media_type: str = "image/png") -> Response:
+    """A drawn picture: a PNG, or a GIF for the animation."""
     return Response(content=data, media_type=media_type)
 
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Request, Response
 from mindscope.api.codecs import IMAGE_REQUEST_BODY, wants_png
 from mindscope.api.deps import DecodedDep, FormatQuery, ModelDep
 from mindscope.api.errors import ERROR_RESPONSES
-from mindscope.api.responses import PNG_RESPONSE, layer_out, model_ref, png
+from mindscope.api.responses import PNG_RESPONSE, layer_out, model_ref, picture_response
 from mindscope.api.schemas import ActivationsResponse, ArrayPayload, ChannelStatistics
 from mindscope.engine.activations import LayerActivations, animation_frames, channel_labels, layer_activations
 from mindscope.engine.runtime import LoadedModel
@@ -27,7 +27,7 @@ ANIMATION_LAYERS = ("conv3", "conv6", "conv9")
 def animate_activations(loaded: ModelDep, decoded: DecodedDep) -> Response:
     image = decoded.single()
     frames = animation_frames(loaded, image.pixels, ANIMATION_LAYERS)
-    return png(activation_animation(image.pixels, [channel_grid(loaded, f) for f in frames]), "image/gif")
+    return picture_response(activation_animation(image.pixels, [channel_grid(loaded, f) for f in frames]), "image/gif")
 
 
 @router.post(
@@ -50,7 +50,7 @@ def read_activations(
     image = decoded.single()
     result = layer_activations(loaded, image.pixels, layer, channels)
     if wants_png(request, format):
-        return png(activation_grid(image.pixels, channel_grid(loaded, result)))
+        return picture_response(activation_grid(image.pixels, channel_grid(loaded, result)))
     return ActivationsResponse(
         layer=layer_out(result.layer),
         channels=result.channels.tolist(),

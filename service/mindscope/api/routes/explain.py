@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from mindscope.api.codecs import IMAGE_REQUEST_BODY, wants_png
 from mindscope.api.deps import DecodedDep, FormatQuery, ModelDep, SettingsDep, settings_cap
 from mindscope.api.errors import ERROR_RESPONSES
-from mindscope.api.responses import PNG_RESPONSE, model_ref, png
+from mindscope.api.responses import PNG_RESPONSE, model_ref, picture_response
 from mindscope.api.schemas import (
     ArrayPayload,
     Completeness,
@@ -141,7 +141,9 @@ def explain_integrated_gradients(
     if wants_png(request, format):
         label = loaded.class_names[result.target]
         caption = AttributionCaption(label, result.output_at_input, method, result.steps, result.relative_delta)
-        response = png(attribution_figure(image.pixels, result.attributions, caption, sign, clip_percentile))
+        response = picture_response(
+            attribution_figure(image.pixels, result.attributions, caption, sign, clip_percentile)
+        )
         response.headers.update(_summary_headers(result, loaded.class_names[result.target], reached))
         return response
     return IntegratedGradientsResponse(
@@ -228,7 +230,7 @@ def explain_interior_gradients(
     )
     if wants_png(request, format):
         label = loaded.class_names[result.target]
-        return png(interior_strip(image.pixels, result.alphas, result.gradients, result.outputs, label))
+        return picture_response(interior_strip(image.pixels, result.alphas, result.gradients, result.outputs, label))
     return InteriorGradientsResponse(
         target=TargetOut(index=result.target, label=loaded.class_names[result.target]),
         alphas=ArrayPayload.of(result.alphas),

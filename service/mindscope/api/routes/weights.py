@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from mindscope.api.codecs import wants_png
 from mindscope.api.deps import FormatQuery, ModelDep
 from mindscope.api.errors import ERROR_RESPONSES
-from mindscope.api.responses import PNG_RESPONSE, model_ref, png
+from mindscope.api.responses import PNG_RESPONSE, model_ref, picture_response
 from mindscope.api.schemas import (
     ArrayPayload,
     ParameterHistogramOut,
@@ -42,7 +42,7 @@ def read_weight_histograms(
     names = [part for item in layers for part in item.split(",") if part] if layers else None
     histograms = weight_histograms(loaded, stage, names, bins)
     if wants_png(request, format):
-        return png(histogram_picture(loaded, stage, names, bins))
+        return picture_response(histogram_picture(loaded, stage, names, bins))
     return WeightHistogramsResponse(
         stage=stage,
         bins=bins,
