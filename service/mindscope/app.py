@@ -31,8 +31,7 @@ def load_default_model(app: FastAPI) -> None:
     registry: ModelRegistry = app.state.registry
     try:
         ref, changed = registry.reload_default()
-    except MindscopeError as exc:
-        logger.error("the store's default model could not be loaded: %s", exc.message)
+    except MindscopeError:  # the registry logged why, and what keeps serving
         return
     if changed:
         logger.info("now serving %s (loaded and warmed up)", ref.label)

@@ -58,7 +58,8 @@ def test_new_versions_swap_in_under_load_and_corrupt_ones_do_not(tmp_path, commi
         drop_version(source, store, 2)
         wait_for(lambda: serving_version(server.base_url) == 2)
         drop_version(source, store, 3, corrupt=True)
-        wait_for(lambda: "could not be loaded" in server.log.read_text())  # the poller tried it and refused it
+        wait_for(lambda: "refused cifar10-allcnn/3" in server.log.read_text())  # the poller tried it and refused it
+        assert "cifar10-allcnn/2 keeps serving" in server.log.read_text()
         assert serving_version(server.base_url) == 2
         refused = httpx.post(f"{server.base_url}/admin/reload", headers={"X-API-Key": KEY})
         assert refused.status_code == 200 and refused.json() == {

@@ -108,3 +108,30 @@ def test_a_busy_port_exits_nonzero_with_one_line_before_loading_anything(tmp_pat
     output = server.log.read_text()
     assert f"cannot listen on 127.0.0.1:{port}" in output
     assert "now serving" not in output and "Traceback" not in output
+
+
+def test_a_client_that_hangs_up_mid_upload_is_a_499_with_one_log_line(server):
+    def count(route: str) -> float:
+        prefix = f'mindscope_requests_total{{method="POST",route="{route}",status='
+        lines = httpx.get(f"{server.base_url}/metrics", timeout=30).text.splitlines()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix) and "499" in line)
+
+    logged = len(server.log.read_text())
+    port = int(server.base_url.rsplit(":", 1)[1])
+    part = b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n0123456789'
+    # the fast path, the routed /predict (multipart parsing), and an explanation
+    cases = (
+        ("/predict", "image/png", b"0123456789"),
+        ("/predict", "multipart/form-data; boundary=x", part),
+        ("/explain/interior-gradients", "image/png", b"0123456789"),
+    )
+    for path, media, sent in cases:
+        before = count(path)
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {media}\r\nContent-Length: 2000\r\n\r\n"
+            client.sendall(head.encode() + sent)  # a part of the 2,000 bytes promised, then gone
+        wait_until(lambda path=path, before=before: count(path) > before, what=f"the 499 of {path}")
+    written = server.log.read_text()[logged:]
+    assert "Traceback" not in written and "Exception in ASGI application" not in written
+    assert written.count('"status": 499') == 3 and '"status": 500' not in written
+    assert httpx.get(f"{server.base_url}/health/ready").status_code == 200

@@ -29,6 +29,7 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, UploadFile
+from starlette.requests import ClientDisconnect
 
 from mindscope.api.schemas import ImageInfo
 from mindscope.engine.images import INPUT_SIZE, scale_to_unit, to_rgb_array, upright
@@ -38,6 +39,7 @@ from mindscope.errors import (
     InvalidJSON,
     NoImage,
     PayloadTooLarge,
+    RequestCancelled,
     UnsupportedMediaType,
 )
 
@@ -268,12 +270,31 @@ async def decode_raw_body(data: bytes, max_pixels: int) -> DecodedRequest:
     return DecodedRequest([decoded], None, batch=False)
 
 
+def client_left_mid_upload() -> RequestCancelled:
+    return RequestCancelled("the client disconnected before it had sent the whole body")
+
+
+async def read_body(request: Request) -> bytes:
+    """The whole body; a client that hangs up mid-upload is a cancelled request (499), not a failure."""
+    try:
+        return await request.body()
+    except ClientDisconnect:
+        raise client_left_mid_upload() from None
+
+
 async def read_images(request: Request, max_pixels: int, max_instances: int) -> DecodedRequest:
     """Decode whatever supported body the request carries (see the module docstring).
 
     The body is read on the event loop; decoding (Pillow, JSON) runs in the thread pool so a large
     image never stalls other requests, except for raw bodies of small images (INLINE_DECODE_PIXELS).
     """
+    try:
+        return await _read_images(request, max_pixels, max_instances)
+    except ClientDisconnect:
+        raise client_left_mid_upload() from None
+
+
+async def _read_images(request: Request, max_pixels: int, max_instances: int) -> DecodedRequest:
     media_type = content_type(request.headers)
     if media_type == "multipart/form-data":
         async with request.form(max_files=2, max_fields=8) as form:  # closes the uploads' temp files
@@ -285,12 +306,12 @@ async def read_images(request: Request, max_pixels: int, max_instances: int) -> 
             baseline = await baseline_upload.read() if isinstance(baseline_upload, UploadFile) else None
         return await run_in_threadpool(_decode_upload, image, baseline, max_pixels)
     if media_type in IMAGE_TYPES or media_type in SNIFFED_TYPES:
-        body = await request.body()
+        body = await read_body(request)
         if not body:
             raise NoImage(f"no image was sent: {HOW_TO_SEND}", accepted=ACCEPTED_TYPES)
         return await decode_raw_body(body, max_pixels)
     if media_type == "application/json":
-        return await run_in_threadpool(decode_json_body, await request.body(), max_pixels, max_instances)
+        return await run_in_threadpool(decode_json_body, await read_body(request), max_pixels, max_instances)
     raise UnsupportedMediaType(f"unsupported Content-Type {media_type}; {HOW_TO_SEND}", accepted=ACCEPTED_TYPES)
 
 

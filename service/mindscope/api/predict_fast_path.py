@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from starlette.datastructures import Headers, State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mindscope.api.codecs import IMAGE_TYPES, accepts_png, content_type, decode_raw_body
+from mindscope.api.codecs import IMAGE_TYPES, accepts_png, content_type, decode_raw_body, read_body
 from mindscope.api.deps import check_api_key, serving_model
 from mindscope.api.errors import domain_error_response
 from mindscope.api.routes.predict import answer_prediction, predict_image, router
@@ -42,7 +42,7 @@ class PredictFastPath:
         try:
             check_api_key(Headers(scope=scope), settings)
             loaded = await serving_model(registry)
-            decoded = await decode_raw_body(await Request(scope, receive).body(), settings.max_image_pixels)
+            decoded = await decode_raw_body(await read_body(Request(scope, receive)), settings.max_image_pixels)
             response = await answer_prediction(loaded, decoded, png=False)
         except MindscopeError as exc:
             response = domain_error_response(exc)

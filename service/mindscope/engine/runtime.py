@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,8 @@ import tensorflow as tf
 from mindscope.engine.batching import BatchingConfig, DynamicBatcher
 from mindscope.engine.store import INITIAL_WEIGHTS_FILE, ModelRef, ModelStore
 from mindscope.errors import MindscopeError, ModelIntegrityError, UnknownClass, UnknownLayer
+
+logger = logging.getLogger("mindscope")
 
 
 @dataclass(frozen=True)
@@ -244,6 +247,8 @@ class ModelRegistry:
         except MindscopeError as exc:
             self._failed[ref] = exc.message
             self._load_error = exc.message
+            keeping = "nothing serves yet" if serving is None else f"{serving.ref.label} keeps serving"
+            logger.error("refused %s: %s (%s)", ref.label, exc.message, keeping)
             raise
         self._default = candidate
         return ref, True
