@@ -29,5 +29,5 @@ def test_work_past_the_request_deadline_is_dropped_with_504(sample_jpeg):
             error = assert_error(pending.result(timeout=120), 504, "deadline_exceeded")
             gate.open()
         assert error["details"]["timeout_s"] == 0.5 and "fewer steps" in error["message"]
-        assert gate.calls == [32]  # no chunk started after the deadline
+        assert len(gate.calls) == 1  # the first batch (of up to 4 chunks of 32); none started after the deadline
         assert client.post("/predict", content=sample_jpeg, headers=JPEG).status_code == 200

@@ -204,3 +204,70 @@ def test_coroutine_callers_get_the_same_deadline_and_cancellation():
         gate.open()
         pool.shutdown()
         batcher.close()
+
+
+def test_a_burst_is_served_in_order_of_arrival():
+    """Each request queues its whole path at once: the batches finish the first request before the
+    second, instead of giving every request a slice of each batch."""
+    gate = Gate()
+    order: list[int] = []
+
+    def record(x):
+        gate.identity(x)
+        order.extend(int(v) for v in x[:, 0])
+        return (x,)
+
+    batcher = DynamicBatcher(record, BatchingConfig(max_batch_rows=4))
+    finished: list[int] = []
+
+    def explain(request: int) -> None:
+        parts = [(np.full((2, 1), float(request)),) for _ in range(4)]  # 8 rows in 4 parts
+        for _ in batcher.submit_in_order(parts):
+            pass
+        finished.append(request)
+
+    pool = ThreadPoolExecutor(4)
+    try:
+        blocker = pool.submit(batcher.submit, np.full((4, 1), -1.0))  # a full batch holds the model
+        gate.wait_entered(1)
+        requests = []
+        for request in range(3):  # each arrives while the model is busy and queues its 4 parts
+            requests.append(pool.submit(explain, request))
+            wait_until(lambda request=request: batcher.depth == 4 * (request + 1))
+        gate.open()
+        for future in (blocker, *requests):
+            future.result(60)
+    finally:
+        gate.open()
+        pool.shutdown()
+        batcher.close()
+    assert order == [-1] * 4 + [0] * 8 + [1] * 8 + [2] * 8 and sorted(finished) == [0, 1, 2]
+
+
+def test_work_that_cannot_meet_its_deadline_is_refused_at_once_with_the_estimate():
+    """The batcher's clock is the test's: each batch of 4 rows takes one second of it, so the
+    measured rate is 4 rows/s whatever this machine's speed."""
+    now = [0.0]
+
+    def one_second_per_batch(x):
+        now[0] += 1.0
+        return (x,)
+
+    clock = lambda: now[0]  # noqa: E731
+    batcher = DynamicBatcher(one_second_per_batch, BatchingConfig(max_batch_rows=4), clock=clock)
+    try:
+        assert batcher.estimate_s(8) is None  # nothing measured yet: everything is admitted
+        with request_work(RequestWork(timeout_s=60, clock=clock)):
+            list(batcher.submit_in_order([(np.ones((4, 1)),), (np.ones((4, 1)),)]))
+        assert batcher.stats.rows_per_s == pytest.approx(4.0)
+        assert batcher.estimate_s(8) == pytest.approx(2.0)
+        with request_work(RequestWork(timeout_s=10, clock=clock)):
+            assert len(list(batcher.submit_in_order([(np.ones((4, 1)),)] * 2))) == 2  # 2 s of work, 10 s left
+            with pytest.raises(Overloaded) as refused:
+                next(batcher.submit_in_order([(np.ones((4, 1)),)] * 25))  # 100 rows: 25 s of work
+        error = refused.value
+        assert error.status_code == 503 and error.details["estimate_s"] == pytest.approx(25.0)
+        assert error.details["rows_per_s"] == pytest.approx(4.0) and int(error.headers["Retry-After"]) >= 15
+        assert batcher.stats.refused_for_deadline == 1 and batcher.depth == 0  # nothing of it was queued
+    finally:
+        batcher.close()

@@ -58,7 +58,14 @@ class _BatcherCollector(Collector):
         batches = CounterMetricFamily("mindscope_batches", "compiled calls run", labels=labels)
         rows = CounterMetricFamily("mindscope_batch_rows", "rows run in all batches", labels=labels)
         largest = GaugeMetricFamily("mindscope_batch_largest_rows", "largest batch so far", labels=labels)
-        rejected = CounterMetricFamily("mindscope_rejections", "calls refused as overloaded", labels=labels)
+        rejected = CounterMetricFamily("mindscope_rejections", "calls refused: the queue was full", labels=labels)
+        too_late = CounterMetricFamily(
+            "mindscope_admission_refusals", "calls refused: they could not finish before their deadline", labels=labels
+        )
+        rate = GaugeMetricFamily(
+            "mindscope_rows_per_second", "measured rows per second of the compiled call", labels=labels
+        )
+        queued = CounterMetricFamily("mindscope_queued_seconds", "seconds calls spent queued, summed", labels=labels)
         for loaded in self.models.loaded_models():
             for kind, batcher in (("forward", loaded.forward_batcher), ("gradients", loaded.gradient_batcher)):
                 key = [loaded.ref.label, kind]
@@ -67,7 +74,10 @@ class _BatcherCollector(Collector):
                 rows.add_metric(key, batcher.stats.rows)
                 largest.add_metric(key, batcher.stats.largest)
                 rejected.add_metric(key, batcher.stats.rejected)
-        yield from (depth, batches, rows, largest, rejected)
+                too_late.add_metric(key, batcher.stats.refused_for_deadline)
+                rate.add_metric(key, batcher.stats.rows_per_s or 0.0)
+                queued.add_metric(key, batcher.stats.queued_s)
+        yield from (depth, batches, rows, largest, rejected, too_late, rate, queued)
 
 
 class RequestObserver:

@@ -4,18 +4,29 @@ Callers (worker threads serving requests) `submit` arrays whose first axis is ro
 worker thread takes whatever is queued, up to `max_batch_rows`, optionally waiting up to
 `max_delay_s` for more, runs the function once, and hands each caller its own rows back. With
 `max_delay_s=0` a lone request runs at once, and under load requests pile up while the previous
-batch runs, so batches fill without any added wait. The queue is bounded: when full, `submit`
-raises `Overloaded` at once instead of letting latency grow without limit.
+batch runs, so batches fill without any added wait.
+
+A request with many rows (an explanation's path) queues all of them at once, in order
+(`submit_in_order`), so the queue serves requests in order of arrival and a batch holds rows of as
+few requests as fill it: a burst finishes its first requests instead of slowing all of them down
+together until every one misses its deadline.
+
+Admission: a call is refused at once (`Overloaded`, with a Retry-After from the estimate) when the
+queue is full, or when the rows queued ahead of it plus its own cannot be done before its request's
+deadline at the rows per second this batcher has measured, instead of failing with 504 after
+spending the model's time.
 """
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -35,6 +46,7 @@ class BatchingConfig:
 @dataclass
 class _Pending:
     arrays: tuple[np.ndarray, ...]
+    queued_at: float
     future: Future[tuple[np.ndarray, ...]] = field(default_factory=Future)
 
     @property
@@ -47,16 +59,28 @@ class BatchStats:
     batches: int = 0
     rows: int = 0
     largest: int = 0
-    rejected: int = 0
+    rejected: int = 0  # refused because the queue was full
+    refused_for_deadline: int = 0  # refused because they could not finish in time
+    queued_s: float = 0.0  # seconds calls spent queued, summed
+    rows_per_s: float | None = None  # measured on batches at least half full; None until one ran
+
+
+# Weight of the newest half-full batch in the measured rows per second.
+_RATE_WEIGHT = 0.2
 
 
 class DynamicBatcher:
-    def __init__(self, fn: BatchFn, config: BatchingConfig, name: str = "batcher") -> None:
+    def __init__(
+        self, fn: BatchFn, config: BatchingConfig, name: str = "batcher", clock: Callable[[], float] = time.perf_counter
+    ) -> None:
         self.fn = fn
+        self._clock = clock
         self.config = config
         self.stats = BatchStats()
         self._queue: queue.Queue[_Pending | None] = queue.Queue(maxsize=config.max_queue)
         self._carry: _Pending | None = None
+        self._lock = threading.Lock()
+        self._waiting_rows = 0  # queued or running, not yet answered
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -72,24 +96,64 @@ class DynamicBatcher:
         """
         work = current_work()
         work.check()
-        return work.wait(self._enqueue(arrays))
+        (future,) = self._enqueue([arrays], work.remaining())
+        return work.wait(future)
 
     async def submit_async(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         """`submit` for coroutines: waits without holding a worker thread."""
         work = current_work()
         work.check()
-        return await work.wait_async(self._enqueue(arrays))
+        (future,) = self._enqueue([arrays], work.remaining())
+        return await work.wait_async(future)
 
-    def _enqueue(self, arrays: tuple[np.ndarray, ...]) -> Future[tuple[np.ndarray, ...]]:
-        pending = _Pending(arrays)
+    def submit_in_order(self, parts: Sequence[tuple[np.ndarray, ...]]) -> Iterator[tuple[np.ndarray, ...]]:
+        """Queue every part at once, one after the other, then yield their results in order.
+
+        Admitted or refused as a whole, before any of it runs. Leaving the iteration early (the
+        request was cancelled or ran out of time) withdraws the parts that have not run yet.
+        """
+        work = current_work()
+        work.check()
+        futures = self._enqueue(parts, work.remaining())
+        work.track(futures)  # a cancelled request withdraws every part still queued, at once
         try:
-            self._queue.put_nowait(pending)
-        except queue.Full:
-            self.stats.rejected += 1
-            raise Overloaded(
-                "the service is at capacity; retry after a short wait", queue_limit=self.config.max_queue
-            ) from None
-        return pending.future
+            for future in futures:
+                yield work.wait(future)
+        finally:
+            for future in futures:
+                future.cancel()  # only those still queued: the batcher skips them
+            work.untrack(futures)
+
+    def estimate_s(self, rows: int) -> float | None:
+        """Seconds until `rows` more would be done, behind what is queued, at the measured rate."""
+        rate = self.stats.rows_per_s
+        return None if rate is None else (self._waiting_rows + rows) / rate
+
+    def _enqueue(
+        self, parts: Sequence[tuple[np.ndarray, ...]], remaining_s: float | None
+    ) -> list[Future[tuple[np.ndarray, ...]]]:
+        pendings = [_Pending(arrays, self._clock()) for arrays in parts]
+        rows = sum(p.rows for p in pendings)
+        with self._lock:
+            if self._queue.qsize() + len(pendings) > self.config.max_queue:
+                self.stats.rejected += 1
+                raise Overloaded(
+                    "the service is at capacity; retry after a short wait", queue_limit=self.config.max_queue
+                )
+            estimate = self.estimate_s(rows)
+            if remaining_s is not None and estimate is not None and estimate > remaining_s:
+                self.stats.refused_for_deadline += 1
+                raise _too_late(estimate, remaining_s, rows, self._waiting_rows, self.stats.rows_per_s)
+            for pending in pendings:
+                self._queue.put_nowait(pending)
+            self._waiting_rows += rows
+        for pending in pendings:
+            pending.future.add_done_callback(partial(self._answered, pending.rows))
+        return [p.future for p in pendings]
+
+    def _answered(self, rows: int, _: Future[tuple[np.ndarray, ...]]) -> None:
+        with self._lock:
+            self._waiting_rows -= rows
 
     def close(self) -> None:
         self._queue.put(None)
@@ -100,6 +164,8 @@ class DynamicBatcher:
         while True:
             item, self._carry = (self._carry, None) if self._carry else (self._queue.get(), None)
             if item is None or item.future.set_running_or_notify_cancel():
+                if item is not None:
+                    self.stats.queued_s += self._clock() - item.queued_at
                 return item
 
     def _collect(self, first: _Pending) -> list[_Pending]:
@@ -119,6 +185,7 @@ class DynamicBatcher:
                 break
             if not item.future.set_running_or_notify_cancel():
                 continue
+            self.stats.queued_s += self._clock() - item.queued_at
             batch.append(item)
             rows += item.rows
         return batch
@@ -129,14 +196,16 @@ class DynamicBatcher:
             if first is None:
                 return
             batch = self._collect(first)
+            rows = sum(p.rows for p in batch)
             try:
                 joined = [np.concatenate(parts) for parts in zip(*(p.arrays for p in batch), strict=True)]
+                started = self._clock()
                 outputs = self.fn(*joined)
+                self._measure(rows, self._clock() - started)
             except BaseException as exc:  # every waiting caller learns of the failure
                 for pending in batch:
                     pending.future.set_exception(exc)
                 continue
-            rows = sum(p.rows for p in batch)
             self.stats.batches += 1
             self.stats.rows += rows
             self.stats.largest = max(self.stats.largest, rows)
@@ -145,3 +214,25 @@ class DynamicBatcher:
                 end = start + pending.rows
                 pending.future.set_result(tuple(out[start:end] for out in outputs))
                 start = end
+
+    def _measure(self, rows: int, seconds: float) -> None:
+        # A small batch costs more per row (the call's fixed cost); half-full ones say what a queue costs.
+        if rows * 2 < self.config.max_batch_rows or seconds <= 0:
+            return
+        rate, previous = rows / seconds, self.stats.rows_per_s
+        self.stats.rows_per_s = rate if previous is None else (1 - _RATE_WEIGHT) * previous + _RATE_WEIGHT * rate
+
+
+def _too_late(estimate_s: float, remaining_s: float, rows: int, waiting: int, rate: float | None) -> Overloaded:
+    error = Overloaded(
+        f"this request's {rows} rows, behind the {waiting} already waiting, would take about {estimate_s:.1f} s "
+        f"at the measured {rate:.0f} rows/s, past its deadline in {max(remaining_s, 0):.1f} s; "
+        "retry later or ask for less work (fewer steps)",
+        estimate_s=round(estimate_s, 3),
+        remaining_s=round(max(remaining_s, 0), 3),
+        rows=rows,
+        rows_waiting=waiting,
+        rows_per_s=None if rate is None else round(rate, 1),
+    )
+    error.headers = {"Retry-After": str(max(1, math.ceil(estimate_s - max(remaining_s, 0))))}
+    return error

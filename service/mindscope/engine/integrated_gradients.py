@@ -10,7 +10,8 @@ doubles until the relative completeness error is under the tolerance or `max_ste
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,21 +87,39 @@ def _path_gradients(
     target: int,
     internal_batch_size: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Gradients at baseline + alpha * (image - baseline), `internal_batch_size` rows at a time.
+    """Gradients at baseline + alpha * (image - baseline), `internal_batch_size` rows a chunk.
 
-    Between chunks, a request that was cancelled or ran out of time stops here (`engine.work`).
+    A gradient function that can queue a whole path (`PathGradientFn.in_order`, the served model)
+    gets every chunk at once, so the batcher serves explanations in order of arrival; any other is
+    called chunk by chunk. Either way a request that was cancelled or ran out of time stops at its
+    next chunk (`engine.work`) and the chunks not yet run are dropped.
     """
     grads = np.empty((len(alphas), *image.shape), np.float32)
     probabilities: list[np.ndarray] = []
-    work = current_work()
-    for start in range(0, len(alphas), internal_batch_size):
-        work.check()
-        chunk = alphas[start : start + internal_batch_size].astype(np.float32)
-        points = baseline[None] + chunk[:, None, None, None] * (image - baseline)[None]
-        chunk_grads, chunk_probs = gradient_fn(points, np.full(len(chunk), target, np.int32))
-        grads[start : start + len(chunk)] = chunk_grads
-        probabilities.append(chunk_probs)
+    starts = range(0, len(alphas), internal_batch_size)
+    targets = np.full(min(internal_batch_size, len(alphas)), target, np.int32)
+
+    def chunk(start: int) -> tuple[np.ndarray, np.ndarray]:
+        part = alphas[start : start + internal_batch_size].astype(np.float32)
+        return baseline[None] + part[:, None, None, None] * (image - baseline)[None], targets[: len(part)]
+
+    in_order = getattr(gradient_fn, "in_order", None)
+    chunks = (chunk(start) for start in starts)
+    results = in_order(list(chunks)) if in_order is not None else _one_by_one(gradient_fn, chunks)
+    with closing(results):  # leaving early withdraws what has not run
+        for start, (chunk_grads, chunk_probs) in zip(starts, results, strict=True):
+            grads[start : start + len(chunk_grads)] = chunk_grads
+            probabilities.append(chunk_probs)
     return grads, np.concatenate(probabilities)
+
+
+def _one_by_one(
+    gradient_fn: GradientFn, chunks: Iterator[tuple[np.ndarray, np.ndarray]]
+) -> Generator[tuple[np.ndarray, np.ndarray]]:
+    work = current_work()
+    for images, targets in chunks:
+        work.check()
+        yield gradient_fn(images, targets)
 
 
 def attribute(

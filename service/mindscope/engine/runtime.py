@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import keras
 import numpy as np
@@ -25,6 +26,26 @@ class LayerInfo:
     output_shape: tuple[int, ...]  # without the batch axis
 
 
+class BatchedGradients:
+    """d p[target] / d image per row, batched with the rows of concurrent explanations.
+
+    Call it with (images float32 (N, H, W, C), targets int32 (N,)) for (gradients like images,
+    probabilities (N, classes)); `in_order` queues a whole path of such parts at once and yields
+    their results in order (`DynamicBatcher.submit_in_order`).
+    """
+
+    def __init__(self, batcher: DynamicBatcher) -> None:
+        self.batcher = batcher
+
+    def __call__(self, images: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        grads, probabilities = self.batcher.submit(np.asarray(images, np.float32), np.asarray(targets, np.int32))
+        return grads, probabilities
+
+    def in_order(self, parts: list[tuple[np.ndarray, np.ndarray]]) -> Generator[tuple[np.ndarray, np.ndarray]]:
+        typed = [(np.asarray(images, np.float32), np.asarray(targets, np.int32)) for images, targets in parts]
+        return cast(Generator[tuple[np.ndarray, np.ndarray]], self.batcher.submit_in_order(typed))
+
+
 @dataclass
 class LoadedModel:
     """A store entry in memory, with compiled forward, activation and gradient functions.
@@ -39,6 +60,7 @@ class LoadedModel:
     forward_batching: BatchingConfig = field(default_factory=BatchingConfig)
     gradient_batching: BatchingConfig = field(default_factory=lambda: BatchingConfig(max_batch_rows=128))
     layers: tuple[LayerInfo, ...] = field(init=False)
+    gradients: BatchedGradients = field(init=False)
 
     def __post_init__(self) -> None:
         conv_names = self.metadata["architecture"]["layers"]
@@ -56,6 +78,7 @@ class LoadedModel:
         label = self.ref.label
         self.forward_batcher = DynamicBatcher(self.predict_now, self.forward_batching, f"{label}-forward")
         self.gradient_batcher = DynamicBatcher(self.gradients_now, self.gradient_batching, f"{label}-gradients")
+        self.gradients = BatchedGradients(self.gradient_batcher)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -92,14 +115,6 @@ class LoadedModel:
     def activations(self, images: np.ndarray) -> list[np.ndarray]:
         """Outputs of conv1..conv9 for float32 (N, 32, 32, 3) images; each float32 (N, H, W, C)."""
         return [out.numpy() for out in self._activations(tf.convert_to_tensor(images, tf.float32))]
-
-    def gradients(self, images: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """d p[target] / d image per row -> (gradients float32 (N, 32, 32, 3), probabilities (N, classes)),
-        batched with the rows of concurrent explanations."""
-        grads, probabilities = self.gradient_batcher.submit(
-            np.asarray(images, np.float32), np.asarray(targets, np.int32)
-        )
-        return grads, probabilities
 
     def gradients_now(self, images: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One compiled gradient call on exactly these rows."""

@@ -50,6 +50,20 @@ class RequestWork:
         for future in waiting:
             future.cancel()  # only succeeds while still queued; a running batch finishes for its others
 
+    def track(self, futures: list[Future[Any]]) -> None:
+        """Work queued ahead of its wait (a whole path of chunks): cancelling the request withdraws
+        all of it at once, before the batcher can start any more of it."""
+        with self._lock:
+            self._waiting.update(futures)
+            cancelled = self._cancelled is not None
+        if cancelled:
+            for future in futures:
+                future.cancel()
+
+    def untrack(self, futures: list[Future[Any]]) -> None:
+        with self._lock:
+            self._waiting.difference_update(futures)
+
     def check(self) -> None:
         """Raise if the request was cancelled or its deadline has passed."""
         if self._cancelled is not None:
