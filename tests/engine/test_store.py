@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 from mindscope.engine.runtime import ModelRegistry
-from mindscope.engine.store import INITIAL_WEIGHTS_FILE, METADATA_FILE, MODEL_FILE, ModelStore, sha256_file
+from mindscope.engine.store import INITIAL_WEIGHTS_FILE, METADATA_FILE, MODEL_FILE, ModelRef, ModelStore, sha256_file
 from mindscope.errors import ModelIntegrityError, ModelNotFound
 from mindscope.training.network import CONV_NAMES
 
@@ -101,3 +101,17 @@ def test_resolution_picks_the_highest_version_and_matches_names_exactly(store_co
     with pytest.raises(ModelNotFound) as caught:
         store_copy.resolve("copy", 3)
     assert caught.value.details["available_versions"] == [1, 7]
+
+
+def test_with_several_models_the_default_is_the_most_accurate(store_copy):
+    source = store_copy.root / "copy" / "1"
+    accuracy = json.loads((source / METADATA_FILE).read_text())["validation_accuracy"]
+    for name, shift in (("better", 0.01), ("worse", -0.01)):
+        entry = store_copy.root / name / "1"
+        shutil.copytree(source, entry)
+        metadata = json.loads((entry / METADATA_FILE).read_text())
+        metadata["validation_accuracy"] = accuracy + shift
+        (entry / METADATA_FILE).write_text(json.dumps(metadata))
+    assert store_copy.resolve() == ModelRef("better", 1)
+    assert store_copy.resolve("worse").name == "worse"  # any model by name
+    assert ModelStore(store_copy.root, default_name="copy").resolve().name == "copy"  # a setting wins

@@ -124,10 +124,7 @@ class ModelStore:
             elif not names:
                 raise ModelNotFound(f"the model store at {self.root.name}/ holds no models", available=[])
             else:
-                raise ModelNotFound(
-                    "several models are stored and no default is set; name one with ?model=",
-                    available=names,
-                )
+                name = self.most_accurate(names)
         if name not in names:
             raise ModelNotFound(f"no model named {name!r}", available=names)
         versions = self.versions(name)
@@ -136,6 +133,20 @@ class ModelStore:
         if version not in versions:
             raise ModelNotFound(f"model {name!r} has no version {version}", available_versions=versions)
         return ModelRef(name, version)
+
+    def most_accurate(self, names: list[str]) -> str:
+        """Of several stored models, the one whose newest version has the best held-out accuracy
+        (`validation_accuracy` in its metadata; a model without one comes last, ties by name)."""
+
+        def accuracy(name: str) -> float:
+            path = self.root / name / str(self.versions(name)[-1]) / METADATA_FILE
+            try:
+                value = json.loads(path.read_text()).get("validation_accuracy")
+            except (OSError, ValueError):
+                return -1.0
+            return float(value) if isinstance(value, int | float) else -1.0
+
+        return max(sorted(names), key=accuracy)
 
     def entry_dir(self, ref: ModelRef) -> Path:
         return self.root / ref.name / str(ref.version)
