@@ -134,6 +134,13 @@ class LoadedModel:
             valid_indices=[info.index for info in self.layers],
         )
 
+    def target_for(self, image: np.ndarray, target: str | int | None) -> int:
+        """The class to explain: `target` by index or name, or the predicted class of float32
+        (H, W, C) `image`, from the forward lane (not behind the queue of gradient rows)."""
+        if target is not None:
+            return self.class_index(target)
+        return int(np.argmax(self.predict(image[None])[0]))
+
     def class_index(self, target: str | int) -> int:
         names = self.class_names
         if isinstance(target, int) or target.lstrip("-").isdigit():

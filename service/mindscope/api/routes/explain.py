@@ -129,7 +129,7 @@ def explain_integrated_gradients(
     result = attribute(
         loaded.gradients,
         image.pixels,
-        target=None if target is None else loaded.class_index(target),
+        target=loaded.target_for(image.pixels, target),
         baseline=baseline_pixels,
         steps=steps,
         method=method,
@@ -225,7 +225,7 @@ def explain_interior_gradients(
         loaded.gradients,
         image.pixels,
         alpha_values,
-        target=None if target is None else loaded.class_index(target),
+        target=loaded.target_for(image.pixels, target),
         internal_batch_size=settings.internal_batch_size,
     )
     if wants_png(request, format):
