@@ -109,6 +109,7 @@ def test_errors_show_beside_their_control_and_clear_on_success(browser, server, 
     assert "riemann_left" in methods and "gauss_legendre" in methods
     page.set_input_files("#file", str(validation_sample[2][0]))
     wait_for_image(page, "#ig")
+    wait_for_image(page, "#interior")
     page.fill("#steps", "1")
     page.click("#explain")
     page.wait_for_selector("#explain-error", state="visible")
@@ -121,7 +122,6 @@ def test_errors_show_beside_their_control_and_clear_on_success(browser, server, 
     page.wait_for_selector("#explain-error", state="hidden")
     assert page.is_hidden("#prediction-error") and page.is_hidden("#activations-error")
     # The interior-gradient strip is shown near its own size, so its labels stay readable.
-    wait_for_image(page, "#interior")
     scale = page.eval_on_selector("#interior", "img => img.clientWidth / img.naturalWidth")
     assert scale > 0.75
     page.close()
