@@ -43,6 +43,13 @@ class UnknownLayer(MindscopeError):
     code = "unknown_layer"
 
 
+class InitialWeightsMissing(MindscopeError):
+    """The model's store entry holds no weights from before training, so there is no "before"."""
+
+    status_code = 404
+    code = "initial_weights_missing"
+
+
 class UnknownClass(MindscopeError):
     status_code = 422
     code = "unknown_class"

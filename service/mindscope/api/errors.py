@@ -80,7 +80,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         400: "no image sent (no_image), undecodable image (invalid_image) or unparseable JSON (invalid_json)",
         401: "missing or wrong API key (unauthorized)",
         403: "admin routes are off until an API key is configured (admin_disabled)",
-        404: "unknown model, version or layer",
+        404: "unknown model, version or layer; initial weights asked of a model stored without them",
         413: "body, image or batch too large (payload_too_large)",
         415: "unsupported Content-Type or image format",
         422: "invalid parameters or array shape (validation_error, invalid_input, unknown_class)",

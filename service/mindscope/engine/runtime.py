@@ -13,8 +13,8 @@ import numpy as np
 import tensorflow as tf
 
 from mindscope.engine.batching import BatchingConfig, DynamicBatcher
-from mindscope.engine.store import INITIAL_WEIGHTS_FILE, ModelRef, ModelStore
-from mindscope.errors import MindscopeError, ModelIntegrityError, UnknownClass, UnknownLayer
+from mindscope.engine.store import ModelRef, ModelStore
+from mindscope.errors import MindscopeError, UnknownClass, UnknownLayer
 
 logger = logging.getLogger("mindscope")
 
@@ -56,7 +56,7 @@ class LoadedModel:
     ref: ModelRef
     model: keras.Model
     metadata: dict[str, Any]
-    initial_weights: dict[str, list[np.ndarray]]
+    initial_weights: dict[str, list[np.ndarray]] | None  # None: the entry has no initial weights
     forward_batching: BatchingConfig = field(default_factory=BatchingConfig)
     gradient_batching: BatchingConfig = field(default_factory=lambda: BatchingConfig(max_batch_rows=128))
     layers: tuple[LayerInfo, ...] = field(init=False)
@@ -173,17 +173,11 @@ def load_model(
     gradient_batching: BatchingConfig | None = None,
 ) -> LoadedModel:
     model, metadata = store.load(ref)
-    initial = keras.models.clone_model(model)
-    try:
-        initial.load_weights(store.entry_dir(ref) / INITIAL_WEIGHTS_FILE)
-    except Exception as exc:
-        raise ModelIntegrityError(f"{ref.label}: {INITIAL_WEIGHTS_FILE} cannot be loaded ({exc})") from exc
-    initial_weights = {layer.name: layer.get_weights() for layer in initial.layers if layer.weights}
     return LoadedModel(
         ref,
         model,
         metadata,
-        initial_weights,
+        store.load_initial_weights(ref, model),
         forward_batching or BatchingConfig(),
         gradient_batching or BatchingConfig(max_batch_rows=128),
     )

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from mindscope.errors import ModelIntegrityError, ModelNotFound
 
@@ -188,3 +189,15 @@ class ModelStore:
         except Exception as exc:
             raise ModelIntegrityError(f"{ref.label}: {MODEL_FILE} cannot be loaded safely ({exc})") from exc
         return model, metadata
+
+    def load_initial_weights(self, ref: ModelRef, model: keras.Model) -> dict[str, list[np.ndarray]] | None:
+        """Each layer's weights before training, from the entry's verified `initial.weights.h5` read
+        into a copy of `model`; None when the entry has none (an imported model may not)."""
+        if INITIAL_WEIGHTS_FILE not in self.read_metadata(ref).get("files", {}):
+            return None
+        initial = keras.models.clone_model(model)
+        try:
+            initial.load_weights(self.entry_dir(ref) / INITIAL_WEIGHTS_FILE)
+        except Exception as exc:
+            raise ModelIntegrityError(f"{ref.label}: {INITIAL_WEIGHTS_FILE} cannot be loaded ({exc})") from exc
+        return {layer.name: layer.get_weights() for layer in initial.layers if layer.weights}

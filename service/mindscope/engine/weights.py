@@ -8,6 +8,7 @@ from typing import Literal
 import numpy as np
 
 from mindscope.engine.runtime import LoadedModel
+from mindscope.errors import InitialWeightsMissing
 
 Stage = Literal["initial", "trained", "both"]
 StageName = Literal["initial", "trained"]
@@ -47,20 +48,39 @@ class ParameterTensors:
 
     layer: str
     parameter: Parameter
-    initial: np.ndarray
+    initial: np.ndarray | None  # None: the model's store entry has no initial weights
     trained: np.ndarray
 
 
 def weight_tensors(loaded: LoadedModel, layers: list[str] | None = None) -> list[ParameterTensors]:
     """Per conv layer (all, or `layers` by name or index) and per parameter (kernel, bias)."""
     infos = [loaded.layer(key) for key in layers] if layers else list(loaded.layers)
-    return [
-        ParameterTensors(info.name, parameter, before, after)
-        for info in infos
-        for parameter, before, after in zip(
-            PARAMETERS, loaded.initial_weights[info.name], loaded.model.get_layer(info.name).get_weights(), strict=True
+    result = []
+    for info in infos:
+        trained = loaded.model.get_layer(info.name).get_weights()
+        initial = [None] * len(trained) if loaded.initial_weights is None else loaded.initial_weights[info.name]
+        result += [ParameterTensors(info.name, p, b, a) for p, b, a in zip(PARAMETERS, initial, trained, strict=True)]
+    return result
+
+
+def resolve_stage(loaded: LoadedModel, stage: Stage | None) -> Stage:
+    """The stage asked for; by default both, or only `trained` for a model without initial weights."""
+    if stage is not None:
+        return stage
+    return "both" if loaded.initial_weights is not None else "trained"
+
+
+def require_stages(loaded: LoadedModel, stage: Stage) -> tuple[StageName, ...]:
+    """The stages `stage` names; 404 when it names `initial` and the model has no initial weights."""
+    stages: tuple[StageName, ...] = ("initial", "trained") if stage == "both" else (stage,)
+    if "initial" in stages and loaded.initial_weights is None:
+        raise InitialWeightsMissing(
+            f"{loaded.ref.label} has no weights from before training (its store entry holds no "
+            "initial.weights.h5), so there is no 'initial' stage; ask for stage=trained",
+            model=loaded.ref.label,
+            valid_stages=["trained"],
         )
-    ]
+    return stages
 
 
 def weight_histograms(
@@ -68,16 +88,18 @@ def weight_histograms(
 ) -> list[ParameterHistogram]:
     """Per conv layer (all, or `layers` by name or index) and per parameter (kernel, bias), both
     stages on shared bin edges."""
-    stages: tuple[StageName, ...] = ("initial", "trained") if stage == "both" else (stage,)
+    stages = require_stages(loaded, stage)
     result = []
     for tensors in weight_tensors(loaded, layers):
         parameter, before, after = tensors.parameter, tensors.initial, tensors.trained
-        low = float(min(before.min(), after.min()))
-        high = float(max(before.max(), after.max()))
+        both = after if before is None else np.concatenate([before.ravel(), after.ravel()])
+        low, high = float(both.min()), float(both.max())
         edges = np.linspace(low, high if high > low else low + 1e-12, bins + 1)
-        values: dict[StageName, np.ndarray] = {"initial": before, "trained": after}
-        initial_norm = float(np.linalg.norm(before))
-        change = float(np.linalg.norm(after - before))
+        values: dict[StageName, np.ndarray] = (
+            {"trained": after} if before is None else {"initial": before, "trained": after}
+        )
+        initial_norm = 0.0 if before is None else float(np.linalg.norm(before))
+        change = 0.0 if before is None else float(np.linalg.norm(after - before))
         result.append(
             ParameterHistogram(
                 layer=tensors.layer,

@@ -17,7 +17,7 @@ from mindscope.api.schemas import (
     WeightHistogramsResponse,
 )
 from mindscope.engine.runtime import LoadedModel
-from mindscope.engine.weights import Stage, weight_histograms, weight_tensors
+from mindscope.engine.weights import Stage, require_stages, resolve_stage, weight_histograms, weight_tensors
 from mindscope.render.charts import WeightPanel, histogram_figure
 
 router = APIRouter(tags=["weights"])
@@ -32,7 +32,9 @@ router = APIRouter(tags=["weights"])
 def read_weight_histograms(
     request: Request,
     loaded: ModelDep,
-    stage: Stage = "both",
+    stage: Annotated[
+        Stage | None, Query(description="default: both, or trained for a model stored without initial weights")
+    ] = None,
     layers: Annotated[
         list[str] | None, Query(max_length=32, description="names or indices, repeated or comma-separated")
     ] = None,
@@ -40,11 +42,12 @@ def read_weight_histograms(
     format: FormatQuery = None,
 ) -> WeightHistogramsResponse | Response:
     names = [part for item in layers for part in item.split(",") if part] if layers else None
-    histograms = weight_histograms(loaded, stage, names, bins)
+    chosen = resolve_stage(loaded, stage)
     if wants_png(request, format):
-        return picture_response(histogram_picture(loaded, stage, names, bins))
+        return picture_response(histogram_picture(loaded, chosen, names, bins))
+    histograms = weight_histograms(loaded, chosen, names, bins)
     return WeightHistogramsResponse(
-        stage=stage,
+        stage=chosen,
         bins=bins,
         histograms=[
             ParameterHistogramOut(
@@ -85,7 +88,7 @@ def histogram_picture(loaded: LoadedModel, stage: Stage, layers: list[str] | Non
         if key in _PICTURES:
             _PICTURES.move_to_end(key)
             return _PICTURES[key]
-    stages = ("initial", "trained") if stage == "both" else (stage,)
+    stages = require_stages(loaded, stage)
     panels = [
         WeightPanel(t.layer, t.parameter, tuple(t.trained.shape), {s: getattr(t, s) for s in stages})
         for t in weight_tensors(loaded, layers)
