@@ -50,7 +50,8 @@ def test_a_full_queue_is_refused_at_once_and_admitted_work_finishes(small_server
 
 @pytest.fixture(scope="module")
 def roomy_server(committed_store):
-    with InProcessServer(Settings(model_store_dir=committed_store.root)) as running:
+    # A deadline far off: the tests hold the model as long as they need without being refused for time.
+    with InProcessServer(Settings(model_store_dir=committed_store.root, request_timeout_s=600)) as running:
         yield running
 
 
