@@ -14,6 +14,7 @@ from typing import BinaryIO
 import httpx
 import numpy as np
 import uvicorn
+from mindscope.api.http_protocol import header_timeout_protocol
 from mindscope.app import create_app
 from mindscope.config import Settings
 from mindscope.engine.batching import DynamicBatcher
@@ -75,7 +76,14 @@ class InProcessServer:
         port = free_port()
         self.base_url = f"http://127.0.0.1:{port}"
         self.port = port
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            access_log=False,
+            http=header_timeout_protocol(settings.header_timeout_s),
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="uvicorn", daemon=True)
 

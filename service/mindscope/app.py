@@ -13,7 +13,7 @@ from fastapi_offline import FastAPIOffline
 from mindscope import __version__
 from mindscope.api.deps import reject_unknown_query, require_api_key
 from mindscope.api.errors import install_error_handlers
-from mindscope.api.limits import BodySizeLimit, RequestLifetime
+from mindscope.api.limits import BodyLimits, DecodeBudget, RequestLifetime
 from mindscope.api.observability import Metrics, RequestObserver
 from mindscope.api.openapi import install_openapi
 from mindscope.api.predict_fast_path import PredictFastPath
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.forward_batching(),
         settings.gradient_batching(),
     )
+    app.state.decode_budget = DecodeBudget(settings.decode_budget_bytes, settings.decode_wait_s)
     install_error_handlers(app)
     install_openapi(app, settings)
     app.state.metrics = Metrics(app.state.registry)
@@ -86,6 +87,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         RequestLifetime, timeout_s=settings.request_timeout_s, on_disconnect=app.state.metrics.disconnects.inc
     )
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimits,
+        max_bytes=settings.max_body_bytes,
+        timeout_s=settings.body_timeout_s,
+        min_rate=settings.body_min_rate,
+    )
     app.add_middleware(RequestObserver, metrics=app.state.metrics)
     return app

@@ -60,6 +60,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     import uvicorn
 
+    from mindscope.api.http_protocol import header_timeout_protocol
     from mindscope.app import create_app
     from mindscope.config import Settings
 
@@ -72,7 +73,14 @@ def _serve(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: None)
     # One JSON line per request comes from mindscope.access; uvicorn's own access log would repeat it.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    config = uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_level="info", access_log=False)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        access_log=False,
+        http=header_timeout_protocol(settings.header_timeout_s),
+    )
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 

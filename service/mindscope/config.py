@@ -17,8 +17,17 @@ class Settings(BaseSettings):
     default_model: str | None = Field(None, description="model name used when a request names none")
 
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    header_timeout_s: float = Field(10.0, gt=0, description="a connection's request headers must arrive within this")
+    body_timeout_s: float = Field(
+        10.0, gt=0, description="a request body must arrive within this, plus a second per body_min_rate bytes"
+    )
+    body_min_rate: int = Field(64 * 1024, ge=1, description="bytes per second that earn a body one more second")
     max_image_pixels: int = Field(4096 * 4096, ge=32 * 32, description="decoded width * height cap")
     max_batch_instances: int = Field(64, ge=1, description="images per /predict request")
+    decode_budget_bytes: int = Field(
+        256 * 1024 * 1024, ge=16 * 1024 * 1024, description="decoded pixel memory in flight across requests"
+    )
+    decode_wait_s: float = Field(1.0, ge=0, description="how long a large image waits for decode memory before 503")
 
     max_steps: int = Field(1024, ge=2, description="cap on integrated-gradients steps")
     internal_batch_size: int = Field(64, ge=1, description="gradient rows evaluated at once")

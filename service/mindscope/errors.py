@@ -99,6 +99,14 @@ class Overloaded(MindscopeError):
     headers = {"Retry-After": "1"}
 
 
+class RequestTimeout(MindscopeError):
+    """The client took longer to send its request body than the server waits for one."""
+
+    status_code = 408
+    code = "request_timeout"
+    headers = {"Connection": "close"}
+
+
 class Unauthorized(MindscopeError):
     status_code = 401
     code = "unauthorized"

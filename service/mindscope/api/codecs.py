@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import json
 import warnings
@@ -31,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, UploadFile
 from starlette.requests import ClientDisconnect
 
+from mindscope.api.limits import UNBOUNDED_DECODE, DecodeBudget
 from mindscope.api.schemas import ImageInfo
 from mindscope.engine.images import INPUT_SIZE, scale_to_unit, to_rgb_array, upright
 from mindscope.errors import (
@@ -98,18 +100,54 @@ class InstancesRequest(BaseModel):
 INLINE_DECODE_PIXELS = 256 * 256
 
 
+# Large JPEGs decode reduced (libjpeg's DCT scaling through Pillow's draft mode: 1/2, 1/4 or 1/8
+# per side) to no less than this many times the input size, so a 4096x4096 photo decodes at
+# 512x512; the antialiased resize to the input still averages several decoded pixels per input pixel.
+JPEG_DRAFT_FACTOR = 4
+
+# Peak bytes per pixel while one image is decoded and converted (`to_rgb_array`): Pillow holds RGB
+# in 4 bytes a pixel; a mode that converts adds an RGB copy; alpha adds the composite's buffers;
+# 16-bit and float greyscale pass through float64 arrays on their way to 8 bits.
+_PEAK_BYTES_PER_PIXEL = {"RGB": 4, "1": 5, "L": 5, "CMYK": 8, "YCbCr": 8, "I": 36, "F": 36}
+_WIDE_BYTES_PER_PIXEL = 32
+_OTHER_BYTES_PER_PIXEL = 18  # alpha modes, palettes (with transparency: RGBA, white, composite, RGB)
+
+
+def decode_bytes(size: tuple[int, int], mode: str) -> int:
+    """Estimated peak memory of decoding an image of `size` in `mode` into model input."""
+    if mode.startswith("I;16"):
+        per_pixel = _WIDE_BYTES_PER_PIXEL
+    else:
+        per_pixel = _PEAK_BYTES_PER_PIXEL.get(mode, _OTHER_BYTES_PER_PIXEL)
+    return size[0] * size[1] * per_pixel
+
+
+def _jpeg_draft_size() -> tuple[int, int]:
+    return INPUT_SIZE[0] * JPEG_DRAFT_FACTOR, INPUT_SIZE[1] * JPEG_DRAFT_FACTOR
+
+
+def _drafts(width: int, height: int) -> bool:
+    """Whether Pillow's draft mode decodes a JPEG of this size reduced (it halves at least once)."""
+    draft_width, draft_height = _jpeg_draft_size()
+    return min(width // draft_width, height // draft_height) >= 2
+
+
 # JPEG colour spaces whose libjpeg-turbo RGB output through simplejpeg is Pillow's, pixel for pixel
 # (tests/api/test_codec_fuzz.py), with the mode Pillow reports for them.
 _JPEG_MODES = {"YCbCr": "RGB", "Gray": "L"}
 
 
-def decode_image_bytes(data: bytes, max_pixels: int) -> DecodedImage:
-    """PNG/JPEG/WebP bytes -> model input; other formats -> 415, garbage -> 400, huge -> 413."""
-    return decode_jpeg(data, max_pixels) or finish_decode(open_image(data, max_pixels))
+def decode_image_bytes(data: bytes, max_pixels: int, budget: DecodeBudget = UNBOUNDED_DECODE) -> DecodedImage:
+    """PNG/JPEG/WebP bytes -> model input; other formats -> 415, garbage -> 400, huge -> 413.
+    Blocks while a large image waits for decode memory: call it off the event loop."""
+    return decode_jpeg(data, min(max_pixels, INLINE_DECODE_PIXELS)) or finish_decode(
+        open_image(data, max_pixels), budget
+    )
 
 
 def decode_jpeg(data: bytes, max_pixels: int) -> DecodedImage | None:
-    """A YCbCr or grayscale JPEG of at most `max_pixels`, decoded by simplejpeg; None for anything else.
+    """A YCbCr or grayscale JPEG of at most `max_pixels`, too small for draft mode to reduce, decoded
+    by simplejpeg; None for anything else.
 
     The same pixels as Pillow's decoder (both are libjpeg-turbo with its accurate DCT and smooth
     upsampling) at a tenth of the CPU for a CIFAR-sized image: Pillow reads JPEG markers in Python.
@@ -120,7 +158,7 @@ def decode_jpeg(data: bytes, max_pixels: int) -> DecodedImage | None:
         return None  # not a JPEG, or one with EXIF (an orientation to apply): Pillow's path
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-        if colorspace not in _JPEG_MODES or width * height > max_pixels:
+        if colorspace not in _JPEG_MODES or width * height > max_pixels or _drafts(width, height):
             return None
         rgb = simplejpeg.decode_jpeg(data, colorspace="RGB")
     except ValueError:
@@ -157,18 +195,47 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
-def finish_decode(image: Image.Image) -> DecodedImage:
-    """Decode the pixels of an `open_image` result into model input."""
-    with image:
-        width, height = image.size
-        image_format = image.format or "unknown"
-        try:
-            turned, orientation = upright(image)
-            pixels = to_rgb_array(turned)
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise InvalidImage(f"the {image_format} image could not be decoded: {exc}") from None
-    info = ImageInfo(width=width, height=height, mode=image.mode, format=image_format, exif_orientation=orientation)
-    return DecodedImage(scale_to_unit(pixels), info)
+def finish_decode(image: Image.Image, budget: DecodeBudget = UNBOUNDED_DECODE) -> DecodedImage:
+    """Decode the pixels of an `open_image` result into model input, once `budget` has room for
+    them (blocking: call it off the event loop unless the image is small)."""
+    planned = plan_decode(image)
+    with budget.reserve(planned.needed_bytes) if planned.needed_bytes else contextlib.nullcontext():
+        return planned.decode()
+
+
+@dataclass(frozen=True)
+class PlannedDecode:
+    """An opened image about to be decoded: a large JPEG already set to decode reduced (draft
+    mode), and the decode memory it will take from the budget (0 for a small image)."""
+
+    image: Image.Image
+    width: int
+    height: int
+    mode: str
+    needed_bytes: int
+
+    def decode(self) -> DecodedImage:
+        image, image_format = self.image, self.image.format or "unknown"
+        with image:
+            try:
+                turned, orientation = upright(image)
+                pixels = to_rgb_array(turned)
+            except (OSError, ValueError, SyntaxError) as exc:
+                raise InvalidImage(f"the {image_format} image could not be decoded: {exc}") from None
+        info = ImageInfo(
+            width=self.width, height=self.height, mode=self.mode, format=image_format, exif_orientation=orientation
+        )
+        return DecodedImage(scale_to_unit(pixels), info)
+
+
+def plan_decode(image: Image.Image) -> PlannedDecode:
+    width, height = image.size
+    mode = image.mode
+    if image.format == "JPEG" and _drafts(width, height):
+        image.draft(mode, _jpeg_draft_size())
+    in_memory = image.size[0] * image.size[1]
+    needed = decode_bytes(image.size, mode) if in_memory > INLINE_DECODE_PIXELS else 0
+    return PlannedDecode(image, width, height, mode, needed)
 
 
 def _unsupported_or_invalid(data: bytes) -> Exception:
@@ -215,13 +282,15 @@ def decode_array(instance: list[Any], value_range: str | None) -> DecodedImage:
     return DecodedImage(pixels, ImageInfo(width=expected[1], height=expected[0], mode="array", format="array"))
 
 
-def _decode_instance(instance: Instance, value_range: str | None, max_pixels: int) -> DecodedImage:
+def _decode_instance(
+    instance: Instance, value_range: str | None, max_pixels: int, budget: DecodeBudget
+) -> DecodedImage:
     if isinstance(instance, B64Instance):
         try:
             data = base64.b64decode(instance.b64, validate=True)
         except (binascii.Error, ValueError):
             raise InvalidImage("the b64 field is not valid base64") from None
-        return decode_image_bytes(data, max_pixels)
+        return decode_image_bytes(data, max_pixels, budget)
     return decode_array(instance, value_range)
 
 
@@ -229,7 +298,9 @@ def content_type(headers: Headers) -> str:
     return headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def decode_json_body(data: bytes, max_pixels: int, max_instances: int) -> DecodedRequest:
+def decode_json_body(
+    data: bytes, max_pixels: int, max_instances: int, budget: DecodeBudget = UNBOUNDED_DECODE
+) -> DecodedRequest:
     """A JSON `instances` body -> decoded images (CPU work: call it off the event loop)."""
     try:
         parsed = json.loads(data)
@@ -247,26 +318,29 @@ def decode_json_body(data: bytes, max_pixels: int, max_instances: int) -> Decode
             f"{len(body.instances)} instances; at most {max_instances} per request",
             max_instances=max_instances,
         )
-    images = [_decode_instance(i, body.value_range, max_pixels) for i in body.instances]
-    baseline = None if body.baseline is None else _decode_instance(body.baseline, body.value_range, max_pixels)
+    images = [_decode_instance(i, body.value_range, max_pixels, budget) for i in body.instances]
+    baseline = None if body.baseline is None else _decode_instance(body.baseline, body.value_range, max_pixels, budget)
     return DecodedRequest(images, baseline, batch=True)
 
 
-def _decode_upload(image: bytes, baseline: bytes | None, max_pixels: int) -> DecodedRequest:
-    decoded_baseline = None if baseline is None else decode_image_bytes(baseline, max_pixels)
-    return DecodedRequest([decode_image_bytes(image, max_pixels)], decoded_baseline, batch=False)
+def _decode_upload(image: bytes, baseline: bytes | None, max_pixels: int, budget: DecodeBudget) -> DecodedRequest:
+    decoded_baseline = None if baseline is None else decode_image_bytes(baseline, max_pixels, budget)
+    return DecodedRequest([decode_image_bytes(image, max_pixels, budget)], decoded_baseline, batch=False)
 
 
-async def decode_raw_body(data: bytes, max_pixels: int) -> DecodedRequest:
-    """A raw image body: small images decode here on the event loop, large ones in the thread pool."""
+async def decode_raw_body(data: bytes, max_pixels: int, budget: DecodeBudget = UNBOUNDED_DECODE) -> DecodedRequest:
+    """A raw image body: small images decode here on the event loop; large ones wait here (not
+    holding a worker thread) for room in the decode `budget`, then decode in the thread pool."""
     decoded = decode_jpeg(data, min(max_pixels, INLINE_DECODE_PIXELS))
     if decoded is None:
         image = open_image(data, max_pixels)
         width, height = image.size
+        planned = plan_decode(image)
         if width * height <= INLINE_DECODE_PIXELS:
-            decoded = finish_decode(image)
+            decoded = planned.decode()
         else:
-            decoded = await run_in_threadpool(finish_decode, image)
+            async with budget.reserve_async(planned.needed_bytes):
+                decoded = await run_in_threadpool(planned.decode)
     return DecodedRequest([decoded], None, batch=False)
 
 
@@ -282,19 +356,21 @@ async def read_body(request: Request) -> bytes:
         raise client_left_mid_upload() from None
 
 
-async def read_images(request: Request, max_pixels: int, max_instances: int) -> DecodedRequest:
+async def read_images(
+    request: Request, max_pixels: int, max_instances: int, budget: DecodeBudget = UNBOUNDED_DECODE
+) -> DecodedRequest:
     """Decode whatever supported body the request carries (see the module docstring).
 
     The body is read on the event loop; decoding (Pillow, JSON) runs in the thread pool so a large
     image never stalls other requests, except for raw bodies of small images (INLINE_DECODE_PIXELS).
     """
     try:
-        return await _read_images(request, max_pixels, max_instances)
+        return await _read_images(request, max_pixels, max_instances, budget)
     except ClientDisconnect:
         raise client_left_mid_upload() from None
 
 
-async def _read_images(request: Request, max_pixels: int, max_instances: int) -> DecodedRequest:
+async def _read_images(request: Request, max_pixels: int, max_instances: int, budget: DecodeBudget) -> DecodedRequest:
     media_type = content_type(request.headers)
     if media_type == "multipart/form-data":
         async with request.form(max_files=2, max_fields=8) as form:  # closes the uploads' temp files
@@ -304,14 +380,15 @@ async def _read_images(request: Request, max_pixels: int, max_instances: int) ->
             image = await upload.read()
             baseline_upload = form.get("baseline")
             baseline = await baseline_upload.read() if isinstance(baseline_upload, UploadFile) else None
-        return await run_in_threadpool(_decode_upload, image, baseline, max_pixels)
+        return await run_in_threadpool(_decode_upload, image, baseline, max_pixels, budget)
     if media_type in IMAGE_TYPES or media_type in SNIFFED_TYPES:
         body = await read_body(request)
         if not body:
             raise NoImage(f"no image was sent: {HOW_TO_SEND}", accepted=ACCEPTED_TYPES)
-        return await decode_raw_body(body, max_pixels)
+        return await decode_raw_body(body, max_pixels, budget)
     if media_type == "application/json":
-        return await run_in_threadpool(decode_json_body, await read_body(request), max_pixels, max_instances)
+        body = await read_body(request)
+        return await run_in_threadpool(decode_json_body, body, max_pixels, max_instances, budget)
     raise UnsupportedMediaType(f"unsupported Content-Type {media_type}; {HOW_TO_SEND}", accepted=ACCEPTED_TYPES)
 
 

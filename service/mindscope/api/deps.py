@@ -69,7 +69,8 @@ async def get_model(
 
 
 async def get_decoded(request: Request, settings: SettingsDep) -> DecodedRequest:
-    return await read_images(request, settings.max_image_pixels, settings.max_batch_instances)
+    budget = request.app.state.decode_budget
+    return await read_images(request, settings.max_image_pixels, settings.max_batch_instances, budget)
 
 
 ModelDep = Annotated[LoadedModel, Depends(get_model)]

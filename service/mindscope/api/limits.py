@@ -1,25 +1,34 @@
-"""Per-request limits: a body-size cap enforced while the body streams in, and the request's lifetime."""
+"""Per-request limits: a body's size and the time it may take to arrive, enforced while it streams
+in; the memory that decoding may take across requests; and each request's lifetime."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+import ctypes
+import ctypes.util
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mindscope.api.errors import domain_error_response
 from mindscope.engine.work import RequestWork, request_work
-from mindscope.errors import PayloadTooLarge
+from mindscope.errors import Overloaded, PayloadTooLarge, RequestTimeout
 
 
-class BodySizeLimit:
-    """413 when Content-Length, or the bytes received so far (chunked bodies), exceed `max_bytes`."""
+class BodyLimits:
+    """413 when Content-Length, or the bytes received so far (chunked bodies), exceed `max_bytes`;
+    408 when the body has not all arrived `timeout_s` after the request began, plus one second per
+    `min_rate` bytes received (Apache's mod_reqtimeout rule: a slow link gets the time its bytes
+    earn, a client trickling a byte a second does not hold a socket for long)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 10.0, min_rate: int = 64 * 1024) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
+        self.min_rate = min_rate
 
     def _too_large(self) -> JSONResponse:
         # Outside the app's exception handlers, so the error is mapped here, by the same function.
@@ -37,15 +46,25 @@ class BodySizeLimit:
             await self._too_large()(scope, receive, send)
             return
         received = 0
+        body_done = False
         response_started = False
+        loop = asyncio.get_running_loop()
+        started = loop.time()
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # only a disconnect is left to hear: wait as long as it takes
+                return await receive()
+            try:
+                async with asyncio.timeout_at(started + self.timeout_s + received / self.min_rate):
+                    message = await receive()
+            except TimeoutError:
+                raise _BodyTimedOut from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise _BodyTooLarge
+                body_done = not message.get("more_body", False)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -58,10 +77,153 @@ class BodySizeLimit:
         except _BodyTooLarge:
             if not response_started:
                 await self._too_large()(scope, receive, send)
+        except _BodyTimedOut:
+            if not response_started:
+                await self._timed_out(received)(scope, receive, send)
+
+    def _timed_out(self, received: int) -> JSONResponse:
+        allowed = self.timeout_s + received / self.min_rate
+        return domain_error_response(
+            RequestTimeout(
+                f"the request body did not arrive in time: {received} bytes in {allowed:.1f} s; a body gets "
+                f"{self.timeout_s:g} s plus one second per {self.min_rate} bytes received",
+                received_bytes=received,
+                allowed_s=round(allowed, 3),
+            )
+        )
 
 
 class _BodyTooLarge(Exception):
     pass
+
+
+class _BodyTimedOut(Exception):
+    pass
+
+
+def _malloc_trim() -> Callable[[], None]:
+    """glibc's malloc_trim(0): hand freed heap pages back to the system (a no-op elsewhere)."""
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is None:
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+    return lambda: trim(0)
+
+
+class DecodeBudget:
+    """The bytes of decoded pixels in flight across all requests, at most `max_bytes`.
+
+    A large image reserves its estimated decode memory before its pixels are decoded and waits up
+    to `wait_s` for room, then is refused with 503 `overloaded`; an image larger than the whole
+    budget decodes only when nothing else is. Small images (decoded on the event loop) do not take
+    part. Once every reservation is returned after `trim_after_bytes` or more went through, freed
+    heap memory is handed back to the system: without it a burst of huge images leaves the
+    process gigabytes larger long after it has passed.
+    """
+
+    def __init__(
+        self,
+        max_bytes: int | None,
+        wait_s: float = 2.0,
+        trim_after_bytes: int = 64 * 1024 * 1024,
+        release_memory: Callable[[], None] | None = None,
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.wait_s = wait_s
+        self.trim_after_bytes = trim_after_bytes
+        self._release_memory = release_memory or _malloc_trim()
+        self._room = threading.Condition()
+        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self.in_use = 0
+        self.peak = 0
+        self.refused = 0
+        self.trims = 0
+        self._since_trim = 0
+
+    def _fits(self, nbytes: int) -> bool:
+        assert self.max_bytes is not None
+        return self.in_use + nbytes <= self.max_bytes or self.in_use == 0
+
+    def _refusal(self, nbytes: int) -> Overloaded:
+        assert self.max_bytes is not None
+        self.refused += 1
+        return Overloaded(
+            f"too many large images are being decoded at once: this one needs about {nbytes >> 20} MiB of "
+            f"the {self.max_bytes >> 20} MiB decode budget (MINDSCOPE_DECODE_BUDGET_BYTES) and none "
+            f"came free within {self.wait_s:g} s; retry shortly, or send the image smaller",
+            needed_bytes=nbytes,
+            in_use_bytes=self.in_use,
+            budget_bytes=self.max_bytes,
+        )
+
+    def _take(self, nbytes: int) -> None:
+        self.in_use += nbytes
+        self.peak = max(self.peak, self.in_use)
+
+    def _give_back(self, nbytes: int) -> None:
+        with self._room:
+            self.in_use -= nbytes
+            self._since_trim += nbytes
+            trim = self.in_use == 0 and self._since_trim >= self.trim_after_bytes
+            if trim:
+                self._since_trim = 0
+                self.trims += 1
+            self._room.notify_all()
+            waiters, self._async_waiters = self._async_waiters, []
+        for loop, waiter in waiters:
+            loop.call_soon_threadsafe(_wake, waiter)
+        if trim:
+            self._release_memory()
+
+    @contextlib.contextmanager
+    def reserve(self, nbytes: int) -> Iterator[None]:
+        """Hold `nbytes` of the budget for the duration (blocking: call it off the event loop)."""
+        if self.max_bytes is None:
+            yield
+            return
+        with self._room:
+            if not self._room.wait_for(lambda: self._fits(nbytes), timeout=self.wait_s):
+                raise self._refusal(nbytes)
+            self._take(nbytes)
+        try:
+            yield
+        finally:
+            self._give_back(nbytes)
+
+    @contextlib.asynccontextmanager
+    async def reserve_async(self, nbytes: int) -> AsyncIterator[None]:
+        """`reserve` for the event loop: the wait holds no thread."""
+        if self.max_bytes is None:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait_s
+        while True:
+            with self._room:
+                if self._fits(nbytes):
+                    self._take(nbytes)
+                    break
+                if loop.time() >= deadline:
+                    raise self._refusal(nbytes)
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._async_waiters.append((loop, waiter))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    await waiter
+        try:
+            yield
+        finally:
+            self._give_back(nbytes)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+UNBOUNDED_DECODE = DecodeBudget(None)
 
 
 class RequestLifetime:

@@ -8,10 +8,12 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mindscope.engine.runtime import ModelRegistry
@@ -80,6 +82,31 @@ class _BatcherCollector(Collector):
         yield from (depth, batches, rows, largest, rejected, too_late, rate, queued)
 
 
+def route_label(scope: Scope) -> str:
+    """The route template a request went to; for one refused before routing (a 413 on its
+    Content-Length), the route its path names; "unmatched" when no route takes its path."""
+    route = scope.get("route")
+    if route is not None:
+        return str(route.path)
+    app = scope.get("app")
+    if app is None:
+        return "unmatched"
+    path = scope["path"]
+    return next((template for template, regex in _path_templates(app) if regex.match(path)), "unmatched")
+
+
+_TEMPLATES: dict[int, list[tuple[str, re.Pattern[str]]]] = {}
+
+
+def _path_templates(app: Any) -> list[tuple[str, re.Pattern[str]]]:
+    """The app's documented path templates with their regular expressions, computed once."""
+    templates = _TEMPLATES.get(id(app))
+    if templates is None:
+        paths = app.openapi().get("paths", {})
+        templates = _TEMPLATES[id(app)] = [(template, compile_path(template)[0]) for template in paths]
+    return templates
+
+
 class RequestObserver:
     """Gives each request an id (X-Request-ID, kept when the client sent a sane one), logs it, counts it."""
 
@@ -109,7 +136,7 @@ class RequestObserver:
         finally:
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - start
-            route = getattr(scope.get("route"), "path", "unmatched")
+            route = route_label(scope)
             self.metrics.requests.labels(scope["method"], route, str(status)).inc()
             self.metrics.latency.labels(route).observe(elapsed)
             access_log.info(

@@ -42,7 +42,9 @@ class PredictFastPath:
         try:
             check_api_key(Headers(scope=scope), settings)
             loaded = await serving_model(registry)
-            decoded = await decode_raw_body(await read_body(Request(scope, receive)), settings.max_image_pixels)
+            decoded = await decode_raw_body(
+                await read_body(Request(scope, receive)), settings.max_image_pixels, self.state.decode_budget
+            )
             response = await answer_prediction(loaded, decoded, png=False)
         except MindscopeError as exc:
             response = domain_error_response(exc)
