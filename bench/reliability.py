@@ -154,22 +154,22 @@ def _post(base: str, path: str, body: bytes, headers: dict[str, str], timeout: f
 
 
 def case_burst(server: Server, image: bytes) -> list[Row]:
+    from explain_load import burst  # bench/explain_load.py, which imports this module
+
     rows = []
-    path = "/explain/integrated-gradients?steps=1024"
     for n in (1, 4, 16, 32):
-        before = server.metric('mindscope_rows_total{model="cifar10-allcnn/')
-        start = time.perf_counter()
-        results = _at_once(n, lambda: _post(server.base, path, image, JPEG))
-        wall = time.perf_counter() - start
-        rows_done = server.metric('mindscope_rows_total{model="cifar10-allcnn/') - before
-        done = [t for s, t in results if s == 200]
-        refused = [t for s, t in results if s == 503]
-        figures = f"completed/s {len(done) / wall:.2f}; gradient rows/s {rows_done / wall:.0f}"
+        result = burst(server, image, n)
+        done = [o.seconds for o in result.outcomes if o.status == 200]
+        refused = [o.seconds for o in result.outcomes if o.status == 503]
+        figures = (
+            f"completed/s {len(done) / result.wall_s:.2f}; gradient rows/s {result.gradient_rows / result.wall_s:.0f}"
+        )
         if done:
             figures += f"; p50 {np.percentile(done, 50):.2f} s, p99 {np.percentile(done, 99):.2f} s"
         if refused:
             figures += f"; slowest 503 after {max(refused):.2f} s"
-        rows.append(Row("burst", f"{n} x IG 1024 steps at once", _statuses([s for s, _ in results]), figures))
+        load = f"{n} x IG 1024 steps at once"
+        rows.append(Row("burst", load, _statuses([o.status for o in result.outcomes]), figures))
     return rows
 
 
@@ -366,9 +366,7 @@ def main() -> None:
         args.out.write_text(
             "# Reliability\n\n"
             f"`python bench/reliability.py` against a real `mindscope serve` (default settings, the store's default "
-            f"model) on loopback; {machine}; started {started}. Each case starts a fresh server.\n\n"
-            + report
-            + "\n"
+            f"model) on loopback; {machine}; started {started}. Each case starts a fresh server.\n\n" + report + "\n"
         )
 
 

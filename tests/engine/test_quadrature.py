@@ -32,3 +32,17 @@ def test_error_orders_on_a_smooth_integrand():
     assert errors[0] / errors[1] == pytest.approx(4.0, rel=0.05)
     alphas, weights = gauss_legendre(4)
     assert abs(weights @ np.exp(alphas) - exact) < errors[1] / 1000
+
+
+def test_gauss_legendre_nodes_are_computed_once_and_shared_read_only():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mindscope.engine.quadrature import _gauss_legendre
+
+    _gauss_legendre.cache_clear()
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: gauss_legendre(1000), range(16)))
+    assert _gauss_legendre.cache_info().misses == 1  # sixteen requests at once, one eigenvalue problem
+    assert all(alphas is answers[0][0] for alphas, _ in answers)
+    with pytest.raises(ValueError):
+        answers[0][0][0] = 0.5

@@ -159,11 +159,17 @@ class LoadedModel:
         self.gradient_batcher.close()
 
     def warm_up(self) -> None:
-        """Trace every compiled function once so the first request pays no tracing cost."""
+        """Trace every compiled function once, and run the compiled calls once at the largest
+        batch each lane forms, so the first request pays neither tracing nor first-use costs
+        (allocations, kernels chosen per shape). The full-size calls bypass the batchers, whose
+        measured rates would otherwise start from a first call's cost."""
         blank = np.zeros((1, *self.input_shape), np.float32)
         self.predict(blank)
         self.activations(blank)
         self.gradients(blank, np.zeros(1, np.int32))
+        rows = self.gradient_batching.max_batch_rows
+        self.gradients_now(np.zeros((rows, *self.input_shape), np.float32), np.zeros(rows, np.int32))
+        self.predict_now(np.zeros((self.forward_batching.max_batch_rows, *self.input_shape), np.float32))
 
 
 def load_model(
