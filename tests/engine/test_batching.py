@@ -265,9 +265,13 @@ def test_work_that_cannot_meet_its_deadline_is_refused_at_once_with_the_estimate
             assert len(list(batcher.submit_in_order([(np.ones((4, 1)),)] * 2))) == 2  # 2 s of work, 10 s left
             with pytest.raises(Overloaded) as refused:
                 next(batcher.submit_in_order([(np.ones((4, 1)),)] * 25))  # 100 rows: 25 s of work
+            # 7 s of work with 8 s left would just fit, if the rate never moved: too tight to admit.
+            with pytest.raises(Overloaded):
+                next(batcher.submit_in_order([(np.ones((4, 1)),)] * 7))
+            assert len(list(batcher.submit_in_order([(np.ones((4, 1)),)] * 6))) == 6  # 6 s: admitted
         error = refused.value
         assert error.status_code == 503 and error.details["estimate_s"] == pytest.approx(25.0)
         assert error.details["rows_per_s"] == pytest.approx(4.0) and int(error.headers["Retry-After"]) >= 15
-        assert batcher.stats.refused_for_deadline == 1 and batcher.depth == 0  # nothing of it was queued
+        assert batcher.stats.refused_for_deadline == 2 and batcher.depth == 0  # nothing of them was queued
     finally:
         batcher.close()

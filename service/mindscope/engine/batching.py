@@ -12,9 +12,9 @@ few requests as fill it: a burst finishes its first requests instead of slowing 
 together until every one misses its deadline.
 
 Admission: a call is refused at once (`Overloaded`, with a Retry-After from the estimate) when the
-queue is full, or when the rows queued ahead of it plus its own cannot be done before its request's
-deadline at the rows per second this batcher has measured, instead of failing with 504 after
-spending the model's time.
+queue is full, or when the rows queued ahead of it plus its own cannot be done well before its
+request's deadline (within `admission_headroom` of the time left) at the rows per second this
+batcher has measured, instead of failing with 504 after spending the model's time.
 """
 
 from __future__ import annotations
@@ -41,6 +41,10 @@ class BatchingConfig:
     max_batch_rows: int = 64
     max_delay_s: float = 0.0
     max_queue: int = 256  # waiting submissions, not rows
+    # Admit a call only if its estimate fits this fraction of the time its request has left: the
+    # measured rate moves (other work on the cores), and a request admitted on a tight estimate
+    # that then misses its deadline has cost the model its whole time for a 504.
+    admission_headroom: float = 0.85
 
 
 @dataclass
@@ -141,7 +145,11 @@ class DynamicBatcher:
                     "the service is at capacity; retry after a short wait", queue_limit=self.config.max_queue
                 )
             estimate = self.estimate_s(rows)
-            if remaining_s is not None and estimate is not None and estimate > remaining_s:
+            if (
+                remaining_s is not None
+                and estimate is not None
+                and estimate > remaining_s * self.config.admission_headroom
+            ):
                 self.stats.refused_for_deadline += 1
                 raise _too_late(estimate, remaining_s, rows, self._waiting_rows, self.stats.rows_per_s)
             for pending in pendings:
