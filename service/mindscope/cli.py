@@ -85,6 +85,41 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import(args: argparse.Namespace) -> int:
+    from mindscope.engine.importer import ImportRefused, import_model
+
+    classes = None
+    if args.classes_file:
+        classes = [line.strip() for line in Path(args.classes_file).read_text().splitlines() if line.strip()]
+    elif args.classes:
+        classes = [part.strip() for part in args.classes.split(",")]
+    try:
+        report = import_model(
+            Path(args.model),
+            args.name,
+            Path(args.store),
+            classes=classes,
+            initial_weights=Path(args.initial_weights) if args.initial_weights else None,
+            input_range=args.preprocessing,
+            mean=args.mean,
+            std=args.std,
+        )
+    except (ImportRefused, FileExistsError, ValueError) as exc:
+        print(f"mindscope import: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(report.lines()))
+    return 0
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "give comma-separated numbers, one per channel, e.g. 0.485,0.456,0.406"
+        ) from None
+
+
 def _widths(text: str) -> tuple[int, int, int]:
     parts = [int(part) for part in text.split(",")]
     if len(parts) != 3 or min(parts) < 1:
@@ -122,6 +157,25 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the last epoch's checkpoint")
     train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
     train.set_defaults(run=_train)
+
+    imported = commands.add_parser(
+        "import", help="check any Keras 3 image classifier (.keras) and write it into the store as a new version"
+    )
+    imported.add_argument("model", help="the .keras file")
+    imported.add_argument("--name", required=True, help="store name, e.g. digits (letters, digits, . _ -)")
+    names = imported.add_mutually_exclusive_group()
+    names.add_argument("--classes", help="class names in output order, comma-separated (default: 0, 1, ...)")
+    names.add_argument("--classes-file", help="a file with one class name per line, in output order")
+    imported.add_argument("--initial-weights", help="the same network's weights before training (.weights.h5)")
+    imported.add_argument(
+        "--preprocessing",
+        choices=("0-1", "0-255", "-1-1", "mean-std"),
+        help="the input the model was trained on (default: 0-255 when it starts with a Rescaling layer, else 0-1)",
+    )
+    imported.add_argument("--mean", type=_floats, help="per-channel means for mean-std, on 0-1 pixels")
+    imported.add_argument("--std", type=_floats, help="per-channel standard deviations for mean-std")
+    imported.add_argument("--store", default="model_store", help="model store folder (default: ./model_store)")
+    imported.set_defaults(run=_import)
 
     serve = commands.add_parser("serve", help="serve the model store over HTTP")
     serve.add_argument("--host", default="127.0.0.1")

@@ -5,7 +5,8 @@ Accepted bodies (one image unless noted):
 - a raw body with Content-Type image/png, image/jpeg or image/webp, or with
   application/octet-stream or no Content-Type at all: the bytes say what they are;
 - application/json `{"instances": [...], "value_range": "0-255" | "0-1", "baseline": instance?}`,
-  an instance being a (32, 32, 3) array or `{"b64": "<base64 PNG/JPEG/WebP>"}`; may hold a batch.
+  an instance being an array of the model's input shape (e.g. (32, 32, 3)) or `{"b64": "<base64
+  PNG/JPEG/WebP>"}`; may hold a batch.
   An array whose values all lie within 0-1 is ambiguous without `value_range` and is refused.
 
 Every decoded picture is turned upright by its EXIF orientation, and wide modes (16-bit, float)
@@ -34,7 +35,7 @@ from starlette.requests import ClientDisconnect
 
 from mindscope.api.limits import UNBOUNDED_DECODE, DecodeBudget
 from mindscope.api.schemas import ImageInfo
-from mindscope.engine.images import INPUT_SIZE, scale_to_unit, to_rgb_array, upright
+from mindscope.engine.images import CIFAR_INPUT_SHAPE, fit_channels, scale_to_unit, to_model_array, upright
 from mindscope.errors import (
     InvalidImage,
     InvalidInput,
@@ -58,7 +59,7 @@ HOW_TO_SEND = (
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """pixels: float32 (32, 32, 3) in [0, 1]; info: what was received."""
+    """pixels: float32 (H, W, C) in [0, 1], the model's input shape; info: what was received."""
 
     pixels: np.ndarray
     info: ImageInfo
@@ -122,13 +123,16 @@ def decode_bytes(size: tuple[int, int], mode: str) -> int:
     return size[0] * size[1] * per_pixel
 
 
-def _jpeg_draft_size() -> tuple[int, int]:
-    return INPUT_SIZE[0] * JPEG_DRAFT_FACTOR, INPUT_SIZE[1] * JPEG_DRAFT_FACTOR
+Shape = tuple[int, int, int]  # the model's input: (height, width, channels)
 
 
-def _drafts(width: int, height: int) -> bool:
+def _jpeg_draft_size(shape: Shape) -> tuple[int, int]:
+    return shape[1] * JPEG_DRAFT_FACTOR, shape[0] * JPEG_DRAFT_FACTOR
+
+
+def _drafts(width: int, height: int, shape: Shape) -> bool:
     """Whether Pillow's draft mode decodes a JPEG of this size reduced (it halves at least once)."""
-    draft_width, draft_height = _jpeg_draft_size()
+    draft_width, draft_height = _jpeg_draft_size(shape)
     return min(width // draft_width, height // draft_height) >= 2
 
 
@@ -137,15 +141,17 @@ def _drafts(width: int, height: int) -> bool:
 _JPEG_MODES = {"YCbCr": "RGB", "Gray": "L"}
 
 
-def decode_image_bytes(data: bytes, max_pixels: int, budget: DecodeBudget = UNBOUNDED_DECODE) -> DecodedImage:
-    """PNG/JPEG/WebP bytes -> model input; other formats -> 415, garbage -> 400, huge -> 413.
+def decode_image_bytes(
+    data: bytes, max_pixels: int, budget: DecodeBudget = UNBOUNDED_DECODE, shape: Shape = CIFAR_INPUT_SHAPE
+) -> DecodedImage:
+    """PNG/JPEG/WebP bytes -> input of `shape`; other formats -> 415, garbage -> 400, huge -> 413.
     Blocks while a large image waits for decode memory: call it off the event loop."""
-    return decode_jpeg(data, min(max_pixels, INLINE_DECODE_PIXELS)) or finish_decode(
-        open_image(data, max_pixels), budget
+    return decode_jpeg(data, min(max_pixels, INLINE_DECODE_PIXELS), shape) or finish_decode(
+        open_image(data, max_pixels), budget, shape
     )
 
 
-def decode_jpeg(data: bytes, max_pixels: int) -> DecodedImage | None:
+def decode_jpeg(data: bytes, max_pixels: int, shape: Shape = CIFAR_INPUT_SHAPE) -> DecodedImage | None:
     """A YCbCr or grayscale JPEG of at most `max_pixels`, too small for draft mode to reduce, decoded
     by simplejpeg; None for anything else.
 
@@ -158,13 +164,15 @@ def decode_jpeg(data: bytes, max_pixels: int) -> DecodedImage | None:
         return None  # not a JPEG, or one with EXIF (an orientation to apply): Pillow's path
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-        if colorspace not in _JPEG_MODES or width * height > max_pixels or _drafts(width, height):
+        if colorspace not in _JPEG_MODES or width * height > max_pixels or _drafts(width, height, shape):
             return None
         rgb = simplejpeg.decode_jpeg(data, colorspace="RGB")
     except ValueError:
         return None
-    if (width, height) != INPUT_SIZE:
-        rgb = to_rgb_array(Image.fromarray(rgb))
+    if (height, width) != shape[:2]:
+        rgb = to_model_array(Image.fromarray(rgb), shape)
+    else:
+        rgb = fit_channels(rgb, shape[2])
     info = ImageInfo(width=width, height=height, mode=_JPEG_MODES[colorspace], format="JPEG")
     return DecodedImage(scale_to_unit(rgb), info)
 
@@ -195,10 +203,12 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
-def finish_decode(image: Image.Image, budget: DecodeBudget = UNBOUNDED_DECODE) -> DecodedImage:
-    """Decode the pixels of an `open_image` result into model input, once `budget` has room for
-    them (blocking: call it off the event loop unless the image is small)."""
-    planned = plan_decode(image)
+def finish_decode(
+    image: Image.Image, budget: DecodeBudget = UNBOUNDED_DECODE, shape: Shape = CIFAR_INPUT_SHAPE
+) -> DecodedImage:
+    """Decode the pixels of an `open_image` result into input of `shape`, once `budget` has room
+    for them (blocking: call it off the event loop unless the image is small)."""
+    planned = plan_decode(image, shape)
     with budget.reserve(planned.needed_bytes) if planned.needed_bytes else contextlib.nullcontext():
         return planned.decode()
 
@@ -213,13 +223,14 @@ class PlannedDecode:
     height: int
     mode: str
     needed_bytes: int
+    shape: Shape
 
     def decode(self) -> DecodedImage:
         image, image_format = self.image, self.image.format or "unknown"
         with image:
             try:
                 turned, orientation = upright(image)
-                pixels = to_rgb_array(turned)
+                pixels = to_model_array(turned, self.shape)
             except (OSError, ValueError, SyntaxError) as exc:
                 raise InvalidImage(f"the {image_format} image could not be decoded: {exc}") from None
         info = ImageInfo(
@@ -228,14 +239,14 @@ class PlannedDecode:
         return DecodedImage(scale_to_unit(pixels), info)
 
 
-def plan_decode(image: Image.Image) -> PlannedDecode:
+def plan_decode(image: Image.Image, shape: Shape = CIFAR_INPUT_SHAPE) -> PlannedDecode:
     width, height = image.size
     mode = image.mode
-    if image.format == "JPEG" and _drafts(width, height):
-        image.draft(mode, _jpeg_draft_size())
+    if image.format == "JPEG" and _drafts(width, height, shape):
+        image.draft(mode, _jpeg_draft_size(shape))
     in_memory = image.size[0] * image.size[1]
     needed = decode_bytes(image.size, mode) if in_memory > INLINE_DECODE_PIXELS else 0
-    return PlannedDecode(image, width, height, mode, needed)
+    return PlannedDecode(image, width, height, mode, needed, shape)
 
 
 def _unsupported_or_invalid(data: bytes) -> Exception:
@@ -251,18 +262,21 @@ def _unsupported_or_invalid(data: bytes) -> Exception:
     )
 
 
-def decode_array(instance: list[Any], value_range: str | None) -> DecodedImage:
-    """A (32, 32, 3) nested list in `value_range`; None means 0-255 unless every value lies within
-    0-1, which is ambiguous (an all-0.5 grey would become near-black) and refused with 422."""
+def decode_array(instance: list[Any], value_range: str | None, shape: Shape = CIFAR_INPUT_SHAPE) -> DecodedImage:
+    """A nested list of the model's input `shape` (H, W, C; (H, W) too for one channel) in
+    `value_range`; None means 0-255 unless every value lies within 0-1, which is ambiguous (an
+    all-0.5 grey would become near-black) and refused with 422."""
+    expected = list(shape)
     try:
         array = np.asarray(instance, dtype=np.float64)
     except (ValueError, TypeError):
-        raise InvalidInput("an array instance must be a rectangular (32, 32, 3) array of numbers") from None
-    expected = (*INPUT_SIZE[::-1], 3)
-    if array.shape != expected:
+        raise InvalidInput(f"an array instance must be a rectangular {expected} array of numbers") from None
+    if shape[2] == 1 and array.shape == shape[:2]:
+        array = array[..., None]
+    if array.shape != shape:
         raise InvalidInput(
-            f"an array instance must have shape {list(expected)}; got {list(array.shape)}",
-            expected_shape=list(expected),
+            f"an array instance must have this model's input shape {expected}; got {list(array.shape)}",
+            expected_shape=expected,
             shape=list(array.shape),
         )
     if value_range is None and np.isfinite(array).all() and 0 <= array.min() and array.max() <= 1 and array.any():
@@ -279,19 +293,19 @@ def decode_array(instance: list[Any], value_range: str | None) -> DecodedImage:
             value_range=value_range,
         )
     pixels = (array / top).astype(np.float32)
-    return DecodedImage(pixels, ImageInfo(width=expected[1], height=expected[0], mode="array", format="array"))
+    return DecodedImage(pixels, ImageInfo(width=shape[1], height=shape[0], mode="array", format="array"))
 
 
 def _decode_instance(
-    instance: Instance, value_range: str | None, max_pixels: int, budget: DecodeBudget
+    instance: Instance, value_range: str | None, max_pixels: int, budget: DecodeBudget, shape: Shape
 ) -> DecodedImage:
     if isinstance(instance, B64Instance):
         try:
             data = base64.b64decode(instance.b64, validate=True)
         except (binascii.Error, ValueError):
             raise InvalidImage("the b64 field is not valid base64") from None
-        return decode_image_bytes(data, max_pixels, budget)
-    return decode_array(instance, value_range)
+        return decode_image_bytes(data, max_pixels, budget, shape)
+    return decode_array(instance, value_range, shape)
 
 
 def content_type(headers: Headers) -> str:
@@ -299,7 +313,11 @@ def content_type(headers: Headers) -> str:
 
 
 def decode_json_body(
-    data: bytes, max_pixels: int, max_instances: int, budget: DecodeBudget = UNBOUNDED_DECODE
+    data: bytes,
+    max_pixels: int,
+    max_instances: int,
+    budget: DecodeBudget = UNBOUNDED_DECODE,
+    shape: Shape = CIFAR_INPUT_SHAPE,
 ) -> DecodedRequest:
     """A JSON `instances` body -> decoded images (CPU work: call it off the event loop)."""
     try:
@@ -318,24 +336,30 @@ def decode_json_body(
             f"{len(body.instances)} instances; at most {max_instances} per request",
             max_instances=max_instances,
         )
-    images = [_decode_instance(i, body.value_range, max_pixels, budget) for i in body.instances]
-    baseline = None if body.baseline is None else _decode_instance(body.baseline, body.value_range, max_pixels, budget)
+    images = [_decode_instance(i, body.value_range, max_pixels, budget, shape) for i in body.instances]
+    baseline = (
+        None if body.baseline is None else _decode_instance(body.baseline, body.value_range, max_pixels, budget, shape)
+    )
     return DecodedRequest(images, baseline, batch=True)
 
 
-def _decode_upload(image: bytes, baseline: bytes | None, max_pixels: int, budget: DecodeBudget) -> DecodedRequest:
-    decoded_baseline = None if baseline is None else decode_image_bytes(baseline, max_pixels, budget)
-    return DecodedRequest([decode_image_bytes(image, max_pixels, budget)], decoded_baseline, batch=False)
+def _decode_upload(
+    image: bytes, baseline: bytes | None, max_pixels: int, budget: DecodeBudget, shape: Shape
+) -> DecodedRequest:
+    decoded_baseline = None if baseline is None else decode_image_bytes(baseline, max_pixels, budget, shape)
+    return DecodedRequest([decode_image_bytes(image, max_pixels, budget, shape)], decoded_baseline, batch=False)
 
 
-async def decode_raw_body(data: bytes, max_pixels: int, budget: DecodeBudget = UNBOUNDED_DECODE) -> DecodedRequest:
+async def decode_raw_body(
+    data: bytes, max_pixels: int, budget: DecodeBudget = UNBOUNDED_DECODE, shape: Shape = CIFAR_INPUT_SHAPE
+) -> DecodedRequest:
     """A raw image body: small images decode here on the event loop; large ones wait here (not
     holding a worker thread) for room in the decode `budget`, then decode in the thread pool."""
-    decoded = decode_jpeg(data, min(max_pixels, INLINE_DECODE_PIXELS))
+    decoded = decode_jpeg(data, min(max_pixels, INLINE_DECODE_PIXELS), shape)
     if decoded is None:
         image = open_image(data, max_pixels)
         width, height = image.size
-        planned = plan_decode(image)
+        planned = plan_decode(image, shape)
         if width * height <= INLINE_DECODE_PIXELS:
             decoded = planned.decode()
         else:
@@ -357,7 +381,11 @@ async def read_body(request: Request) -> bytes:
 
 
 async def read_images(
-    request: Request, max_pixels: int, max_instances: int, budget: DecodeBudget = UNBOUNDED_DECODE
+    request: Request,
+    max_pixels: int,
+    max_instances: int,
+    budget: DecodeBudget = UNBOUNDED_DECODE,
+    shape: Shape = CIFAR_INPUT_SHAPE,
 ) -> DecodedRequest:
     """Decode whatever supported body the request carries (see the module docstring).
 
@@ -365,12 +393,14 @@ async def read_images(
     image never stalls other requests, except for raw bodies of small images (INLINE_DECODE_PIXELS).
     """
     try:
-        return await _read_images(request, max_pixels, max_instances, budget)
+        return await _read_images(request, max_pixels, max_instances, budget, shape)
     except ClientDisconnect:
         raise client_left_mid_upload() from None
 
 
-async def _read_images(request: Request, max_pixels: int, max_instances: int, budget: DecodeBudget) -> DecodedRequest:
+async def _read_images(
+    request: Request, max_pixels: int, max_instances: int, budget: DecodeBudget, shape: Shape
+) -> DecodedRequest:
     media_type = content_type(request.headers)
     if media_type == "multipart/form-data":
         async with request.form(max_files=2, max_fields=8) as form:  # closes the uploads' temp files
@@ -380,15 +410,15 @@ async def _read_images(request: Request, max_pixels: int, max_instances: int, bu
             image = await upload.read()
             baseline_upload = form.get("baseline")
             baseline = await baseline_upload.read() if isinstance(baseline_upload, UploadFile) else None
-        return await run_in_threadpool(_decode_upload, image, baseline, max_pixels, budget)
+        return await run_in_threadpool(_decode_upload, image, baseline, max_pixels, budget, shape)
     if media_type in IMAGE_TYPES or media_type in SNIFFED_TYPES:
         body = await read_body(request)
         if not body:
             raise NoImage(f"no image was sent: {HOW_TO_SEND}", accepted=ACCEPTED_TYPES)
-        return await decode_raw_body(body, max_pixels, budget)
+        return await decode_raw_body(body, max_pixels, budget, shape)
     if media_type == "application/json":
         body = await read_body(request)
-        return await run_in_threadpool(decode_json_body, body, max_pixels, max_instances, budget)
+        return await run_in_threadpool(decode_json_body, body, max_pixels, max_instances, budget, shape)
     raise UnsupportedMediaType(f"unsupported Content-Type {media_type}; {HOW_TO_SEND}", accepted=ACCEPTED_TYPES)
 
 
@@ -407,7 +437,7 @@ def accepts_png(headers: Headers) -> bool:
 _INSTANCE_SCHEMA: dict[str, Any] = {
     "oneOf": [
         {"type": "object", "required": ["b64"], "properties": {"b64": {"type": "string", "format": "byte"}}},
-        {"type": "array", "description": "(32, 32, 3) nested numbers in value_range"},
+        {"type": "array", "description": "nested numbers of the model's input shape (H, W, C) in value_range"},
     ]
 }
 _INSTANCES_SCHEMA: dict[str, Any] = {

@@ -68,12 +68,17 @@ async def get_model(
     return await serving_model(registry, model, version)
 
 
-async def get_decoded(request: Request, settings: SettingsDep) -> DecodedRequest:
-    budget = request.app.state.decode_budget
-    return await read_images(request, settings.max_image_pixels, settings.max_batch_instances, budget)
-
-
 ModelDep = Annotated[LoadedModel, Depends(get_model)]
+
+
+async def get_decoded(request: Request, settings: SettingsDep, loaded: ModelDep) -> DecodedRequest:
+    """The body's images at the input shape of the model the request names (chosen first)."""
+    budget = request.app.state.decode_budget
+    return await read_images(
+        request, settings.max_image_pixels, settings.max_batch_instances, budget, loaded.input_shape
+    )
+
+
 DecodedDep = Annotated[DecodedRequest, Depends(get_decoded)]
 FormatQuery = Annotated[
     str | None, Query(pattern="^(json|png)$", description="png or json; overrides the Accept header")

@@ -43,7 +43,10 @@ class PredictFastPath:
             check_api_key(Headers(scope=scope), settings)
             loaded = await serving_model(registry)
             decoded = await decode_raw_body(
-                await read_body(Request(scope, receive)), settings.max_image_pixels, self.state.decode_budget
+                await read_body(Request(scope, receive)),
+                settings.max_image_pixels,
+                self.state.decode_budget,
+                loaded.input_shape,
             )
             response = await answer_prediction(loaded, decoded, png=False)
         except MindscopeError as exc:

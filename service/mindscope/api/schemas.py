@@ -96,7 +96,7 @@ class StageHistogramOut(BaseModel):
 
 class ParameterHistogramOut(BaseModel):
     layer: str
-    parameter: Literal["kernel", "bias"]
+    parameter: str = Field(description="the weight's name in its layer: kernel, bias, gamma, beta, moving_mean...")
     shape: list[int]
     edges: ArrayPayload = Field(description="bins + 1 edges, shared by both stages")
     stages: dict[Literal["initial", "trained"], StageHistogramOut]

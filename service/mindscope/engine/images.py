@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-INPUT_SIZE = (32, 32)
+INPUT_SIZE = (32, 32)  # (width, height) of the CIFAR-10 models mindscope trains
+CIFAR_INPUT_SHAPE = (32, 32, 3)  # (height, width, channels)
 
 
 # Modes with an alpha channel (premultiplied ones included), composited on white.
@@ -64,6 +65,21 @@ def to_rgb_array(image: Image.Image, size: tuple[int, int] = INPUT_SIZE) -> np.n
     if rgb.size != size:
         rgb = rgb.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)
     return np.asarray(rgb, dtype=np.uint8)
+
+
+def to_model_array(image: Image.Image, shape: tuple[int, int, int] = CIFAR_INPUT_SHAPE) -> np.ndarray:
+    """A PIL image of any mode and size -> uint8 (H, W, C) for a model whose input is `shape`
+    (height, width, channels): RGB as `to_rgb_array` makes it, then greyscale (ITU-R 601 luma, as
+    Pillow converts) when the model takes one channel."""
+    height, width, channels = shape
+    return fit_channels(to_rgb_array(image, (width, height)), channels)
+
+
+def fit_channels(rgb: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 (H, W, 3) RGB -> uint8 (H, W, channels), channels 1 or 3."""
+    if channels == 3:
+        return rgb
+    return np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.uint8)[..., None]
 
 
 def scale_to_unit(images: np.ndarray) -> np.ndarray:

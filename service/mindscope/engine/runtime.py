@@ -46,11 +46,66 @@ class BatchedGradients:
         return cast(Generator[tuple[np.ndarray, np.ndarray]], self.batcher.submit_in_order(typed))
 
 
+INPUT_RANGES = ("0-1", "0-255", "-1-1", "mean-std")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the model takes: its input shape, and how an image in [0, 1] becomes its input.
+
+    `range`: "0-1" (as decoded), "0-255", "-1-1", or "mean-std" ((x - mean) / std per channel,
+    x in [0, 1]); read from metadata `preprocessing.input_range` ("0-1" when absent, as for the
+    models mindscope trains). The service decodes every image to [0, 1] and applies this inside
+    the compiled functions, so attributions are always per pixel of the image in [0, 1].
+    """
+
+    shape: tuple[int, int, int]  # (height, width, channels)
+    range: str = "0-1"
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]) -> InputSpec:
+        height, width, channels = metadata["input_shape"]
+        preprocessing = metadata.get("preprocessing") or {}
+        mean, std = preprocessing.get("mean"), preprocessing.get("std")
+        return cls(
+            (int(height), int(width), int(channels)),
+            preprocessing.get("input_range", "0-1"),
+            None if mean is None else tuple(float(m) for m in mean),
+            None if std is None else tuple(float(s) for s in std),
+        )
+
+    def apply(self, images: tf.Tensor) -> tf.Tensor:
+        if self.range == "0-255":
+            return images * 255.0
+        if self.range == "-1-1":
+            return images * 2.0 - 1.0
+        if self.range == "mean-std":
+            return (images - tf.constant(self.mean, tf.float32)) / tf.constant(self.std, tf.float32)
+        return images
+
+
+def spatial_layer_names(model: keras.Model) -> list[str]:
+    """Layers whose output is a (batch, H, W, C) map: the ones with activations to show."""
+    return [
+        layer.name
+        for layer in model.layers
+        if not isinstance(layer, keras.layers.InputLayer) and len(layer.output.shape) == 4
+    ]
+
+
+def weighted_layer_names(model: keras.Model) -> list[str]:
+    return [layer.name for layer in model.layers if layer.weights]
+
+
 @dataclass
 class LoadedModel:
     """A store entry in memory, with compiled forward, activation and gradient functions.
 
-    Every function takes float32 (N, 32, 32, 3) images in [0, 1].
+    Every function takes float32 (N, H, W, C) images in [0, 1] of the model's input shape; the
+    model's own preprocessing (`InputSpec`) and, for a model that outputs logits, a softmax are
+    part of the compiled functions, so callers see probabilities.
     """
 
     ref: ModelRef
@@ -63,15 +118,24 @@ class LoadedModel:
     gradients: BatchedGradients = field(init=False)
 
     def __post_init__(self) -> None:
-        conv_names = self.metadata["architecture"]["layers"]
-        self.layers = tuple(
-            LayerInfo(i, name, tuple(self.model.get_layer(name).output.shape[1:]))
-            for i, name in enumerate(conv_names, start=1)
+        self.input_spec = InputSpec.from_metadata(self.metadata)
+        self.outputs_logits = self.metadata.get("output", "probabilities") == "logits"
+        layer_names = (
+            self.metadata.get("activation_layers")
+            or self.metadata.get("architecture", {}).get("layers")
+            or spatial_layer_names(self.model)
+        )
+        self.layers = self._table(layer_names)
+        self.weight_layers = self._table(
+            self.metadata.get("architecture", {}).get("layers") or weighted_layer_names(self.model)
         )
         spec = tf.TensorSpec([None, *self.input_shape], tf.float32)
-        self._forward = tf.function(lambda images: self.model(images, training=False), input_signature=[spec])
-        tapped = keras.Model(self.model.input, [self.model.get_layer(n).output for n in conv_names])
-        self._activations = tf.function(lambda images: tapped(images, training=False), input_signature=[spec])
+        self._forward = tf.function(self._probabilities, input_signature=[spec])
+        tapped = keras.Model(self.model.input, [self.model.get_layer(n).output for n in layer_names])
+        preprocess = self.input_spec.apply
+        self._activations = tf.function(
+            lambda images: tapped(preprocess(images), training=False), input_signature=[spec]
+        )
         self._gradients = tf.function(self._target_gradients, input_signature=[spec, tf.TensorSpec([None], tf.int32)])
         # Concurrent requests share compiled calls: predictions with predictions, and the
         # gradient rows of every explanation in flight with each other.
@@ -79,6 +143,28 @@ class LoadedModel:
         self.forward_batcher = DynamicBatcher(self.predict_now, self.forward_batching, f"{label}-forward")
         self.gradient_batcher = DynamicBatcher(self.gradients_now, self.gradient_batching, f"{label}-gradients")
         self.gradients = BatchedGradients(self.gradient_batcher)
+
+    def _table(self, names: list[str]) -> tuple[LayerInfo, ...]:
+        return tuple(
+            LayerInfo(i, name, tuple(self.model.get_layer(name).output.shape[1:]))
+            for i, name in enumerate(names, start=1)
+        )
+
+    def _probabilities(self, images: tf.Tensor) -> tf.Tensor:
+        outputs = self.model(self.input_spec.apply(images), training=False)
+        return tf.nn.softmax(outputs) if self.outputs_logits else outputs
+
+    @property
+    def animation_layers(self) -> tuple[str, ...]:
+        """The layers the GIF walks through: metadata's `animation_layers`, else three spread
+        over the activation layers (the third, the middle and the last, as conv3/6/9 are for
+        the All-CNN's nine)."""
+        stored = self.metadata.get("animation_layers")
+        if stored:
+            return tuple(stored)
+        names = [info.name for info in self.layers]
+        picks = sorted({min(2, len(names) - 1), (len(names) - 1) // 2 + (len(names) > 5), len(names) - 1})
+        return tuple(names[i] for i in picks)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -92,13 +178,13 @@ class LoadedModel:
     def _target_gradients(self, images: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
             tape.watch(images)
-            probabilities = self.model(images, training=False)
+            probabilities = self._probabilities(images)
             # Rows are independent (no batch statistics), so d(sum)/d(row) is each row's own gradient.
             selected = tf.gather(probabilities, targets, batch_dims=1)
         return tape.gradient(selected, images), probabilities
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        """images: float32 (N, 32, 32, 3) in [0, 1] -> probabilities float32 (N, classes), batched
+        """images: float32 (N, H, W, C) in [0, 1] -> probabilities float32 (N, classes), batched
         with concurrent callers."""
         (probabilities,) = self.forward_batcher.submit(np.asarray(images, np.float32))
         return probabilities
@@ -113,7 +199,7 @@ class LoadedModel:
         return (self._forward(tf.convert_to_tensor(images, tf.float32)).numpy(),)
 
     def activations(self, images: np.ndarray) -> list[np.ndarray]:
-        """Outputs of conv1..conv9 for float32 (N, 32, 32, 3) images; each float32 (N, H, W, C)."""
+        """Outputs of every activation layer for float32 (N, H, W, C) images; each float32 (N, h, w, c)."""
         return [out.numpy() for out in self._activations(tf.convert_to_tensor(images, tf.float32))]
 
     def gradients_now(self, images: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -124,15 +210,12 @@ class LoadedModel:
         return grads.numpy(), probabilities.numpy()
 
     def layer(self, key: str) -> LayerInfo:
-        """A conv layer by exact name (`conv3`) or 1-based index (`3`)."""
-        for info in self.layers:
-            if key == info.name or key == str(info.index):
-                return info
-        raise UnknownLayer(
-            f"no layer {key!r}; use a name or a 1-based index",
-            valid_layers=[info.name for info in self.layers],
-            valid_indices=[info.index for info in self.layers],
-        )
+        """An activation layer (one with a spatial output) by exact name (`conv3`) or 1-based index (`3`)."""
+        return _lookup(self.layers, key, "with a spatial output")
+
+    def weight_layer(self, key: str) -> LayerInfo:
+        """A layer with weights by exact name or 1-based index among those layers."""
+        return _lookup(self.weight_layers, key, "with weights")
 
     def target_for(self, image: np.ndarray, target: str | int | None) -> int:
         """The class to explain: `target` by index or name, or the predicted class of float32
@@ -170,6 +253,17 @@ class LoadedModel:
         rows = self.gradient_batching.max_batch_rows
         self.gradients_now(np.zeros((rows, *self.input_shape), np.float32), np.zeros(rows, np.int32))
         self.predict_now(np.zeros((self.forward_batching.max_batch_rows, *self.input_shape), np.float32))
+
+
+def _lookup(table: tuple[LayerInfo, ...], key: str, kind: str) -> LayerInfo:
+    for info in table:
+        if key == info.name or key == str(info.index):
+            return info
+    raise UnknownLayer(
+        f"no layer {key!r} {kind}; use one of these names or its 1-based index",
+        valid_layers=[info.name for info in table],
+        valid_indices=[info.index for info in table],
+    )
 
 
 def load_model(

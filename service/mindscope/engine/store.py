@@ -41,7 +41,7 @@ def sha256_file(path: Path) -> str:
 @dataclass(frozen=True)
 class StoreEntryFiles:
     serving_model: keras.Model
-    initial_model: keras.Model
+    initial_model: keras.Model | None  # None: an imported model whose weights before training are unknown
     history: list[dict[str, float]]
 
 
@@ -57,7 +57,10 @@ def write_store_entry(out_dir: Path, files: StoreEntryFiles, metadata: dict[str,
     staging.chmod(0o755)
     try:
         files.serving_model.save(staging / MODEL_FILE)
-        files.initial_model.save_weights(staging / INITIAL_WEIGHTS_FILE)
+        written = [MODEL_FILE, HISTORY_FILE]
+        if files.initial_model is not None:
+            files.initial_model.save_weights(staging / INITIAL_WEIGHTS_FILE)
+            written.append(INITIAL_WEIGHTS_FILE)
         (staging / HISTORY_FILE).write_text(json.dumps(files.history, indent=2) + "\n")
         full = {
             "name": out_dir.parent.name,
@@ -67,7 +70,7 @@ def write_store_entry(out_dir: Path, files: StoreEntryFiles, metadata: dict[str,
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "files": {
                 name: {"sha256": sha256_file(staging / name), "bytes": (staging / name).stat().st_size}
-                for name in (MODEL_FILE, INITIAL_WEIGHTS_FILE, HISTORY_FILE)
+                for name in written
             },
         }
         (staging / METADATA_FILE).write_text(json.dumps(full, indent=2) + "\n")

@@ -1,10 +1,12 @@
-"""Histograms of each layer's kernel and bias, before and after training, on shared bin edges."""
+"""Histograms of each layer's weights (kernel and bias; BatchNorm's four), before and after
+training, on shared bin edges."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
+import keras
 import numpy as np
 
 from mindscope.engine.runtime import LoadedModel
@@ -12,8 +14,7 @@ from mindscope.errors import InitialWeightsMissing
 
 Stage = Literal["initial", "trained", "both"]
 StageName = Literal["initial", "trained"]
-Parameter = Literal["kernel", "bias"]
-PARAMETERS: tuple[Parameter, Parameter] = ("kernel", "bias")
+Parameter = str  # the weight's name in its layer: kernel, bias, gamma, moving_mean, ...
 
 
 @dataclass(frozen=True)
@@ -52,14 +53,23 @@ class ParameterTensors:
     trained: np.ndarray
 
 
+def parameter_names(layer: keras.Layer) -> list[str]:
+    """Each weight's name in its layer (kernel, bias, gamma, moving_mean...), made unique with
+    its position where a nested model repeats one."""
+    names = [weight.name for weight in layer.weights]
+    return [name if names.count(name) == 1 else f"{name}_{i}" for i, name in enumerate(names)]
+
+
 def weight_tensors(loaded: LoadedModel, layers: list[str] | None = None) -> list[ParameterTensors]:
-    """Per conv layer (all, or `layers` by name or index) and per parameter (kernel, bias)."""
-    infos = [loaded.layer(key) for key in layers] if layers else list(loaded.layers)
+    """Per layer with weights (all, or `layers` by name or index) and per weight tensor."""
+    infos = [loaded.weight_layer(key) for key in layers] if layers else list(loaded.weight_layers)
     result = []
     for info in infos:
-        trained = loaded.model.get_layer(info.name).get_weights()
+        layer = loaded.model.get_layer(info.name)
+        trained = layer.get_weights()
         initial = [None] * len(trained) if loaded.initial_weights is None else loaded.initial_weights[info.name]
-        result += [ParameterTensors(info.name, p, b, a) for p, b, a in zip(PARAMETERS, initial, trained, strict=True)]
+        names = parameter_names(layer)
+        result += [ParameterTensors(info.name, p, b, a) for p, b, a in zip(names, initial, trained, strict=True)]
     return result
 
 

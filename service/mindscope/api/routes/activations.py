@@ -14,7 +14,6 @@ from mindscope.engine.runtime import LoadedModel
 from mindscope.render.grids import ChannelGrid, activation_animation, activation_grid
 
 router = APIRouter(tags=["activations"])
-ANIMATION_LAYERS = ("conv3", "conv6", "conv9")
 
 
 @router.post(
@@ -22,11 +21,11 @@ ANIMATION_LAYERS = ("conv3", "conv6", "conv9")
     openapi_extra=IMAGE_REQUEST_BODY,
     responses={**ERROR_RESPONSES, 200: {"content": {"image/gif": {}}, "description": "animated GIF"}},
     response_class=Response,
-    summary="GIF from the input through the activations after layers 3, 6 and 9",
+    summary="GIF from the input through the activations of the model's animation layers (conv3, 6 and 9)",
 )
 def animate_activations(loaded: ModelDep, decoded: DecodedDep) -> Response:
     image = decoded.single()
-    frames = animation_frames(loaded, image.pixels, ANIMATION_LAYERS)
+    frames = animation_frames(loaded, image.pixels, loaded.animation_layers)
     return picture_response(activation_animation(image.pixels, [channel_grid(loaded, f) for f in frames]), "image/gif")
 
 

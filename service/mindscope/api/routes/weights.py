@@ -27,7 +27,7 @@ router = APIRouter(tags=["weights"])
     "/weights/histogram",
     response_model=WeightHistogramsResponse,
     responses={**ERROR_RESPONSES, 200: PNG_RESPONSE},
-    summary="Kernel and bias histograms per layer, before and/or after training, on shared bin edges",
+    summary="Histograms of each layer's weights, before and/or after training, on shared bin edges",
 )
 def read_weight_histograms(
     request: Request,
@@ -76,6 +76,9 @@ def weights_note(loaded: LoadedModel) -> str | None:
     return None if note is None else f"BatchNorm: {note}"
 
 
+# A picture of more layers than this (a deep imported model) shows the first ones and says so.
+PICTURE_MAX_LAYERS = 12
+
 _PICTURES: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
 _PICTURES_LOCK = threading.Lock()
 _PICTURES_KEPT = 32
@@ -89,11 +92,17 @@ def histogram_picture(loaded: LoadedModel, stage: Stage, layers: list[str] | Non
             _PICTURES.move_to_end(key)
             return _PICTURES[key]
     stages = require_stages(loaded, stage)
+    shown = layers or [info.name for info in loaded.weight_layers[:PICTURE_MAX_LAYERS]]
     panels = [
         WeightPanel(t.layer, t.parameter, tuple(t.trained.shape), {s: getattr(t, s) for s in stages})
-        for t in weight_tensors(loaded, layers)
+        for t in weight_tensors(loaded, shown)
     ]
-    picture = histogram_figure(panels, bins, weights_note(loaded))
+    notes = [weights_note(loaded)]
+    if len(shown) < len(loaded.weight_layers):
+        notes.append(
+            f"the first {len(shown)} of {len(loaded.weight_layers)} layers with weights; name others with ?layers="
+        )
+    picture = histogram_figure(panels, bins, "; ".join(n for n in notes if n) or None)
     with _PICTURES_LOCK:
         _PICTURES[key] = picture
         while len(_PICTURES) > _PICTURES_KEPT:

@@ -1,0 +1,184 @@
+"""`mindscope import`: any Keras 3 image classifier -> a complete, verified store entry.
+
+The file is loaded as the service will load it (`safe_mode=True`: no Lambda layers, no custom
+code) and checked: one image input (H, W, C with C = 1 or 3), one output of one score per class.
+Whether the output is probabilities or logits is measured, not guessed from layer names; the
+preprocessing is the caller's (`input_range`), or read off a leading `Rescaling` layer.
+The entry gets the next integer version and is written aside and renamed into place, so a
+running service with `RELOAD_INTERVAL_S` or `POST /admin/reload` picks it up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from mindscope.engine.runtime import INPUT_RANGES, spatial_layer_names
+from mindscope.engine.store import ModelStore, StoreEntryFiles, sha256_file, write_store_entry
+
+
+class ImportRefused(ValueError):
+    """The model cannot be served as it is; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    entry: Path
+    input_shape: tuple[int, int, int]
+    classes: list[str]
+    output: str  # "probabilities" | "logits"
+    input_range: str
+    range_source: str  # how the input range was decided
+    activation_layers: int
+    initial_weights: bool
+
+    def lines(self) -> list[str]:
+        height, width, channels = self.input_shape
+        return [
+            f"wrote {self.entry}",
+            f"input: {height}x{width}, {channels} channel{'s' if channels > 1 else ''}; "
+            f"images in [0, 1] are scaled to {self.input_range} ({self.range_source})",
+            f"output: {self.output} for {len(self.classes)} classes"
+            + ("; the service applies softmax for confidences and attributions" if self.output == "logits" else ""),
+            f"{self.activation_layers} layers with a spatial output (activations); "
+            + ("initial weights stored (before/after histograms)" if self.initial_weights else "no initial weights"),
+        ]
+
+
+def load_checked(path: Path) -> keras.Model:
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:
+        raise ImportRefused(
+            f"{path} cannot be loaded with safe_mode=True ({str(exc)[:300]}); save the model with "
+            "model.save('model.keras') from Keras 3, without Lambda layers or custom objects"
+        ) from None
+
+
+def image_input_shape(model: keras.Model) -> tuple[int, int, int]:
+    if len(model.inputs) != 1:
+        raise ImportRefused(f"the model has {len(model.inputs)} inputs; an image classifier takes one image")
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or any(d is None for d in shape[1:]) or shape[3] not in (1, 3):
+        raise ImportRefused(
+            f"the model's input has shape {list(shape)}; it must be an image (batch, height, width, channels) "
+            "with a fixed height and width and 1 (greyscale) or 3 (RGB) channels"
+        )
+    return int(shape[1]), int(shape[2]), int(shape[3])
+
+
+def class_count(model: keras.Model) -> int:
+    if len(model.outputs) != 1:
+        raise ImportRefused(f"the model has {len(model.outputs)} outputs; a classifier has one score per class")
+    shape = tuple(model.outputs[0].shape)
+    if len(shape) != 2 or shape[1] is None or shape[1] < 2:
+        raise ImportRefused(
+            f"the model's output has shape {list(shape)}; it must be (batch, classes): one score per class, "
+            "at least 2 classes"
+        )
+    return int(shape[1])
+
+
+def class_names(count: int, classes: list[str] | None) -> list[str]:
+    if classes is None:
+        return [str(i) for i in range(count)]
+    if len(classes) != count:
+        raise ImportRefused(
+            f"{len(classes)} class names were given but the model scores {count} classes; give exactly {count}"
+        )
+    if len(set(classes)) != len(classes) or not all(name.strip() for name in classes):
+        raise ImportRefused("class names must be distinct and not empty")
+    return classes
+
+
+def input_range_of(model: keras.Model, given: str | None) -> tuple[str, str]:
+    """(range, how it was decided): the caller's; else 0-255 when the model starts by rescaling
+    8-bit pixels itself (keras.applications with include_preprocessing); else 0-1."""
+    if given is not None:
+        if given not in INPUT_RANGES:
+            raise ImportRefused(f"--preprocessing must be one of {', '.join(INPUT_RANGES)}; got {given!r}")
+        return given, "as given"
+    first = next((layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)), None)
+    if isinstance(first, keras.layers.Rescaling) and np.all(np.asarray(first.scale) < 0.01):
+        return "0-255", f"its first layer, {first.name}, rescales 8-bit pixels"
+    return "0-1", "the default; pass --preprocessing if the model was trained otherwise"
+
+
+def output_kind(model: keras.Model, shape: tuple[int, int, int], scale: float, offset: float) -> str:
+    """ "probabilities" when every row of the output on varied inputs is a distribution, else "logits"."""
+    rng = np.random.default_rng(0)
+    probes = rng.uniform(0, 1, (8, *shape)).astype(np.float32) * scale + offset
+    outputs = np.asarray(model(probes, training=False), np.float64)
+    sums_to_one = np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3)
+    return "probabilities" if sums_to_one and outputs.min() >= -1e-6 else "logits"
+
+
+def _probe_affine(input_range: str, mean: list[float] | None, std: list[float] | None) -> tuple[Any, Any]:
+    if input_range == "0-255":
+        return 255.0, 0.0
+    if input_range == "-1-1":
+        return 2.0, -1.0
+    if input_range == "mean-std":
+        if mean is None or std is None:
+            raise ImportRefused("--preprocessing mean-std needs --mean and --std, one value per channel")
+        return 1.0 / np.asarray(std, np.float32), -np.asarray(mean, np.float32) / np.asarray(std, np.float32)
+    return 1.0, 0.0
+
+
+def import_model(
+    model_path: Path,
+    name: str,
+    store_root: Path,
+    classes: list[str] | None = None,
+    initial_weights: Path | None = None,
+    input_range: str | None = None,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+) -> ImportReport:
+    model = load_checked(model_path)
+    shape = image_input_shape(model)
+    names = class_names(class_count(model), classes)
+    chosen_range, range_source = input_range_of(model, input_range)
+    if chosen_range == "mean-std" and (mean is None or std is None or len(mean) != shape[2] or len(std) != shape[2]):
+        raise ImportRefused(f"--preprocessing mean-std needs --mean and --std with {shape[2]} values each")
+    scale, offset = _probe_affine(chosen_range, mean, std)
+    output = output_kind(model, shape, scale, offset)
+    initial = keras.models.clone_model(model)
+    if initial_weights is not None:
+        try:
+            initial.load_weights(initial_weights)
+        except Exception as exc:
+            raise ImportRefused(
+                f"{initial_weights} does not fit this model ({str(exc)[:300]}); save it from the same "
+                "architecture with model.save_weights('initial.weights.h5') before training"
+            ) from None
+    spatial = spatial_layer_names(model)
+    if not spatial:
+        raise ImportRefused("no layer of the model has a spatial (batch, H, W, C) output to show activations of")
+    store = ModelStore(store_root)
+    version = (store.versions(name) or [0])[-1] + 1
+    preprocessing: dict[str, Any] = {
+        "input_range": chosen_range,
+        "color": "RGB (alpha composited on white)" if shape[2] == 3 else "greyscale (ITU-R 601 luma)",
+        "resize": f"Pillow bilinear to {shape[1]}x{shape[0]}",
+    }
+    if chosen_range == "mean-std":
+        preprocessing |= {"mean": mean, "std": std}
+    metadata = {
+        "class_names": names,
+        "input_shape": list(shape),
+        "preprocessing": preprocessing,
+        "output": output,
+        "activation_layers": spatial,
+        "imported_from": {"file": model_path.name, "sha256": sha256_file(model_path)},
+        "parameters": int(model.count_params()),
+    }
+    files = StoreEntryFiles(model, initial if initial_weights is not None else None, [])
+    entry = write_store_entry(store_root / name / str(version), files, metadata)
+    return ImportReport(
+        entry, shape, names, output, chosen_range, range_source, len(spatial), initial_weights is not None
+    )

@@ -1,0 +1,258 @@
+"""Any Keras image classifier: three models unlike ours, built here, brought in with the real
+`mindscope import` command, and asked every endpoint over HTTP.
+
+- digits: 28x28 greyscale, Dense head with Dropout, softmax; imported with its initial weights.
+- resnet: 24x24 RGB, a residual block with BatchNorm and Add, logits, mean/std preprocessing.
+- mobilenet: keras.applications.MobileNetV3Small (weights=None), 96x96, 5 classes, logits; it
+  rescales 8-bit pixels itself, which the importer reads off its first layer.
+"""
+
+import io
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import keras
+import numpy as np
+import pytest
+from mindscope.config import Settings
+from PIL import Image
+
+from ..api.helpers import array_of, assert_error
+from ..servers import InProcessServer
+
+
+@dataclass
+class Case:
+    name: str
+    model: keras.Model
+    inner_layer: str  # an activation layer to compare with a Keras sub-model
+    preprocess: object  # [0, 1] pixels -> the model's input
+    logits: bool
+    import_args: list[str]
+
+
+def digits() -> tuple[keras.Model, keras.Model]:
+    def build() -> keras.Model:
+        inputs = keras.Input((28, 28, 1))
+        x = keras.layers.Conv2D(8, 3, activation="relu", name="c1")(inputs)
+        x = keras.layers.MaxPooling2D(name="pool")(x)
+        x = keras.layers.Conv2D(16, 3, activation="relu", name="c2")(x)
+        x = keras.layers.Flatten()(x)
+        x = keras.layers.Dropout(0.3)(x)
+        return keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="head")(x))
+
+    keras.utils.set_random_seed(1)
+    initial = build()
+    trained = build()
+    trained.set_weights([w + np.random.default_rng(2).normal(0, 0.05, w.shape) for w in initial.get_weights()])
+    return trained, initial
+
+
+def resnet() -> keras.Model:
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((24, 24, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    y = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="block_conv1")(x)
+    y = keras.layers.Conv2D(8, 3, padding="same", name="block_conv2")(y)
+    x = keras.layers.Add(name="block_add")([x, y])
+    x = keras.layers.ReLU(name="block_out")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(4, name="logits")(x))
+
+
+MEAN, STD = [0.5, 0.4, 0.3], [0.25, 0.2, 0.3]
+
+
+def decisive(model: keras.Model, preprocess, top: float = 3.0) -> keras.Model:
+    """Scale the head of an untrained network so its scores on random images reach about `top`
+    (MobileNetV3's untrained scores are ~1e-10): an image and a black baseline then differ in
+    score, which completeness is measured against."""
+    shape = tuple(model.inputs[0].shape[1:])
+    probes = preprocess(np.random.default_rng(0).uniform(0, 1, (4, *shape)).astype(np.float32))
+    reach = float(np.abs(np.asarray(model(probes, training=False))).max())
+    head = [layer for layer in model.layers if layer.weights][-1]
+    head.set_weights([w * (top / reach) for w in head.get_weights()])
+    return model
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory) -> list[Case]:
+    folder = tmp_path_factory.mktemp("models")
+    trained, initial = digits()
+    mobilenet = keras.applications.MobileNetV3Small(
+        input_shape=(96, 96, 3), weights=None, classes=5, classifier_activation=None
+    )
+    initial.save_weights(folder / "digits-initial.weights.h5")
+    mean, std = np.array(MEAN, np.float32), np.array(STD, np.float32)
+    return [
+        Case(
+            "digits",
+            trained,
+            "c2",
+            lambda x: x,
+            False,
+            ["--initial-weights", str(folder / "digits-initial.weights.h5"), "--classes", ",".join("0123456789")],
+        ),
+        Case(
+            "resnet",
+            decisive(resnet(), lambda x: (x - mean) / std),
+            "block_add",
+            lambda x: (x - mean) / std,
+            True,
+            ["--preprocessing", "mean-std", "--mean", ",".join(map(str, MEAN)), "--std", ",".join(map(str, STD))],
+        ),
+        Case(
+            "mobilenet",
+            decisive(mobilenet, lambda x: x * 255.0),
+            "expanded_conv_project_bn",
+            lambda x: x * 255.0,
+            True,
+            [],
+        ),
+    ]
+
+
+def mindscope(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [str(Path(sys.executable).with_name("mindscope")), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def served(cases, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("imports")
+    store = folder / "store"
+    for case in cases:
+        path = folder / f"{case.name}.keras"
+        case.model.save(path)
+        done = mindscope("import", str(path), "--name", case.name, "--store", str(store), *case.import_args)
+        assert done.returncode == 0, done.stderr
+        assert f"wrote {store / case.name / '1'}" in done.stdout
+        assert ("logits" in done.stdout) == case.logits
+    with InProcessServer(Settings(model_store_dir=store, default_model="digits")) as server:
+        yield server
+
+
+def picture(shape: tuple[int, int, int], seed: int) -> tuple[bytes, np.ndarray]:
+    """A PNG of the model's input size and channels, and its pixels in [0, 1] as the model sees them."""
+    height, width, channels = shape
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, channels), dtype=np.uint8)
+    image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue(), pixels.astype(np.float32) / 255.0
+
+
+PNG = {"Content-Type": "image/png"}
+
+
+def probabilities(case: Case, pixels: np.ndarray) -> np.ndarray:
+    outputs = np.asarray(case.model(case.preprocess(pixels[None]), training=False), np.float64)[0]
+    if case.logits:
+        outputs = np.exp(outputs - outputs.max())
+        outputs /= outputs.sum()
+    return outputs
+
+
+def test_every_endpoint_serves_each_imported_model(served, cases):
+    with httpx.Client(base_url=served.base_url, timeout=600) as http:
+        for case in cases:
+            check_every_endpoint(http, case)
+
+
+def check_every_endpoint(http: httpx.Client, case: Case) -> None:
+    shape = tuple(case.model.inputs[0].shape[1:])
+    query = f"model={case.name}"
+    detail = http.get(f"/models/{case.name}").json()
+    assert detail["input_shape"] == list(shape)
+    body, pixels = picture(shape, seed=len(case.name))
+
+    # Predict: raw image and a JSON array of the model's own shape, both equal to Keras's answer.
+    answer = http.post(f"/predict?{query}", content=body, headers=PNG).json()
+    expected = probabilities(case, pixels)
+    assert np.allclose(array_of(answer["probabilities"]), expected, atol=1e-4), case.name
+    assert answer["label"] == detail["class_names"][int(np.argmax(array_of(answer["probabilities"])))]
+    instances = {"instances": [(pixels * 255).round().tolist()], "value_range": "0-255"}
+    batch = http.post(f"/predict?{query}", json=instances).json()
+    assert np.allclose(array_of(batch["predictions"][0]["probabilities"]), expected, atol=1e-4)
+    wrong = np.zeros((5, 5, 3)).tolist()
+    error = assert_error(http.post(f"/predict?{query}", json={"instances": [wrong]}), 422, "invalid_input")
+    assert error["details"]["expected_shape"] == list(shape)
+
+    # Activations of a layer inside the network equal a Keras sub-model's.
+    tapped = keras.Model(case.model.input, case.model.get_layer(case.inner_layer).output)
+    reference = np.asarray(tapped(case.preprocess(pixels[None]), training=False))[0]
+    channels = list(range(min(6, reference.shape[-1])))
+    activations = http.post(
+        f"/activations/{case.inner_layer}?{query}&" + "&".join(f"channels={c}" for c in channels),
+        content=body,
+        headers=PNG,
+    ).json()
+    assert np.allclose(array_of(activations["activations"]), reference[..., channels], atol=1e-4), case.name
+    grid = http.post(f"/activations/{case.inner_layer}?{query}&format=png", content=body, headers=PNG)
+    assert grid.status_code == 200 and grid.headers["content-type"] == "image/png"
+    gif = http.post(f"/activations/animation?{query}", content=body, headers=PNG)
+    assert gif.status_code == 200 and gif.content[:6] == b"GIF89a"
+
+    # Weight histograms count every weight of every layer that has any (BatchNorm's four included).
+    histograms = http.get(f"/weights/histogram?{query}").json()
+    weights = {(layer.name, i): w for layer in case.model.layers for i, w in enumerate(layer.get_weights())}
+    assert len(histograms["histograms"]) == len(weights), case.name
+    for entry in histograms["histograms"]:
+        for stage in entry["stages"].values():
+            assert int(array_of(stage["counts"]).sum()) == int(np.prod(entry["shape"]))
+    assert histograms["stage"] == ("both" if case.name == "digits" else "trained")
+    chart = http.get(f"/weights/histogram?{query}&format=png")
+    assert chart.status_code == 200 and chart.headers["content-type"] == "image/png"
+    if case.name != "digits":
+        assert_error(http.get(f"/weights/histogram?{query}&stage=initial"), 404, "initial_weights_missing")
+
+    # Integrated gradients keep completeness on every architecture.
+    explained = http.post(f"/explain/integrated-gradients?{query}&steps=256", content=body, headers=PNG).json()
+    assert array_of(explained["attributions"]).shape == shape
+    completeness = explained["completeness"]
+    assert abs(completeness["output_at_input"] - completeness["output_at_baseline"]) > 0.01, case.name
+    assert completeness["relative_delta"] < 0.01, (case.name, completeness)
+    heatmap = http.post(f"/explain/integrated-gradients?{query}&format=png", content=body, headers=PNG)
+    assert heatmap.status_code == 200
+    interior = http.post(f"/explain/interior-gradients?{query}&alphas=0.25&alphas=1", content=body, headers=PNG).json()
+    assert array_of(interior["gradients"]).shape == (2, *shape)
+
+
+def test_the_importer_refuses_what_it_cannot_serve(tmp_path):
+    store = tmp_path / "store"
+    not_an_image = keras.Sequential([keras.Input((10,)), keras.layers.Dense(3, activation="softmax")])
+    not_an_image.save(tmp_path / "vector.keras")
+    refused = mindscope("import", str(tmp_path / "vector.keras"), "--name", "vector", "--store", str(store))
+    assert refused.returncode == 2 and "must be an image" in refused.stderr
+
+    regression = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(1)])
+    regression.save(tmp_path / "one.keras")
+    refused = mindscope("import", str(tmp_path / "one.keras"), "--name", "one", "--store", str(store))
+    assert refused.returncode == 2 and "one score per class" in refused.stderr
+
+    fine = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(), keras.layers.Dense(3)]
+    )
+    fine.save(tmp_path / "fine.keras")
+    refused = mindscope(
+        "import", str(tmp_path / "fine.keras"), "--name", "fine", "--store", str(store), "--classes", "a,b"
+    )
+    assert refused.returncode == 2 and "give exactly 3" in refused.stderr
+
+    (tmp_path / "garbage.keras").write_bytes(b"not a zip")
+    refused = mindscope("import", str(tmp_path / "garbage.keras"), "--name", "g", "--store", str(store))
+    assert refused.returncode == 2 and "safe_mode=True" in refused.stderr
+    assert not store.exists() or not any(store.iterdir())  # nothing half-written
+
+    done = mindscope("import", str(tmp_path / "fine.keras"), "--name", "fine", "--store", str(store))
+    again = mindscope("import", str(tmp_path / "fine.keras"), "--name", "fine", "--store", str(store))
+    assert done.returncode == 0 and again.returncode == 0 and f"{store / 'fine' / '2'}" in again.stdout
+    metadata = json.loads((store / "fine" / "2" / "metadata.json").read_text())
+    assert metadata["output"] == "logits" and metadata["class_names"] == ["0", "1", "2"]
+    assert set(metadata["files"]) == {"model.keras", "history.json"}
