@@ -147,6 +147,7 @@ def main() -> None:
     args = parser.parse_args()
     image = IMAGE.read_bytes()
     log = Path("/tmp") / "mindscope-explain-load.log"
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     server = start_server(args.store, log)
     try:
         _post(httpx.Client(base_url=server.base, timeout=180), image)  # warm-up: compile the gradient path
@@ -154,7 +155,6 @@ def main() -> None:
     finally:
         server.process.terminate()
         server.process.wait(60)
-    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     text = "\n".join(
         [
             SECTION,

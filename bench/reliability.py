@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
 import os
 import platform
 import socket
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -181,7 +183,7 @@ MIXED = [
     ("GET", "/weights/histogram?format=png", None),
     ("POST", "/explain/integrated-gradients?steps=64", JPEG),
     ("POST", "/explain/integrated-gradients?steps=64&format=png", JPEG),
-    ("POST", "/explain/interior-gradients?alphas=8", JPEG),
+    ("POST", "/explain/interior-gradients?alphas=0.25&alphas=0.5&alphas=1", JPEG),
 ]
 
 
@@ -340,6 +342,7 @@ def main() -> None:
     image = IMAGE.read_bytes()
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"mindscope-reliability-{os.getpid()}.log"
     rows: list[Row] = []
+    per_case: dict[str, list[Row]] = {}
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     cases: dict[str, Callable[[Server], list[Row]]] = {
         "burst": lambda s: case_burst(s, image),
@@ -357,17 +360,37 @@ def main() -> None:
             server.process.terminate()
             server.process.wait(60)
         rows += case_rows
+        per_case[name] = case_rows
         for row in case_rows:
             print(f"{row.case:13} {row.load:52} {row.answers:30} {row.figures}", flush=True)
-    report = table(rows)
-    print(report)
+    print(table(rows))
     if args.out:
-        machine = f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
-        args.out.write_text(
-            "# Reliability\n\n"
-            f"`python bench/reliability.py` against a real `mindscope serve` (default settings, the store's default "
-            f"model) on loopback; {machine}; started {started}. Each case starts a fresh server.\n\n" + report + "\n"
-        )
+        write_report(args.out, per_case, started)
+
+
+def write_report(out: Path, per_case: dict[str, list[Row]], started: str) -> None:
+    """Rows of the cases run now replace theirs in `out` (Markdown) and in the JSON beside it; the
+    other cases keep the rows of their last run, with its date."""
+    saved = out.with_suffix(".json")
+    runs: dict[str, dict[str, Any]] = json.loads(saved.read_text()) if saved.exists() else {}
+    machine = f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
+    for case, rows in per_case.items():
+        runs[case] = {
+            "started": started,
+            "machine": machine,
+            "rows": [[r.case, r.load, r.answers, r.figures] for r in rows],
+        }
+    saved.write_text(json.dumps(runs, indent=2) + "\n")
+    lines = ["| case | load | answers | figures | run |", "|---|---|---|---|---|"]
+    for case in CASES:
+        for row in runs.get(case, {}).get("rows", []):
+            lines.append("| " + " | ".join([*row, runs[case]["started"]]) + " |")
+    out.write_text(
+        "# Reliability\n\n"
+        "`python bench/reliability.py --out docs/reliability.md` against a real `mindscope serve` (default settings, "
+        f"the store's default model) on loopback; {machine}. Each case starts a fresh server; `--only` reruns "
+        "some cases and keeps the others' last rows (the run column dates each).\n\n" + "\n".join(lines) + "\n"
+    )
 
 
 if __name__ == "__main__":

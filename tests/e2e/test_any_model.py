@@ -256,3 +256,19 @@ def test_the_importer_refuses_what_it_cannot_serve(tmp_path):
     metadata = json.loads((store / "fine" / "2" / "metadata.json").read_text())
     assert metadata["output"] == "logits" and metadata["class_names"] == ["0", "1", "2"]
     assert set(metadata["files"]) == {"model.keras", "history.json"}
+
+
+def test_the_sdk_follows_the_model_it_names(served, cases):
+    from mindscope_client import Client
+
+    digits_model = cases[0].model
+    pixels = np.random.default_rng(5).integers(0, 256, (28, 28, 1), dtype=np.uint8)
+    expected = probabilities(cases[0], pixels.astype(np.float32) / 255.0)
+    with Client(served.base_url, timeout=600) as client:
+        for image in (pixels, pixels[..., 0], Image.fromarray(pixels[..., 0])):
+            prediction = client.predict(image, model="digits")
+            assert np.allclose(prediction.probabilities, expected, atol=1e-4)
+        layer = client.activations(pixels, "c1", model="digits")
+        assert layer.values.shape[:2] == tuple(digits_model.get_layer("c1").output.shape[1:3])
+        attribution = client.integrated_gradients(pixels, model="digits")
+        assert attribution.attributions.shape == (28, 28, 1)

@@ -235,8 +235,8 @@ class Client(_Builder):
     ) -> Prediction | list[Prediction] | ImageResult:
         """One image -> Prediction; a list of images -> list[Prediction]; as_png: the bar chart.
 
-        An image is a path, bytes (PNG/JPEG/WebP), a PIL image, or a (32, 32, 3) HWC array
-        (uint8 in 0-255 or float in 0-1).
+        An image is a path, bytes (PNG/JPEG/WebP), a PIL image, or an HWC array of the model's
+        input size, e.g. (32, 32, 3) (uint8 in 0-255 or float in 0-1).
         """
         return self._send(self._predict(image_or_batch, model, version, as_png))
 
@@ -279,7 +279,7 @@ class Client(_Builder):
         *,
         model: str | None = None,
     ) -> Attribution | ImageResult:
-        """Attributions (32, 32, 3) with the completeness check; `baseline` a name or an image."""
+        """Attributions (H, W, C) like the input, with the completeness check; `baseline` a name or an image."""
         return self._send(self._integrated_gradients(image, target, steps, baseline, method, tolerance, as_png, model))
 
     def interior_gradients(

@@ -72,8 +72,11 @@ def _image_bytes(image: Any) -> bytes:
 def _instance(image: Any) -> tuple[Any, str | None]:
     """(JSON instance, value range of an array instance or None)."""
     if _is_array(image):
-        if tuple(image.shape) != (32, 32, 3):
-            raise ValueError(f"array images must be (32, 32, 3) HWC; got {tuple(image.shape)}")
+        shape = tuple(image.shape)
+        if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 3)):
+            raise ValueError(
+                f"array images must be HWC with 1 or 3 channels (or HW), at the model's input size; got {shape}"
+            )
         value_range = "0-255" if image.dtype.kind in "ui" else "0-1"
         return image.tolist(), value_range
     return {"b64": base64.b64encode(_image_bytes(image)).decode("ascii")}, None

@@ -149,7 +149,7 @@ class Attribution:
     baseline: str
     steps: int
     gradient_evaluations: int
-    attributions: Any  # (32, 32, 3) float32
+    attributions: Any  # (H, W, C) float32, like the model's input
     completeness: Completeness
     probabilities: Any
     classes: list[str]
@@ -163,7 +163,7 @@ class InteriorGradients:
     label: str
     alphas: Any
     outputs: Any
-    gradients: Any  # (len(alphas), 32, 32, 3)
+    gradients: Any  # (len(alphas), H, W, C)
     model: ModelRef
 
 

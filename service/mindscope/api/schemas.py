@@ -145,7 +145,7 @@ class IntegratedGradientsResponse(BaseModel):
     baseline: str
     steps: int = Field(description="quadrature points of the final integral")
     gradient_evaluations: int = Field(description="gradients computed in all, refinements included")
-    attributions: ArrayPayload = Field(description="(32, 32, 3) float32")
+    attributions: ArrayPayload = Field(description="(H, W, C) float32, the model's input shape")
     completeness: Completeness
     tolerance: ToleranceOut | None = Field(None, description="present when the request gave a tolerance")
     probabilities: ArrayPayload
@@ -158,7 +158,7 @@ class InteriorGradientsResponse(BaseModel):
     target: TargetOut
     alphas: ArrayPayload
     outputs: ArrayPayload = Field(description="F(alpha * x) for each alpha")
-    gradients: ArrayPayload = Field(description="(len(alphas), 32, 32, 3) float32")
+    gradients: ArrayPayload = Field(description="(len(alphas), H, W, C) float32")
     input: ImageInfo
     model: ModelRefOut
 

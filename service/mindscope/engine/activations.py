@@ -38,7 +38,7 @@ def select_channels(layer: LayerInfo, channels: list[int] | None, default_count:
 def layer_activations(
     loaded: LoadedModel, image: np.ndarray, layer_key: str, channels: list[int] | None = None
 ) -> LayerActivations:
-    """Activations of one conv layer for float32 (32, 32, 3) `image` in [0, 1]."""
+    """Activations of one layer for float32 (H, W, C) `image` in [0, 1], the model's input shape."""
     layer = loaded.layer(layer_key)
     return _selected(layer, loaded.activations(image[None])[layer.index - 1][0], select_channels(layer, channels))
 
