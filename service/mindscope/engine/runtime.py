@@ -200,7 +200,9 @@ class LoadedModel:
 
     def activations(self, images: np.ndarray) -> list[np.ndarray]:
         """Outputs of every activation layer for float32 (N, H, W, C) images; each float32 (N, h, w, c)."""
-        return [out.numpy() for out in self._activations(tf.convert_to_tensor(images, tf.float32))]
+        outputs = self._activations(tf.convert_to_tensor(images, tf.float32))
+        # A model tapped at one layer answers that layer's tensor, not a list of one.
+        return [out.numpy() for out in (outputs if isinstance(outputs, list | tuple) else [outputs])]
 
     def gradients_now(self, images: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One compiled gradient call on exactly these rows."""
