@@ -7,17 +7,16 @@
   rescales 8-bit pixels itself, which the importer reads off its first layer.
 """
 
+import contextlib
 import io
 import json
-import subprocess
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import keras
 import numpy as np
 import pytest
+from mindscope.cli import main
 from mindscope.config import Settings
 from PIL import Image
 
@@ -118,9 +117,20 @@ def cases(tmp_path_factory) -> list[Case]:
     ]
 
 
-def mindscope(*args: str) -> subprocess.CompletedProcess[str]:
-    command = [str(Path(sys.executable).with_name("mindscope")), *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def mindscope(*args: str) -> Ran:
+    """`mindscope ARGS` through the command's own entry point, in this process (TensorFlow is
+    already loaded here; tests/e2e/test_own_model_readme.py runs the installed command itself)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return Ran(code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="module")
