@@ -21,7 +21,8 @@ from mindscope.api.codecs import decode_raw_body
 from mindscope.api.routes.predict import answer_prediction
 from mindscope.app import create_app
 from mindscope.config import Settings
-from mindscope.engine.runtime import LoadedModel, ModelRegistry
+from mindscope.engine.loaded_model import LoadedModel
+from mindscope.engine.registry import ModelRegistry
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 

@@ -223,7 +223,7 @@ def main() -> None:
 
     from mindscope.engine.images import scale_to_unit, to_rgb_array
     from mindscope.engine.integrated_gradients import attribute
-    from mindscope.engine.runtime import ModelRegistry
+    from mindscope.engine.registry import ModelRegistry
     from mindscope.engine.store import ModelStore
     from PIL import Image
 

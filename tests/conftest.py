@@ -12,7 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 from mindscope.app import create_app
 from mindscope.config import Settings
-from mindscope.engine.runtime import LoadedModel, ModelRegistry
+from mindscope.engine.loaded_model import LoadedModel
+from mindscope.engine.registry import ModelRegistry
 from mindscope.engine.store import ModelStore
 from mindscope.training.data import decode_files, list_image_folder, split_validation
 

@@ -18,7 +18,7 @@ from mindscope.api.http_protocol import header_timeout_protocol
 from mindscope.app import create_app
 from mindscope.config import Settings
 from mindscope.engine.batching import DynamicBatcher
-from mindscope.engine.runtime import LoadedModel
+from mindscope.engine.loaded_model import LoadedModel
 
 
 def free_port() -> int:

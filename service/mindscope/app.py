@@ -19,7 +19,7 @@ from mindscope.api.openapi import install_openapi
 from mindscope.api.predict_fast_path import PredictFastPath
 from mindscope.api.routes import activations, admin, explain, explorer, health, metrics, models, predict, weights
 from mindscope.config import Settings
-from mindscope.engine.runtime import ModelRegistry
+from mindscope.engine.registry import ModelRegistry
 from mindscope.engine.store import ModelStore
 from mindscope.errors import MindscopeError
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mindscope.engine.batching import BatchingConfig
+from mindscope.engine.batching import FORWARD_BATCHING, GRADIENT_BATCHING, BatchingConfig
 
 
 class Settings(BaseSettings):
@@ -33,10 +33,14 @@ class Settings(BaseSettings):
     internal_batch_size: int = Field(64, ge=1, description="gradient rows evaluated at once")
     max_alphas: int = Field(32, ge=1, description="cap on interior-gradients alphas")
 
-    batch_max_rows: int = Field(64, ge=1, description="images per compiled forward call")
-    gradient_batch_max_rows: int = Field(128, ge=1, description="gradient rows per compiled call")
+    batch_max_rows: int = Field(FORWARD_BATCHING.max_batch_rows, ge=1, description="images per compiled forward call")
+    gradient_batch_max_rows: int = Field(
+        GRADIENT_BATCHING.max_batch_rows, ge=1, description="gradient rows per compiled call"
+    )
     batch_max_delay_ms: float = Field(0.0, ge=0, le=1000, description="wait for a batch to fill (0: none)")
-    queue_size: int = Field(256, ge=1, description="waiting calls per batcher before 503 overloaded")
+    queue_size: int = Field(
+        FORWARD_BATCHING.max_queue, ge=1, description="waiting calls per batcher before 503 overloaded"
+    )
     request_timeout_s: float = Field(
         30.0, gt=0, description="a request's model work past this many seconds is dropped with 504"
     )

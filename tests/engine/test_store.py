@@ -6,7 +6,7 @@ import shutil
 import keras
 import numpy as np
 import pytest
-from mindscope.engine.runtime import ModelRegistry
+from mindscope.engine.registry import ModelRegistry
 from mindscope.engine.store import INITIAL_WEIGHTS_FILE, METADATA_FILE, MODEL_FILE, ModelRef, ModelStore, sha256_file
 from mindscope.errors import ModelIntegrityError, ModelNotFound
 from mindscope.training.network import CONV_NAMES

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 from mindscope.cli import main
-from mindscope.engine.runtime import ModelRegistry
+from mindscope.engine.registry import ModelRegistry
 from mindscope.engine.store import INITIAL_WEIGHTS_FILE, METADATA_FILE, MODEL_FILE, ModelStore, sha256_file
 from mindscope.training.data import load_image_folder, random_crop_flip, split_validation
 from mindscope.training.network import CONV_NAMES, build_training_model, fold_batch_norm

@@ -18,7 +18,8 @@ from starlette.datastructures import Headers
 
 from mindscope.api.codecs import DecodedRequest, read_images
 from mindscope.config import Settings
-from mindscope.engine.runtime import LoadedModel, ModelRegistry
+from mindscope.engine.loaded_model import LoadedModel
+from mindscope.engine.registry import ModelRegistry
 from mindscope.errors import InvalidInput, ModelNotReady, Unauthorized
 
 

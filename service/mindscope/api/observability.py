@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mindscope.engine.runtime import ModelRegistry
+from mindscope.engine.registry import ModelRegistry
 
 access_log = logging.getLogger("mindscope.access")
 REQUEST_ID_HEADER = "x-request-id"

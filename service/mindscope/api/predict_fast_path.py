@@ -21,7 +21,7 @@ from mindscope.api.deps import check_api_key, serving_model
 from mindscope.api.errors import domain_error_response
 from mindscope.api.routes.predict import answer_prediction, predict_image, router
 from mindscope.config import Settings
-from mindscope.engine.runtime import ModelRegistry
+from mindscope.engine.registry import ModelRegistry
 from mindscope.errors import MindscopeError
 
 

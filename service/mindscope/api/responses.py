@@ -6,7 +6,7 @@ from fastapi import Response
 from pydantic import BaseModel
 
 from mindscope.api.schemas import LayerOut, ModelRefOut
-from mindscope.engine.runtime import LayerInfo, LoadedModel
+from mindscope.engine.loaded_model import LayerInfo, LoadedModel
 
 PNG_RESPONSE = {
     "content": {"image/png": {}},

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mindscope.engine.runtime import LayerInfo, LoadedModel
+from mindscope.engine.loaded_model import LayerInfo, LoadedModel
 from mindscope.errors import InvalidInput
 
 

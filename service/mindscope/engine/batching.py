@@ -47,6 +47,12 @@ class BatchingConfig:
     admission_headroom: float = 0.85
 
 
+# The defaults, in one place (Settings starts from these): a forward call of up to 64 images, a
+# gradient call of up to 128 rows (two explanation chunks of 64).
+FORWARD_BATCHING = BatchingConfig(max_batch_rows=64)
+GRADIENT_BATCHING = BatchingConfig(max_batch_rows=128)
+
+
 @dataclass
 class _Pending:
     arrays: tuple[np.ndarray, ...]

@@ -17,7 +17,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from mindscope.engine.runtime import INPUT_RANGES, spatial_layer_names
+from mindscope.engine.loaded_model import INPUT_RANGES, spatial_layer_names
 from mindscope.engine.store import ModelStore, StoreEntryFiles, sha256_file, write_store_entry
 
 

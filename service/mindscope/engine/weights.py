@@ -9,7 +9,7 @@ from typing import Literal
 import keras
 import numpy as np
 
-from mindscope.engine.runtime import LoadedModel
+from mindscope.engine.loaded_model import LoadedModel
 from mindscope.errors import InitialWeightsMissing
 
 Stage = Literal["initial", "trained", "both"]

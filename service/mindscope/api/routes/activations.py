@@ -10,7 +10,7 @@ from mindscope.api.errors import ERROR_RESPONSES
 from mindscope.api.responses import PNG_RESPONSE, layer_out, model_ref, picture_response
 from mindscope.api.schemas import ActivationsResponse, ArrayPayload, ChannelStatistics
 from mindscope.engine.activations import LayerActivations, animation_frames, channel_labels, layer_activations
-from mindscope.engine.runtime import LoadedModel
+from mindscope.engine.loaded_model import LoadedModel
 from mindscope.render.grids import ChannelGrid, activation_animation, activation_grid
 
 router = APIRouter(tags=["activations"])

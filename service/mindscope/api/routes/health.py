@@ -5,7 +5,7 @@ from fastapi.responses import JSONResponse
 
 from mindscope.api.deps import RegistryDep
 from mindscope.api.schemas import HealthResponse, ModelRefOut
-from mindscope.engine.runtime import ModelRegistry
+from mindscope.engine.registry import ModelRegistry
 
 router = APIRouter(prefix="/health", tags=["health"])
 

@@ -9,7 +9,7 @@ from mindscope.api.deps import DecodedDep, FormatQuery, ModelDep
 from mindscope.api.errors import ERROR_RESPONSES
 from mindscope.api.responses import PNG_RESPONSE, json_response, model_ref, picture_response
 from mindscope.api.schemas import ArrayPayload, BatchPredictResponse, Prediction, PredictResponse
-from mindscope.engine.runtime import LoadedModel
+from mindscope.engine.loaded_model import LoadedModel
 from mindscope.render.charts import probability_chart
 
 router = APIRouter(tags=["predict"])

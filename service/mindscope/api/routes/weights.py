@@ -16,7 +16,7 @@ from mindscope.api.schemas import (
     StageHistogramOut,
     WeightHistogramsResponse,
 )
-from mindscope.engine.runtime import LoadedModel
+from mindscope.engine.loaded_model import LoadedModel
 from mindscope.engine.weights import Stage, require_stages, resolve_stage, weight_histograms, weight_tensors
 from mindscope.render.charts import WeightPanel, histogram_figure
 

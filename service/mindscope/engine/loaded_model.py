@@ -1,9 +1,8 @@
-"""Loaded models and the compiled functions every request calls."""
+"""A store entry in memory: the model, its input spec, its layer tables and the compiled
+forward, activation and gradient functions every request calls, behind their batchers."""
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -12,11 +11,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mindscope.engine.batching import BatchingConfig, DynamicBatcher
+from mindscope.engine.batching import FORWARD_BATCHING, GRADIENT_BATCHING, BatchingConfig, DynamicBatcher
 from mindscope.engine.store import ModelRef, ModelStore
-from mindscope.errors import MindscopeError, UnknownClass, UnknownLayer
-
-logger = logging.getLogger("mindscope")
+from mindscope.errors import UnknownClass, UnknownLayer
 
 
 @dataclass(frozen=True)
@@ -112,8 +109,8 @@ class LoadedModel:
     model: keras.Model
     metadata: dict[str, Any]
     initial_weights: dict[str, list[np.ndarray]] | None  # None: the entry has no initial weights
-    forward_batching: BatchingConfig = field(default_factory=BatchingConfig)
-    gradient_batching: BatchingConfig = field(default_factory=lambda: BatchingConfig(max_batch_rows=128))
+    forward_batching: BatchingConfig = FORWARD_BATCHING
+    gradient_batching: BatchingConfig = GRADIENT_BATCHING
     layers: tuple[LayerInfo, ...] = field(init=False)
     gradients: BatchedGradients = field(init=False)
 
@@ -280,107 +277,6 @@ def load_model(
         model,
         metadata,
         store.load_initial_weights(ref, model),
-        forward_batching or BatchingConfig(),
-        gradient_batching or BatchingConfig(max_batch_rows=128),
+        forward_batching or FORWARD_BATCHING,
+        gradient_batching or GRADIENT_BATCHING,
     )
-
-
-class ModelRegistry:
-    """The models held in memory, loaded once each, looked up by exact name and version.
-
-    Requests that name no version get the *serving default*: the store's default entry as of the
-    last successful `reload_default`. A newer version dropped into the store is loaded and warmed
-    beside it first and swapped in only when that worked, so a corrupt new version never replaces
-    a working one.
-
-    The registry is the one owner of readiness: `ready` once a default serves and until shutdown
-    begins; `load_error` says why nothing serves when the first load failed.
-    """
-
-    def __init__(
-        self,
-        store: ModelStore,
-        forward_batching: BatchingConfig | None = None,
-        gradient_batching: BatchingConfig | None = None,
-    ) -> None:
-        self.store = store
-        self.forward_batching = forward_batching
-        self.gradient_batching = gradient_batching
-        self._loaded: dict[ModelRef, LoadedModel] = {}
-        self._failed: dict[ModelRef, str] = {}
-        self._default: LoadedModel | None = None
-        self._load_error: str | None = None
-        self._stopping = False
-        self._lock = threading.Lock()
-
-    @property
-    def ready(self) -> bool:
-        """A default model is loaded, warmed up and serving, and shutdown has not begun."""
-        return self._default is not None and not self._stopping
-
-    @property
-    def load_error(self) -> str | None:
-        """Why no default serves, when its load failed; None while loading or serving."""
-        return None if self._default is not None else self._load_error
-
-    def stop_serving(self) -> None:
-        """Shutdown has begun: readiness ends, requests in flight finish."""
-        self._stopping = True
-
-    def get(self, name: str | None = None, version: int | None = None) -> LoadedModel:
-        """The model, loading it first if need be (disk and compilation: seconds, off the event loop)."""
-        return self.serving_for(name, version) or self._load(self.store.resolve(name, version))
-
-    def serving_for(self, name: str | None = None, version: int | None = None) -> LoadedModel | None:
-        """The serving default when the request asks for it (no name, or its name and no version);
-        no disk access, so it may run on the event loop."""
-        serving = self._default if not self._stopping else None
-        if serving is not None and version is None and name in (None, serving.ref.name):
-            return serving
-        return None
-
-    def _load(self, ref: ModelRef) -> LoadedModel:
-        loaded = self._loaded.get(ref)
-        if loaded is not None:
-            return loaded
-        with self._lock:
-            if ref not in self._loaded:
-                loaded = load_model(self.store, ref, self.forward_batching, self.gradient_batching)
-                loaded.warm_up()
-                self._loaded[ref] = loaded
-            return self._loaded[ref]
-
-    def reload_default(self) -> tuple[ModelRef, bool]:
-        """Load the store's current default if it is new and swap it in: (serving ref, changed).
-
-        Raises the load's MindscopeError when the new entry fails; the previous default keeps
-        serving and the failed entry is not retried.
-        """
-        ref = self.store.resolve()
-        serving = self._default
-        if serving is not None and (ref == serving.ref or ref in self._failed):
-            return serving.ref, False
-        try:
-            candidate = self._load(ref)
-        except MindscopeError as exc:
-            self._failed[ref] = exc.message
-            self._load_error = exc.message
-            keeping = "nothing serves yet" if serving is None else f"{serving.ref.label} keeps serving"
-            logger.error("refused %s: %s (%s)", ref.label, exc.message, keeping)
-            raise
-        self._default = candidate
-        return ref, True
-
-    @property
-    def serving(self) -> ModelRef | None:
-        return None if self._default is None else self._default.ref
-
-    def close(self) -> None:
-        for loaded in self._loaded.values():
-            loaded.close()
-
-    def loaded(self) -> list[ModelRef]:
-        return list(self._loaded)
-
-    def loaded_models(self) -> list[LoadedModel]:
-        return list(self._loaded.values())
