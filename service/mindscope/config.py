@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     queue_size: int = Field(
         FORWARD_BATCHING.max_queue, ge=1, description="waiting calls per batcher before 503 overloaded"
     )
+    gradient_core_share: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="share of the cores explanations may take while predictions wait (1: no limit)",
+    )
     request_timeout_s: float = Field(
         30.0, gt=0, description="a request's model work past this many seconds is dropped with 504"
     )
@@ -55,4 +61,9 @@ class Settings(BaseSettings):
         return BatchingConfig(self.batch_max_rows, self.batch_max_delay_ms / 1000, self.queue_size)
 
     def gradient_batching(self) -> BatchingConfig:
-        return BatchingConfig(self.gradient_batch_max_rows, self.batch_max_delay_ms / 1000, self.queue_size)
+        return BatchingConfig(
+            self.gradient_batch_max_rows,
+            self.batch_max_delay_ms / 1000,
+            self.queue_size,
+            core_share=self.gradient_core_share,
+        )

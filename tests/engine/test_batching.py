@@ -275,3 +275,30 @@ def test_work_that_cannot_meet_its_deadline_is_refused_at_once_with_the_estimate
         assert batcher.stats.refused_for_deadline == 2 and batcher.depth == 0  # nothing of them was queued
     finally:
         batcher.close()
+
+
+def test_a_lane_with_a_core_share_pauses_only_while_the_other_lane_has_work():
+    """A call 'takes' 1 s of the test's clock; with a share of 0.25 the lane then pauses 3 s, but
+    only while the lane it yields to is busy. Pauses are recorded, not slept."""
+    now, pauses = [0.0], []
+
+    def one_second(x):
+        now[0] += 1.0
+        return (x,)
+
+    class OtherLane:
+        busy = True
+
+    batcher = DynamicBatcher(
+        one_second, BatchingConfig(max_batch_rows=4, core_share=0.25), clock=lambda: now[0], sleep=pauses.append
+    )
+    try:
+        batcher.yields_to = OtherLane()  # type: ignore[assignment]
+        batcher.submit(np.ones((4, 1)))
+        wait_until(lambda: len(pauses) == 1)
+        OtherLane.busy = False
+        batcher.submit(np.ones((4, 1)))
+        batcher.submit(np.ones((4, 1)))  # answered only after the second call's (absent) pause
+        assert pauses == [pytest.approx(3.0)] and batcher.stats.paused_s == pytest.approx(3.0)
+    finally:
+        batcher.close()

@@ -68,6 +68,9 @@ class _BatcherCollector(Collector):
             "mindscope_rows_per_second", "measured rows per second of the compiled call", labels=labels
         )
         queued = CounterMetricFamily("mindscope_queued_seconds", "seconds calls spent queued, summed", labels=labels)
+        paused = CounterMetricFamily(
+            "mindscope_paused_seconds", "seconds a lane paused to leave the cores to waiting predictions", labels=labels
+        )
         for loaded in self.models.loaded_models():
             for kind, batcher in (("forward", loaded.forward_batcher), ("gradients", loaded.gradient_batcher)):
                 key = [loaded.ref.label, kind]
@@ -79,7 +82,8 @@ class _BatcherCollector(Collector):
                 too_late.add_metric(key, batcher.stats.refused_for_deadline)
                 rate.add_metric(key, batcher.stats.rows_per_s or 0.0)
                 queued.add_metric(key, batcher.stats.queued_s)
-        yield from (depth, batches, rows, largest, rejected, too_late, rate, queued)
+                paused.add_metric(key, batcher.stats.paused_s)
+        yield from (depth, batches, rows, largest, rejected, too_late, rate, queued, paused)
 
 
 def route_label(scope: Scope) -> str:

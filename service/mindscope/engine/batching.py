@@ -45,6 +45,9 @@ class BatchingConfig:
     # measured rate moves (other work on the cores), and a request admitted on a tight estimate
     # that then misses its deadline has cost the model its whole time for a 504.
     admission_headroom: float = 0.85
+    # The share of the cores this lane may take while the lane it yields to (`yields_to`) has work:
+    # after a call of d seconds it pauses d * (1 - share) / share. 1: never pauses.
+    core_share: float = 1.0
 
 
 # The defaults, in one place (Settings starts from these): a forward call of up to 64 images, a
@@ -73,6 +76,7 @@ class BatchStats:
     refused_for_deadline: int = 0  # refused because they could not finish in time
     queued_s: float = 0.0  # seconds calls spent queued, summed
     rows_per_s: float | None = None  # measured on batches at least half full; None until one ran
+    paused_s: float = 0.0  # seconds paused to leave the cores to the lane this one yields to
 
 
 # Weight of the newest half-full batch in the measured rows per second.
@@ -81,10 +85,18 @@ _RATE_WEIGHT = 0.2
 
 class DynamicBatcher:
     def __init__(
-        self, fn: BatchFn, config: BatchingConfig, name: str = "batcher", clock: Callable[[], float] = time.perf_counter
+        self,
+        fn: BatchFn,
+        config: BatchingConfig,
+        name: str = "batcher",
+        clock: Callable[[], float] = time.perf_counter,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.fn = fn
         self._clock = clock
+        self._sleep = sleep
+        self.yields_to: DynamicBatcher | None = None  # the lane whose waiting work this one makes room for
+        self._running = False
         self.config = config
         self.stats = BatchStats()
         self._queue: queue.Queue[_Pending | None] = queue.Queue(maxsize=config.max_queue)
@@ -97,6 +109,11 @@ class DynamicBatcher:
     @property
     def depth(self) -> int:
         return self._queue.qsize()
+
+    @property
+    def busy(self) -> bool:
+        """A call is running or waiting."""
+        return self._running or self._queue.qsize() > 0
 
     def submit(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         """Run `fn` on these rows (within a larger batch); blocks until the result is ready.
@@ -214,12 +231,16 @@ class DynamicBatcher:
             try:
                 joined = [np.concatenate(parts) for parts in zip(*(p.arrays for p in batch), strict=True)]
                 started = self._clock()
+                self._running = True
                 outputs = self.fn(*joined)
-                self._measure(rows, self._clock() - started)
+                took = self._clock() - started
+                self._measure(rows, took)
             except BaseException as exc:  # every waiting caller learns of the failure
                 for pending in batch:
                     pending.future.set_exception(exc)
                 continue
+            finally:
+                self._running = False
             self.stats.batches += 1
             self.stats.rows += rows
             self.stats.largest = max(self.stats.largest, rows)
@@ -228,6 +249,14 @@ class DynamicBatcher:
                 end = start + pending.rows
                 pending.future.set_result(tuple(out[start:end] for out in outputs))
                 start = end
+            self._make_room(took)
+
+    def _make_room(self, took_s: float) -> None:
+        """Pause after a call so the lane this one yields to gets the cores, while it has work."""
+        share = self.config.core_share
+        if share < 1 and self.yields_to is not None and self.yields_to.busy:
+            self.stats.paused_s += took_s * (1 - share) / share
+            self._sleep(took_s * (1 - share) / share)
 
     def _measure(self, rows: int, seconds: float) -> None:
         # A small batch costs more per row (the call's fixed cost); half-full ones say what a queue costs.

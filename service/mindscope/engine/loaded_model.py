@@ -139,6 +139,7 @@ class LoadedModel:
         label = self.ref.label
         self.forward_batcher = DynamicBatcher(self.predict_now, self.forward_batching, f"{label}-forward")
         self.gradient_batcher = DynamicBatcher(self.gradients_now, self.gradient_batching, f"{label}-gradients")
+        self.gradient_batcher.yields_to = self.forward_batcher  # predictions never queue behind explanations
         self.gradients = BatchedGradients(self.gradient_batcher)
 
     def _table(self, names: list[str]) -> tuple[LayerInfo, ...]:
