@@ -103,3 +103,21 @@ def test_folder_loader_reads_class_folders(data_dir):
     data = load_image_folder(data_dir, per_class_limit=3)
     assert data.images.shape == (30, 32, 32, 3) and data.images.dtype == np.uint8
     assert data.class_names[0] == "airplane" and list(data.labels[:3]) == [0, 0, 0]
+
+
+def test_the_plain_network_is_stored_as_learned_without_optimizer_state(tmp_path, data_dir):
+    """--no-batch-norm (the seed's network): the stored kernels are the trained model's own, and the
+    file holds no Adam moments."""
+    import io as _io
+    import zipfile
+
+    import h5py
+
+    out = tmp_path / "plain" / "1"
+    args = ["train", "--data", str(data_dir), "--out", str(out), "--work-dir", str(tmp_path / "work"), *TINY]
+    assert main([*args, "--epochs", "1", "--no-batch-norm", "--optimizer", "adam"]) == 0
+    metadata = json.loads((out / METADATA_FILE).read_text())
+    assert metadata["architecture"]["batch_norm"].startswith("none")
+    with zipfile.ZipFile(out / "model.keras") as archive:
+        weights = h5py.File(_io.BytesIO(archive.read("model.weights.h5")), "r")
+        assert "optimizer" not in weights

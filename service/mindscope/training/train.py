@@ -115,6 +115,15 @@ def _compile(model: keras.Model, config: TrainConfig, steps: int, epochs: int) -
     )
 
 
+def _uncompiled(model: keras.Model, config: TrainConfig, classes: int) -> keras.Model:
+    """The same network and weights, built afresh without its optimizer, whose state (Adam keeps
+    two moments per weight) would triple the stored file. (Keras's clone_model and
+    model_from_json both carry the compile, and with it the optimizer, over.)"""
+    copy = _build(config, classes)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def evaluate_accuracy(model: keras.Model, data: LabelledImages, batch_size: int = 500) -> float:
     probabilities = model.predict(scale_to_unit(data.images), batch_size=batch_size, verbose=0)
     return float(np.mean(np.argmax(probabilities, axis=1) == data.labels))
@@ -178,7 +187,9 @@ def train(
     initial_training = _build(config, len(data.class_names))
     initial_training.load_weights(work_dir / INITIAL_FILE)
     serving, initial_serving = (
-        (fold_batch_norm(model), fold_batch_norm(initial_training)) if config.batch_norm else (model, initial_training)
+        (fold_batch_norm(model), fold_batch_norm(initial_training))
+        if config.batch_norm
+        else (_uncompiled(model, config, len(data.class_names)), initial_training)
     )
     val_accuracy = evaluate_accuracy(serving, val_data)
     metadata = {
