@@ -389,8 +389,20 @@ def write_report(out: Path, per_case: dict[str, list[Row]], started: str) -> Non
         "# Reliability\n\n"
         "`python bench/reliability.py --out docs/reliability.md` against a real `mindscope serve` (default settings, "
         f"the store's default model) on loopback; {machine}. Each case starts a fresh server; `--only` reruns "
-        "some cases and keeps the others' last rows (the run column dates each).\n\n" + "\n".join(lines) + "\n"
+        "some cases and keeps the others' last rows (the run column dates each).\n\n"
+        + "\n".join(lines)
+        + "\n\n"
+        + BEFORE
     )
+
+
+# What issue 16 measured before the fixes, on the same kind of machine, for comparison.
+BEFORE = """Before (issue 16, a fresh checkout of that day's main): 16 concurrent IG requests of 1,024 steps got
+16 x 504 after 30 s and 32 got no answer in 120 s; 32 / 64 concurrent 4096x4096 PNGs took RSS from
+593 to 2,578 / 3,079 MiB with ~2.4 GiB still held 2 s later; 100 half-sent uploads wrote ~5,400 log
+lines with tracebacks and counted as 500s; 300 slow clients were held for the whole 30-60 s; RSS under
+a 3-minute mix rose 584 -> 797 -> 842 MiB without levelling off.
+"""
 
 
 if __name__ == "__main__":
