@@ -147,3 +147,24 @@ def test_api_docs_work_offline(browser, server):
     page.wait_for_function("() => document.body.innerText.includes('/explain/integrated-gradients')", timeout=60_000)
     assert outside == []
     page.close()
+
+
+def test_the_model_picker_sends_every_call_to_the_chosen_version(browser, server, validation_sample):
+    path = validation_sample[2][0]
+    oldest = httpx.post(f"{server.base_url}/predict?version=1", files={"file": ("x.jpg", path.read_bytes())}).json()
+    page = browser.new_page()
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
+    page.goto(server.base_url + "/")
+    wait_for_image(page, "#histograms")
+    assert "(default)" in page.eval_on_selector("#model", "s => s.options[s.selectedIndex].text")
+    page.select_option("#model", "cifar10-allcnn/1")
+    page.wait_for_function("() => document.querySelector('#model-info').textContent.includes('classes')")
+    assert "32x32, RGB input; 10 classes; 9 layers" in page.text_content("#model-info")
+    page.set_input_files("#file", str(path))
+    confidence = f"({100 * oldest['confidence']:.1f}%)"
+    page.wait_for_function("c => document.querySelector('#prediction').textContent.includes(c)", arg=confidence)
+    wait_for_image(page, "#activations")
+    api_calls = [u for u in urls if "/predict" in u or "/activations/" in u or "/explain/" in u]
+    assert api_calls and all("model=cifar10-allcnn" in u and "version=1" in u for u in api_calls)
+    page.close()
