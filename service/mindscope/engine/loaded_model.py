@@ -154,15 +154,15 @@ class LoadedModel:
 
     @property
     def animation_layers(self) -> tuple[str, ...]:
-        """The layers the GIF walks through: metadata's `animation_layers`, else three spread
-        over the activation layers (the third, the middle and the last, as conv3/6/9 are for
-        the All-CNN's nine)."""
+        """The layers the GIF walks through: metadata's `animation_layers`, else the third, the one
+        five eighths of the way, and the last activation layer (conv3, conv6 and conv9 of the
+        All-CNN's nine)."""
         stored = self.metadata.get("animation_layers")
         if stored:
             return tuple(stored)
         names = [info.name for info in self.layers]
-        picks = sorted({min(2, len(names) - 1), (len(names) - 1) // 2 + (len(names) > 5), len(names) - 1})
-        return tuple(names[i] for i in picks)
+        last = len(names) - 1
+        return tuple(names[i] for i in sorted({min(2, last), last * 5 // 8, last}))
 
     @property
     def class_names(self) -> tuple[str, ...]:
