@@ -40,27 +40,36 @@ class WeightPanel:
     stages: Mapping[str, np.ndarray]
 
 
+def _short(name: str, limit: int = 22) -> str:
+    """A long layer name (deep imported models have them) cut in the middle, so titles stay apart."""
+    return name if len(name) <= limit else f"{name[: limit // 2 - 1]}~{name[-(limit // 2) :]}"
+
+
 def histogram_figure(panels: Sequence[WeightPanel], bins: int, note: str | None = None) -> bytes:
-    """One row per layer; per parameter (kernel, bias) one panel per stage, each on its own x-axis
-    and as a density, so a layer with 1,280 weights reads as well as one with 73,728 and the narrow
-    initial weights as well as the trained ones. PNG 1400 px wide, 190 px per layer."""
-    layers = list(dict.fromkeys(p.layer for p in panels))
-    parameters = list(dict.fromkeys(p.parameter for p in panels))
+    """One row per layer; per weight tensor of the layer (kernel and bias; BatchNorm's four) one
+    panel per stage, left to right, each on its own x-axis and as a density, so a layer with 1,280
+    weights reads as well as one with 73,728 and the narrow initial weights as well as the trained
+    ones. PNG 1400 px wide, 190 px per layer."""
+    layers: dict[str, list[WeightPanel]] = {}
+    for panel in panels:
+        layers.setdefault(panel.layer, []).append(panel)
     stages = list(dict.fromkeys(stage for p in panels for stage in p.stages))
-    columns = [(parameter, stage) for parameter in parameters for stage in stages]
+    columns = max(len(tensors) for tensors in layers.values()) * len(stages)
     figure = new_figure(14.0, 1.2 + 1.9 * len(layers))
-    axes = figure.subplots(len(layers), len(columns), squeeze=False)
-    by_key = {(p.layer, p.parameter): p for p in panels}
-    for row, layer in enumerate(layers):
-        for col, (parameter, stage) in enumerate(columns):
+    axes = figure.subplots(len(layers), columns, squeeze=False)
+    for row, (layer, tensors) in enumerate(layers.items()):
+        for col in range(columns):
             ax = axes[row][col]
-            panel = by_key.get((layer, parameter))
-            if panel is None or stage not in panel.stages:
+            position, stage_index = divmod(col, len(stages))
+            stage = stages[stage_index]
+            if position >= len(tensors) or stage not in tensors[position].stages:
                 ax.set_axis_off()
                 continue
+            panel = tensors[position]
             values = np.asarray(panel.stages[stage], np.float64).ravel()
             shape = "x".join(map(str, panel.shape))
-            ax.set_title(f"{layer} {parameter} ({shape}), {STAGE_TITLES.get(stage, stage)}", fontsize=8)
+            title = f"{_short(layer)} {panel.parameter} ({shape}), {STAGE_TITLES.get(stage, stage)}"
+            ax.set_title(title, fontsize=8 if columns <= 4 else 6)
             low, high = float(values.min()), float(values.max())
             if high <= low:
                 ax.axvline(low, color=STAGE_COLOURS.get(stage, "tab:blue"))
@@ -78,8 +87,7 @@ def histogram_figure(panels: Sequence[WeightPanel], bins: int, note: str | None 
                     fontsize=7,
                 )
             ax.tick_params(labelsize=7)
-            if row == len(layers) - 1:
-                ax.set_xlabel(f"{parameter} value", fontsize=8)
+            ax.set_xlabel(f"{panel.parameter} value", fontsize=7)
             if col == 0:
                 ax.set_ylabel("density", fontsize=8)
     title = "Weights of each layer before and after training (each panel on its own scale)"
