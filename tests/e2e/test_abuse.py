@@ -1,6 +1,7 @@
 """Slow clients, huge-pixel images and refused bodies on a real uvicorn.
 
-Time limits here are tiny settings, so a slow client is cut off soon; what is asserted is the
+Time limits here are short settings (3 s), so a slow client is cut off soon, yet long beside any
+stall of a loaded machine between a client's connect and its first bytes; what is asserted is the
 answer (408, 503, the labels), never how long anything took.
 """
 
@@ -27,8 +28,8 @@ BUDGET = 16 * 1024 * 1024
 def strict_server(committed_store):
     settings = Settings(
         model_store_dir=committed_store.root,
-        header_timeout_s=0.5,
-        body_timeout_s=0.5,
+        header_timeout_s=3,
+        body_timeout_s=3,
         body_min_rate=1000,
         decode_budget_bytes=BUDGET,
         decode_wait_s=0,
@@ -86,8 +87,8 @@ def test_a_body_that_trickles_gets_408_with_what_arrived(strict_server):
         assert b"connection: close" in response.lower()
         error = json.loads(body)["error"]
         assert error["code"] == "request_timeout"
-        # Half a second, plus one second per 1,000 bytes received.
-        assert error["details"] == {"received_bytes": 10, "allowed_s": 0.51}
+        # Three seconds, plus one second per 1,000 bytes received.
+        assert error["details"] == {"received_bytes": 10, "allowed_s": 3.01}
         assert _closed(sock)
     assert strict_server.metric('mindscope_requests_total{method="POST",route="/predict",status="408"}') >= 1
 

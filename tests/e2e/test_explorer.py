@@ -159,11 +159,16 @@ def test_the_model_picker_sends_every_call_to_the_chosen_version(browser, server
     wait_for_image(page, "#histograms")
     assert "(default)" in page.eval_on_selector("#model", "s => s.options[s.selectedIndex].text")
     page.select_option("#model", "cifar10-allcnn/1")
-    page.wait_for_function("() => document.querySelector('#model-info').textContent.includes('classes')")
+    # Choosing version 1 loads it from the store first: the timeouts only end a hung test.
+    page.wait_for_function(
+        "() => document.querySelector('#model-info').textContent.includes('classes')", timeout=180_000
+    )
     assert "32x32, RGB input; 10 classes; 9 layers" in page.text_content("#model-info")
     page.set_input_files("#file", str(path))
     confidence = f"({100 * oldest['confidence']:.1f}%)"
-    page.wait_for_function("c => document.querySelector('#prediction').textContent.includes(c)", arg=confidence)
+    page.wait_for_function(
+        "c => document.querySelector('#prediction').textContent.includes(c)", arg=confidence, timeout=180_000
+    )
     wait_for_image(page, "#activations")
     api_calls = [u for u in urls if "/predict" in u or "/activations/" in u or "/explain/" in u]
     assert api_calls and all("model=cifar10-allcnn" in u and "version=1" in u for u in api_calls)
