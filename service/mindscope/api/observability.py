@@ -99,15 +99,12 @@ def route_label(scope: Scope) -> str:
     return next((template for template, regex in _path_templates(app) if regex.match(path)), "unmatched")
 
 
-_TEMPLATES: dict[int, list[tuple[str, re.Pattern[str]]]] = {}
-
-
 def _path_templates(app: Any) -> list[tuple[str, re.Pattern[str]]]:
-    """The app's documented path templates with their regular expressions, computed once."""
-    templates = _TEMPLATES.get(id(app))
+    """The app's documented path templates with their regular expressions, computed once per app."""
+    templates: list[tuple[str, re.Pattern[str]]] | None = getattr(app.state, "path_templates", None)
     if templates is None:
         paths = app.openapi().get("paths", {})
-        templates = _TEMPLATES[id(app)] = [(template, compile_path(template)[0]) for template in paths]
+        templates = app.state.path_templates = [(template, compile_path(template)[0]) for template in paths]
     return templates
 
 
