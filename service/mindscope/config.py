@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     max_steps: int = Field(1024, ge=2, description="cap on integrated-gradients steps")
     internal_batch_size: int = Field(64, ge=1, description="gradient rows evaluated at once")
     max_alphas: int = Field(32, ge=1, description="cap on interior-gradients alphas")
+    max_samples: int = Field(64, ge=1, description="cap on SmoothGrad samples")
+    max_rows: int = Field(
+        16384, ge=2, description="cap on the model rows one explanation evaluates (samples x steps, occlusion patches)"
+    )
 
     batch_max_rows: int = Field(FORWARD_BATCHING.max_batch_rows, ge=1, description="images per compiled forward call")
     gradient_batch_max_rows: int = Field(

@@ -189,3 +189,20 @@ def test_request_ids_and_metrics(client, sample_jpeg, committed_store):
     assert 'route="/activations/{layer}",status="404"' in text
     assert f'mindscope_batches_total{{kind="forward",model="{committed_store.resolve().label}"}}' in text
     assert "mindscope_queue_depth" in text and "mindscope_request_duration_seconds_bucket" in text
+
+
+def test_attributions_of_the_logit(client, sample_jpeg):
+    on_probability = client.post("/explain/integrated-gradients?steps=64", content=sample_jpeg, headers=JPEG).json()
+    on_logit = client.post("/explain/integrated-gradients?steps=64&score=logit", content=sample_jpeg, headers=JPEG)
+    body = on_logit.json()
+    assert body["score"] == "logit" and on_probability["score"] == "probability"
+    assert body["completeness"]["relative_delta"] < 0.01
+    # A logit is not a probability: the ends of the path differ, the probabilities answered do not.
+    assert body["completeness"]["output_at_input"] != pytest.approx(on_probability["completeness"]["output_at_input"])
+    np.testing.assert_allclose(array_of(body["probabilities"]), array_of(on_probability["probabilities"]), atol=1e-5)
+    interior = client.post("/explain/interior-gradients?alphas=1&score=logit", content=sample_jpeg, headers=JPEG)
+    assert interior.json()["score"] == "logit"
+    assert array_of(interior.json()["outputs"])[0] == pytest.approx(body["completeness"]["output_at_input"], rel=1e-4)
+    bad = client.post("/explain/integrated-gradients?score=log-odds", content=sample_jpeg, headers=JPEG)
+    assert bad.status_code == 422
+    assert client.get("/models/cifar10-allcnn").json()["scores"] == ["probability", "logit"]

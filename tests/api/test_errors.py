@@ -129,9 +129,12 @@ def test_the_steps_cap_is_one_number_from_settings(client, sample_jpeg):
     steps_schema = next(p["schema"] for p in parameters if p["name"] == "steps")
     assert (steps_schema["minimum"], steps_schema["maximum"]) == (2, cap)
     listed = {m["name"]: m for m in client.get("/explain").json()["methods"]}
-    assert set(listed) == {"integrated-gradients", "interior-gradients"}
+    assert {"integrated-gradients", "interior-gradients", "blur-ig", "guided-ig"} <= set(listed)
     steps = next(p for p in listed["integrated-gradients"]["parameters"] if p["name"] == "steps")
     assert steps["schema"]["maximum"] == cap and steps["schema"]["default"] == 50
+    for method, default in (("blur-ig", 100), ("guided-ig", 200)):  # every path method shares the cap
+        steps = next(p for p in listed[method]["parameters"] if p["name"] == "steps")
+        assert steps["schema"]["maximum"] == cap and steps["schema"]["default"] == default
 
 
 def test_a_smaller_cap_in_settings_is_the_one_enforced_and_documented(sample_jpeg):

@@ -43,3 +43,9 @@ def test_every_option_is_explained_and_methods_are_the_servers():
         assert options and len(described) > len(options), help_text
     explain_help = subprocess.run([CLI, "explain", "--help"], capture_output=True, text=True, timeout=60).stdout
     assert "{gauss_legendre,riemann_trapezoid" in explain_help
+
+
+def test_explain_says_which_score_it_attributed(server, validation_sample):
+    done = run_cli(server, "explain", str(validation_sample[2][0]), "--steps", "16", "--score", "logit")
+    assert done.returncode == 0, done.stderr
+    assert ", its logit; method gauss_legendre, 16 steps" in done.stdout.splitlines()[0]

@@ -58,7 +58,13 @@ def test_results_restore_shapes(client, sample_jpeg):
     assert attribution.attributions.shape == (32, 32, 3) and attribution.label == "cat"
     assert attribution.completeness.relative_delta < 0.01
     interior = client.interior_gradients(sample_jpeg, alphas=[0.25, 1.0])
-    assert interior.gradients.shape == (2, 32, 32, 3)
+    assert interior.gradients.shape == (2, 32, 32, 3) and interior.score == "probability"
+    on_logit = client.integrated_gradients(sample_jpeg, steps=64, target="cat", score="logit")
+    assert on_logit.score == "logit" and on_logit.completeness.relative_delta < 0.01
+    assert on_logit.completeness.output_at_input != pytest.approx(attribution.completeness.output_at_input)
+    assert client.interior_gradients(sample_jpeg, [1.0], "cat", score="logit").outputs[0] == pytest.approx(
+        on_logit.completeness.output_at_input, rel=1e-4
+    )
 
 
 def test_pictures_come_back_as_bytes_and_images(client, sample_jpeg, tmp_path):

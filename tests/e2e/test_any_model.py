@@ -3,8 +3,10 @@
 
 - digits: 28x28 greyscale, Dense head with Dropout, softmax; imported with its initial weights.
 - resnet: 24x24 RGB, a residual block with BatchNorm and Add, logits, mean/std preprocessing.
-- mobilenet: keras.applications.MobileNetV3Small (weights=None), 96x96, 5 classes, logits; it
-  rescales 8-bit pixels itself, which the importer reads off its first layer.
+- mobilenet: transfer learning as users write it: augmentation, then keras.applications'
+  MobileNetV3Small (weights=None, no top) as one nested layer, then a pooled Dense head with 5
+  logits, 96x96. The backbone rescales 8-bit pixels itself, which the importer reads off its
+  first layer; its own layers are served by path (MobileNetV3Small/...).
 """
 
 import contextlib
@@ -32,6 +34,21 @@ class Case:
     preprocess: object  # [0, 1] pixels -> the model's input
     logits: bool
     import_args: list[str]
+
+    def inner_reference(self, pixels: np.ndarray) -> np.ndarray:
+        """The inner layer's output for (H, W, C) pixels, from a Keras sub-model of the graph
+        that owns the layer (the nested backbone's own, for a path)."""
+        owner, x = self.model, self.preprocess(pixels[None])
+        *outer, name = self.inner_layer.split("/")
+        for nested in outer:  # in these models the backbone sees the input as the model does
+            owner = owner.get_layer(nested)
+        tapped = keras.Model(owner.input, owner.get_layer(name).output)
+        return np.asarray(tapped(x, training=False))[0]
+
+
+def leaf_weights(model: keras.Model) -> int:
+    """Weight tensors of every layer, those inside nested models included."""
+    return sum(leaf_weights(layer) if isinstance(layer, keras.Model) else len(layer.weights) for layer in model.layers)
 
 
 def digits() -> tuple[keras.Model, keras.Model]:
@@ -80,13 +97,21 @@ def decisive(model: keras.Model, preprocess, top: float = 3.0) -> keras.Model:
     return model
 
 
+def transfer() -> keras.Model:
+    keras.utils.set_random_seed(4)
+    backbone = keras.applications.MobileNetV3Small(input_shape=(96, 96, 3), include_top=False, weights=None)
+    inputs = keras.Input((96, 96, 3))
+    x = keras.layers.RandomFlip("horizontal", name="augment")(inputs)
+    x = backbone(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dropout(0.2)(x)
+    return keras.Model(inputs, keras.layers.Dense(5, name="logits")(x))
+
+
 @pytest.fixture(scope="module")
 def cases(tmp_path_factory) -> list[Case]:
     folder = tmp_path_factory.mktemp("models")
     trained, initial = digits()
-    mobilenet = keras.applications.MobileNetV3Small(
-        input_shape=(96, 96, 3), weights=None, classes=5, classifier_activation=None
-    )
     initial.save_weights(folder / "digits-initial.weights.h5")
     mean, std = np.array(MEAN, np.float32), np.array(STD, np.float32)
     return [
@@ -108,8 +133,8 @@ def cases(tmp_path_factory) -> list[Case]:
         ),
         Case(
             "mobilenet",
-            decisive(mobilenet, lambda x: x * 255.0),
-            "expanded_conv_project_bn",
+            decisive(transfer(), lambda x: x * 255.0),
+            "MobileNetV3Small/expanded_conv_project_bn",
             lambda x: x * 255.0,
             True,
             [],
@@ -194,9 +219,9 @@ def check_every_endpoint(http: httpx.Client, case: Case) -> None:
     error = assert_error(http.post(f"/predict?{query}", json={"instances": [wrong]}), 422, "invalid_input")
     assert error["details"]["expected_shape"] == list(shape)
 
-    # Activations of a layer inside the network equal a Keras sub-model's.
-    tapped = keras.Model(case.model.input, case.model.get_layer(case.inner_layer).output)
-    reference = np.asarray(tapped(case.preprocess(pixels[None]), training=False))[0]
+    # Activations of a layer inside the network (inside its nested backbone) equal a Keras sub-model's.
+    assert case.inner_layer in [layer["name"] for layer in detail["layers"]]
+    reference = case.inner_reference(pixels)
     channels = list(range(min(6, reference.shape[-1])))
     activations = http.post(
         f"/activations/{case.inner_layer}?{query}&" + "&".join(f"channels={c}" for c in channels),
@@ -211,8 +236,7 @@ def check_every_endpoint(http: httpx.Client, case: Case) -> None:
 
     # Weight histograms count every weight of every layer that has any (BatchNorm's four included).
     histograms = http.get(f"/weights/histogram?{query}").json()
-    weights = {(layer.name, i): w for layer in case.model.layers for i, w in enumerate(layer.get_weights())}
-    assert len(histograms["histograms"]) == len(weights), case.name
+    assert len(histograms["histograms"]) == leaf_weights(case.model), case.name
     for entry in histograms["histograms"]:
         for stage in entry["stages"].values():
             assert int(array_of(stage["counts"]).sum()) == int(np.prod(entry["shape"]))
@@ -228,10 +252,63 @@ def check_every_endpoint(http: httpx.Client, case: Case) -> None:
     completeness = explained["completeness"]
     assert abs(completeness["output_at_input"] - completeness["output_at_baseline"]) > 0.01, case.name
     assert completeness["relative_delta"] < 0.01, (case.name, completeness)
+    check_logit_attributions(http, case, query, body, pixels, explained)
+    check_every_method(http, case, query, body, shape)
     heatmap = http.post(f"/explain/integrated-gradients?{query}&format=png", content=body, headers=PNG)
     assert heatmap.status_code == 200
     interior = http.post(f"/explain/interior-gradients?{query}&alphas=0.25&alphas=1", content=body, headers=PNG).json()
     assert array_of(interior["gradients"]).shape == (2, *shape)
+
+
+def check_logit_attributions(http: httpx.Client, case: Case, query: str, body: bytes, pixels, explained) -> None:
+    """score=logit attributes the pre-softmax score where the model has one; a model whose
+    softmax is inside its Dense head has none and says so."""
+    detail = http.get(f"/models/{case.name}").json()
+    if not case.logits:
+        assert detail["scores"] == ["probability"]
+        error = assert_error(
+            http.post(f"/explain/integrated-gradients?{query}&score=logit", content=body, headers=PNG),
+            422,
+            "invalid_input",
+        )
+        assert error["details"]["valid_scores"] == ["probability"]
+        return
+    assert detail["scores"] == ["probability", "logit"]
+    answer = http.post(f"/explain/integrated-gradients?{query}&score=logit&steps=256", content=body, headers=PNG)
+    on_logit = answer.json()
+    logits = np.asarray(case.model(case.preprocess(pixels[None]), training=False), np.float64)[0]
+    baseline = np.asarray(case.model(case.preprocess(np.zeros((1, *pixels.shape))), training=False))[0]
+    target = on_logit["target"]["index"]
+    assert on_logit["score"] == "logit" and target == explained["target"]["index"]
+    completeness = on_logit["completeness"]
+    assert completeness["output_at_input"] == pytest.approx(logits[target], abs=1e-3)
+    assert completeness["output_at_baseline"] == pytest.approx(baseline[target], abs=1e-3)
+    assert completeness["relative_delta"] < 0.01, (case.name, completeness)
+    # The answer's probabilities stay probabilities.
+    assert np.allclose(array_of(on_logit["probabilities"]), array_of(explained["probabilities"]), atol=1e-5)
+
+
+def check_every_method(http: httpx.Client, case: Case, query: str, body: bytes, shape) -> None:
+    """Every other explanation method answers on every architecture, in the model's own shape."""
+    per_pixel = (*shape[:2], 1)
+    for method, options, expected in (
+        ("vanilla-gradients", "samples=2", shape),
+        ("gradient-x-input", "", shape),
+        ("grad-cam", "", per_pixel),
+        ("occlusion", f"size={shape[0] // 4}&stride={shape[0] // 4}", per_pixel),
+        ("blur-ig", "steps=8&max_sigma=4", shape),
+        ("guided-ig", "steps=8", shape),
+    ):
+        answer = http.post(f"/explain/{method}?{query}&{options}", content=body, headers=PNG)
+        assert answer.status_code == 200, (case.name, method, answer.text[:300])
+        assert array_of(answer.json()["attributions"]).shape == expected, (case.name, method)
+    # Grad-CAM by default reads the last spatial layer of the outer model (the nested backbone's output).
+    cam = http.post(f"/explain/grad-cam?{query}", content=body, headers=PNG).json()
+    outer = [layer["name"] for layer in http.get(f"/models/{case.name}").json()["layers"] if "/" not in layer["name"]]
+    assert cam["parameters"]["layer"] == outer[-1]
+    if "/" in case.inner_layer:
+        refused = http.post(f"/explain/grad-cam?{query}&layer={case.inner_layer}", content=body, headers=PNG)
+        assert "nested model" in assert_error(refused, 422, "invalid_input")["message"]
 
 
 def test_the_importer_refuses_what_it_cannot_serve(tmp_path):

@@ -129,7 +129,7 @@ def test_completeness_on_the_committed_model(committed_model, validation_sample)
     image = validation_sample[0][0].astype(np.float32) / 255
     result = attribute(committed_model.gradients, image, steps=64, method="gauss_legendre")
     assert result.relative_delta < 0.01
-    assert result.output_at_input == pytest.approx(float(result.probabilities[result.target]))
+    assert result.output_at_input == pytest.approx(float(result.scores[result.target]))
 
 
 def test_matches_a_float64_reference(committed_model, validation_sample):
@@ -169,3 +169,28 @@ def test_interior_gradients_evaluate_each_alpha(committed_model, validation_samp
     assert result.gradients.shape == (3, 32, 32, 3)
     expected = committed_model.predict(alphas[:, None, None, None].astype(np.float32) * image[None])[:, result.target]
     np.testing.assert_allclose(result.outputs, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_logit_and_probability_rows_share_a_batch_and_each_gets_its_own_gradient(committed_model, validation_sample):
+    """The committed model ends in a Softmax layer, so its logits are the Softmax's input."""
+    import keras
+
+    model = committed_model.model
+    logits_of = keras.Model(model.input, model.get_layer("probabilities").input)
+    images = validation_sample[0][:2].astype(np.float32) / 255
+    point = tf.constant(images)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(point)
+        logits = logits_of(point, training=False)
+        probabilities = tf.nn.softmax(logits)
+        on_logit, on_probability = logits[0, 3], probabilities[1, 5]
+    assert committed_model.scores == ("probability", "logit")
+    grads, scores = committed_model.gradients_now(images, np.array([3, 5]), np.array([1, 0]))
+    np.testing.assert_allclose(scores[0], logits[0].numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scores[1], probabilities[1].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grads[0], tape.gradient(on_logit, point)[0].numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(grads[1], tape.gradient(on_probability, point)[1].numpy(), rtol=1e-4, atol=1e-7)
+
+    result = attribute(committed_model.gradients_for("logit"), images[0], steps=64)
+    assert result.relative_delta < 0.01
+    assert result.output_at_input == pytest.approx(float(logits[0, result.target]), abs=1e-4)

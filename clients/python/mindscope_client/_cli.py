@@ -48,12 +48,13 @@ def _explain(client: Client, args: argparse.Namespace) -> None:
         "baseline": args.baseline,
         "method": args.method,
         "tolerance": args.tolerance,
+        "score": args.score,
     }
     result = client.integrated_gradients(args.image, **options)
     assert isinstance(result, Attribution)
     c = result.completeness
     print(
-        f"target: {result.label} ({result.target}); method {result.method}, "
+        f"target: {result.label} ({result.target}), its {result.score}; method {result.method}, "
         f"{result.steps} steps, {result.gradient_evaluations} gradient evaluations"
     )
     print(
@@ -153,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument(
         "--tolerance", type=float, help="double the steps until the relative completeness error is at most this"
+    )
+    explain.add_argument(
+        "--score",
+        default="probability",
+        choices=("probability", "logit"),
+        help="attribute the target's probability or its logit (default: %(default)s)",
     )
     explain.add_argument("--png", help="write input | heatmap | overlay here")
     explain.set_defaults(run=_explain)

@@ -25,6 +25,7 @@ from mindscope_client._types import (
 T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:8000"
 Method = Literal["gauss_legendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_midpoint"]
+Score = Literal["probability", "logit"]  # what attributions differentiate; the logit where the model has one
 
 
 class _Call(Generic[T]):
@@ -117,9 +118,11 @@ class _Builder:
         tolerance: float | None,
         as_png: bool,
         model: str | None,
+        score: Score,
     ) -> _Call[Any]:
         named = isinstance(baseline, str)
         params = [("steps", str(steps)), ("method", method), ("baseline", baseline if named else "upload")]
+        params += [("score", score)]
         params += [("target", str(target))] if target is not None else []
         params += [("tolerance", repr(tolerance))] if tolerance is not None else []
         params += rq.model_params(model, None) + rq.png_params(as_png)
@@ -128,9 +131,15 @@ class _Builder:
         return _Call(spec, _image_result if as_png else rq.parse_attribution)
 
     def _interior_gradients(
-        self, image: Any, alphas: Sequence[float] | None, target: int | str | None, as_png: bool, model: str | None
+        self,
+        image: Any,
+        alphas: Sequence[float] | None,
+        target: int | str | None,
+        as_png: bool,
+        model: str | None,
+        score: Score,
     ) -> _Call[Any]:
-        params = [("alphas", repr(float(a))) for a in alphas or ()]
+        params = [("alphas", repr(float(a))) for a in alphas or ()] + [("score", score)]
         params += [("target", str(target))] if target is not None else []
         params += rq.model_params(model, None) + rq.png_params(as_png)
         spec = rq.image_body(rq.RequestSpec("POST", "/explain/interior-gradients", params, binary=as_png), image)
@@ -278,9 +287,13 @@ class Client(_Builder):
         as_png: bool = False,
         *,
         model: str | None = None,
+        score: Score = "probability",
     ) -> Attribution | ImageResult:
-        """Attributions (H, W, C) like the input, with the completeness check; `baseline` a name or an image."""
-        return self._send(self._integrated_gradients(image, target, steps, baseline, method, tolerance, as_png, model))
+        """Attributions (H, W, C) like the input, with the completeness check; `baseline` a name or an
+        image; `score="logit"` attributes the target's logit instead of its probability."""
+        return self._send(
+            self._integrated_gradients(image, target, steps, baseline, method, tolerance, as_png, model, score)
+        )
 
     def interior_gradients(
         self,
@@ -290,8 +303,9 @@ class Client(_Builder):
         as_png: bool = False,
         *,
         model: str | None = None,
+        score: Score = "probability",
     ) -> InteriorGradients | ImageResult:
-        return self._send(self._interior_gradients(image, alphas, target, as_png, model))
+        return self._send(self._interior_gradients(image, alphas, target, as_png, model, score))
 
 
 class AsyncClient(_Builder):
@@ -418,9 +432,10 @@ class AsyncClient(_Builder):
         as_png: bool = False,
         *,
         model: str | None = None,
+        score: Score = "probability",
     ) -> Attribution | ImageResult:
         return await self._send(
-            self._integrated_gradients(image, target, steps, baseline, method, tolerance, as_png, model)
+            self._integrated_gradients(image, target, steps, baseline, method, tolerance, as_png, model, score)
         )
 
     async def interior_gradients(
@@ -431,5 +446,6 @@ class AsyncClient(_Builder):
         as_png: bool = False,
         *,
         model: str | None = None,
+        score: Score = "probability",
     ) -> InteriorGradients | ImageResult:
-        return await self._send(self._interior_gradients(image, alphas, target, as_png, model))
+        return await self._send(self._interior_gradients(image, alphas, target, as_png, model, score))

@@ -202,6 +202,7 @@ def parse_attribution(body: dict[str, Any]) -> Attribution:
         classes=body["classes"],
         model=_ref(body),
         tolerance=from_body(Tolerance, body["tolerance"]) if body.get("tolerance") else None,
+        score=body.get("score", "probability"),
     )
 
 
@@ -213,4 +214,5 @@ def parse_interior(body: dict[str, Any]) -> InteriorGradients:
         outputs=to_array(body["outputs"]),
         gradients=to_array(body["gradients"]),
         model=_ref(body),
+        score=body.get("score", "probability"),
     )

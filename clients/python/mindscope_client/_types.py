@@ -155,6 +155,7 @@ class Attribution:
     classes: list[str]
     model: ModelRef
     tolerance: Tolerance | None = None
+    score: str = "probability"  # what was differentiated: "probability" or "logit"
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,7 @@ class InteriorGradients:
     outputs: Any
     gradients: Any  # (len(alphas), H, W, C)
     model: ModelRef
+    score: str = "probability"
 
 
 @dataclass(frozen=True)

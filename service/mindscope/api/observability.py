@@ -91,7 +91,7 @@ def route_label(scope: Scope) -> str:
     Content-Length), the route its path names; "unmatched" when no route takes its path."""
     route = scope.get("route")
     if route is not None:
-        return str(route.path)
+        return str(getattr(route, "path_format", route.path))  # /activations/{layer}, not {layer:path}
     app = scope.get("app")
     if app is None:
         return "unmatched"

@@ -121,7 +121,8 @@ class TargetOut(BaseModel):
 
 
 class Completeness(BaseModel):
-    """Sum of attributions against F(input) - F(baseline); F is the target's probability."""
+    """Sum of attributions against F(input) - F(baseline); F is the target's score (`score`:
+    its probability, or its logit)."""
 
     attribution_sum: float
     output_at_input: float
@@ -139,8 +140,12 @@ class ToleranceOut(BaseModel):
     max_steps: int = Field(description="the server's steps cap, where refinement stops")
 
 
+ScoreField = Field(description="what was differentiated: the target's probability, or its logit (pre-softmax score)")
+
+
 class IntegratedGradientsResponse(BaseModel):
     target: TargetOut
+    score: Literal["probability", "logit"] = ScoreField
     method: str
     baseline: str
     steps: int = Field(description="quadrature points of the final integral")
@@ -148,7 +153,30 @@ class IntegratedGradientsResponse(BaseModel):
     attributions: ArrayPayload = Field(description="(H, W, C) float32, the model's input shape")
     completeness: Completeness
     tolerance: ToleranceOut | None = Field(None, description="present when the request gave a tolerance")
-    probabilities: ArrayPayload
+    probabilities: ArrayPayload = Field(description="the class probabilities at the input, whatever the score")
+    classes: list[str]
+    input: ImageInfo
+    model: ModelRefOut
+
+
+class EvaluationsOut(BaseModel):
+    gradient: int = Field(description="gradient rows the model computed")
+    forward: int = Field(description="forward rows (predictions) the model computed")
+
+
+class ExplanationResponse(BaseModel):
+    """Every method's answer (POST /explain/{method}), the same shape for each."""
+
+    method: str
+    target: TargetOut
+    score: Literal["probability", "logit"] = ScoreField
+    attributions: ArrayPayload = Field(
+        description="(H, W, C) float32 like the input, or (H, W, 1) for a map of pixels (grad-cam, occlusion)"
+    )
+    parameters: dict[str, Any] = Field(description="what the method was computed with, defaults included")
+    evaluations: EvaluationsOut
+    seconds: float = Field(description="time spent computing the explanation on the server")
+    probabilities: ArrayPayload = Field(description="the class probabilities at the input")
     classes: list[str]
     input: ImageInfo
     model: ModelRefOut
@@ -156,8 +184,9 @@ class IntegratedGradientsResponse(BaseModel):
 
 class InteriorGradientsResponse(BaseModel):
     target: TargetOut
+    score: Literal["probability", "logit"] = ScoreField
     alphas: ArrayPayload
-    outputs: ArrayPayload = Field(description="F(alpha * x) for each alpha")
+    outputs: ArrayPayload = Field(description="F(alpha * x) for each alpha: the target's probability or logit")
     gradients: ArrayPayload = Field(description="(len(alphas), H, W, C) float32")
     input: ImageInfo
     model: ModelRefOut
@@ -203,7 +232,13 @@ class ModelDetailResponse(BaseModel):
     class_names: list[str]
     input_shape: list[int]
     validation_accuracy: float | None
-    layers: list[LayerOut]
+    layers: list[LayerOut] = Field(
+        description="the layers with a spatial output (activations); inside a nested model by path, outer/inner"
+    )
+    weight_layers: list[LayerOut] = Field(description="the layers with weights (histograms)")
+    scores: list[Literal["probability", "logit"]] = Field(
+        description="what attributions can differentiate (?score=): the logit where the model has one"
+    )
     metadata: dict[str, Any] = Field(description="the store entry's metadata.json")
 
 

@@ -17,7 +17,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from mindscope.engine.loaded_model import INPUT_RANGES, spatial_layer_names
+from mindscope.engine.layer_paths import spatial_layer_names, walk
+from mindscope.engine.loaded_model import INPUT_RANGES
 from mindscope.engine.store import ModelStore, StoreEntryFiles, sha256_file, write_store_entry
 
 
@@ -102,7 +103,16 @@ def input_range_of(model: keras.Model, given: str | None) -> tuple[str, str]:
         if given not in INPUT_RANGES:
             raise ImportRefused(f"--preprocessing must be one of {', '.join(INPUT_RANGES)}; got {given!r}")
         return given, "as given"
-    first = next((layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)), None)
+    # The first layer that acts at inference, inside a nested backbone too; augmentation
+    # (RandomFlip...) passes images through unchanged there.
+    first = next(
+        (
+            layer
+            for _, _, layer in walk(model)
+            if not isinstance(layer, keras.Model) and not type(layer).__name__.startswith("Random")
+        ),
+        None,
+    )
     if isinstance(first, keras.layers.Rescaling) and np.all(np.asarray(first.scale) < 0.01):
         return "0-255", f"its first layer, {first.name}, rescales 8-bit pixels"
     return "0-1", "the default; pass --preprocessing if the model was trained otherwise"

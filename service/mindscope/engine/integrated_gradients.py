@@ -10,24 +10,21 @@ doubles until the relative completeness error is under the tolerance or `max_ste
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator
-from contextlib import closing
 from dataclasses import dataclass
 
 import numpy as np
 
+from mindscope.engine.explain.rows import GradientFn, gradient_rows
 from mindscope.engine.quadrature import RULES
-from mindscope.engine.work import current_work
 from mindscope.errors import InvalidInput
 
-# (images float32 (N, H, W, C), targets int32 (N,)) -> (d p[target]/d image (N, H, W, C), probabilities (N, K))
-GradientFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 BASELINES = ("black", "white", "blur", "uniform-noise")
 
 
 @dataclass(frozen=True)
 class IntegratedGradientsResult:
-    """attributions: float32 (H, W, C), same shape as the input; sums to about F(x) - F(baseline)."""
+    """attributions: float32 (H, W, C), same shape as the input; sums to about F(x) - F(baseline).
+    scores: F(x) for every class (probabilities, or logits when the logit was explained)."""
 
     attributions: np.ndarray
     baseline: np.ndarray
@@ -37,7 +34,7 @@ class IntegratedGradientsResult:
     gradient_evaluations: int
     output_at_input: float
     output_at_baseline: float
-    probabilities: np.ndarray
+    scores: np.ndarray
 
     @property
     def attribution_sum(self) -> float:
@@ -87,39 +84,14 @@ def _path_gradients(
     target: int,
     internal_batch_size: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Gradients at baseline + alpha * (image - baseline), `internal_batch_size` rows a chunk.
+    """Gradients at baseline + alpha * (image - baseline) for each alpha (`explain.rows`)."""
+    difference = image - baseline
 
-    A gradient function that can queue a whole path (`PathGradientFn.in_order`, the served model)
-    gets every chunk at once, so the batcher serves explanations in order of arrival; any other is
-    called chunk by chunk. Either way a request that was cancelled or ran out of time stops at its
-    next chunk (`engine.work`) and the chunks not yet run are dropped.
-    """
-    grads = np.empty((len(alphas), *image.shape), np.float32)
-    probabilities: list[np.ndarray] = []
-    starts = range(0, len(alphas), internal_batch_size)
-    targets = np.full(min(internal_batch_size, len(alphas)), target, np.int32)
+    def rows(start: int, stop: int) -> np.ndarray:
+        part = alphas[start:stop].astype(np.float32)
+        return baseline[None] + part[:, None, None, None] * difference[None]
 
-    def chunk(start: int) -> tuple[np.ndarray, np.ndarray]:
-        part = alphas[start : start + internal_batch_size].astype(np.float32)
-        return baseline[None] + part[:, None, None, None] * (image - baseline)[None], targets[: len(part)]
-
-    in_order = getattr(gradient_fn, "in_order", None)
-    chunks = (chunk(start) for start in starts)
-    results = in_order(list(chunks)) if in_order is not None else _one_by_one(gradient_fn, chunks)
-    with closing(results):  # leaving early withdraws what has not run
-        for start, (chunk_grads, chunk_probs) in zip(starts, results, strict=True):
-            grads[start : start + len(chunk_grads)] = chunk_grads
-            probabilities.append(chunk_probs)
-    return grads, np.concatenate(probabilities)
-
-
-def _one_by_one(
-    gradient_fn: GradientFn, chunks: Iterator[tuple[np.ndarray, np.ndarray]]
-) -> Generator[tuple[np.ndarray, np.ndarray]]:
-    work = current_work()
-    for images, targets in chunks:
-        work.check()
-        yield gradient_fn(images, targets)
+    return gradient_rows(gradient_fn, len(alphas), rows, target, internal_batch_size)
 
 
 def attribute(
@@ -150,8 +122,8 @@ def attribute(
 
     evaluations = 0
     if target is None:
-        _, probabilities = gradient_fn(image[None], np.zeros(1, np.int32))
-        target = int(np.argmax(probabilities[0]))
+        _, scores = gradient_fn(image[None], np.zeros(1, np.int32))
+        target = int(np.argmax(scores[0]))
         evaluations = 1
     # The first pass also evaluates alpha = 1 and 0 (weight 0): F(x) and F(baseline) ride along in
     # the same compiled call instead of costing one of their own.
@@ -160,9 +132,9 @@ def attribute(
         alphas, weights = rule(steps)
         if ends is None:
             alphas, weights = np.concatenate([[1.0, 0.0], alphas]), np.concatenate([[0.0, 0.0], weights])
-        grads, probabilities = _path_gradients(gradient_fn, image, baseline, alphas, target, internal_batch_size)
+        grads, scores = _path_gradients(gradient_fn, image, baseline, alphas, target, internal_batch_size)
         if ends is None:
-            ends = (float(probabilities[0, target]), float(probabilities[1, target]), probabilities[0])
+            ends = (float(scores[0, target]), float(scores[1, target]), scores[0])
         evaluations += len(alphas)
         average = np.tensordot(weights, grads.astype(np.float64), axes=1)
         result = IntegratedGradientsResult(
@@ -174,7 +146,7 @@ def attribute(
             gradient_evaluations=evaluations,
             output_at_input=ends[0],
             output_at_baseline=ends[1],
-            probabilities=ends[2],
+            scores=ends[2],
         )
         if tolerance is None or result.relative_delta <= tolerance or steps * 2 > (max_steps or steps):
             return result
@@ -183,7 +155,7 @@ def attribute(
 
 @dataclass(frozen=True)
 class InteriorGradientsResult:
-    """gradients: float32 (A, H, W, C) at alpha * image; outputs: float32 (A,) p[target](alpha * image)."""
+    """gradients: float32 (A, H, W, C) at alpha * image; outputs: float32 (A,) F[target](alpha * image)."""
 
     alphas: np.ndarray
     gradients: np.ndarray
@@ -202,8 +174,8 @@ def interior_gradients(
     image = np.asarray(image, np.float32)
     alphas = np.asarray(alphas, np.float64)
     if target is None:
-        _, probs = gradient_fn(image[None], np.zeros(1, np.int32))
-        target = int(np.argmax(probs[0]))
+        _, scores = gradient_fn(image[None], np.zeros(1, np.int32))
+        target = int(np.argmax(scores[0]))
     zeros = np.zeros_like(image)
-    grads, probabilities = _path_gradients(gradient_fn, image, zeros, alphas, target, internal_batch_size)
-    return InteriorGradientsResult(alphas.astype(np.float32), grads, probabilities[:, target], target)
+    grads, scores = _path_gradients(gradient_fn, image, zeros, alphas, target, internal_batch_size)
+    return InteriorGradientsResult(alphas.astype(np.float32), grads, scores[:, target], target)

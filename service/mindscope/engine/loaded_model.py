@@ -3,6 +3,7 @@ forward, activation and gradient functions every request calls, behind their bat
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -12,8 +13,19 @@ import numpy as np
 import tensorflow as tf
 
 from mindscope.engine.batching import FORWARD_BATCHING, GRADIENT_BATCHING, BatchingConfig, DynamicBatcher
+from mindscope.engine.layer_paths import (
+    SEPARATOR,
+    graph_input,
+    graph_output,
+    graph_outputs,
+    node,
+    output_shape,
+    spatial_layer_names,
+    tap,
+    weighted_layer_names,
+)
 from mindscope.engine.store import ModelRef, ModelStore
-from mindscope.errors import UnknownClass, UnknownLayer
+from mindscope.errors import InvalidInput, UnknownClass, UnknownLayer
 
 
 @dataclass(frozen=True)
@@ -23,24 +35,50 @@ class LayerInfo:
     output_shape: tuple[int, ...]  # without the batch axis
 
 
-class BatchedGradients:
-    """d p[target] / d image per row, batched with the rows of concurrent explanations.
+SCORES = ("probability", "logit")
 
-    Call it with (images float32 (N, H, W, C), targets int32 (N,)) for (gradients like images,
-    probabilities (N, classes)); `in_order` queues a whole path of such parts at once and yields
-    their results in order (`DynamicBatcher.submit_in_order`).
+
+class BatchedGradients:
+    """d score[target] / d image per row, batched with the rows of concurrent explanations.
+
+    The score is the target class's probability, or its logit (the pre-softmax score) with
+    `score="logit"`. Call it with (images float32 (N, H, W, C), targets int32 (N,)) for (gradients
+    like images, scores (N, classes)); `in_order` queues a whole path of such parts at once and
+    yields their results in order (`DynamicBatcher.submit_in_order`). Rows of both scores share
+    batches: each row carries which one it differentiates.
     """
 
-    def __init__(self, batcher: DynamicBatcher) -> None:
+    def __init__(self, batcher: DynamicBatcher, score: str = "probability") -> None:
         self.batcher = batcher
+        self.score = score
+        self._on_logit = np.int32(score == "logit")
 
     def __call__(self, images: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        grads, probabilities = self.batcher.submit(np.asarray(images, np.float32), np.asarray(targets, np.int32))
-        return grads, probabilities
+        grads, scores = self.batcher.submit(*self._row_arrays(images, targets))
+        return grads, scores
 
     def in_order(self, parts: list[tuple[np.ndarray, np.ndarray]]) -> Generator[tuple[np.ndarray, np.ndarray]]:
-        typed = [(np.asarray(images, np.float32), np.asarray(targets, np.int32)) for images, targets in parts]
+        typed = [self._row_arrays(images, targets) for images, targets in parts]
         return cast(Generator[tuple[np.ndarray, np.ndarray]], self.batcher.submit_in_order(typed))
+
+    def _row_arrays(self, images: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        targets = np.asarray(targets, np.int32)
+        return np.asarray(images, np.float32), targets, np.full(len(targets), self._on_logit, np.int32)
+
+
+class BatchedLayerGradients:
+    """A layer's activations and the gradient of the target's score with respect to them, per row
+    (`LoadedModel.layer_gradients`)."""
+
+    def __init__(self, batcher: DynamicBatcher, score: str) -> None:
+        self.batcher = batcher
+        self._on_logit = np.int32(score == "logit")
+
+    def __call__(self, images: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        targets = np.asarray(targets, np.int32)
+        flags = np.full(len(targets), self._on_logit, np.int32)
+        activations, grads, scores = self.batcher.submit(np.asarray(images, np.float32), targets, flags)
+        return activations, grads, scores
 
 
 INPUT_RANGES = ("0-1", "0-255", "-1-1", "mean-std")
@@ -83,19 +121,6 @@ class InputSpec:
         return images
 
 
-def spatial_layer_names(model: keras.Model) -> list[str]:
-    """Layers whose output is a (batch, H, W, C) map: the ones with activations to show."""
-    return [
-        layer.name
-        for layer in model.layers
-        if not isinstance(layer, keras.layers.InputLayer) and len(layer.output.shape) == 4
-    ]
-
-
-def weighted_layer_names(model: keras.Model) -> list[str]:
-    return [layer.name for layer in model.layers if layer.weights]
-
-
 @dataclass
 class LoadedModel:
     """A store entry in memory, with compiled forward, activation and gradient functions.
@@ -128,12 +153,12 @@ class LoadedModel:
         )
         spec = tf.TensorSpec([None, *self.input_shape], tf.float32)
         self._forward = tf.function(self._probabilities, input_signature=[spec])
-        tapped = keras.Model(self.model.input, [self.model.get_layer(n).output for n in layer_names])
+        tapped = tap(self.model, layer_names)
         preprocess = self.input_spec.apply
-        self._activations = tf.function(
-            lambda images: tapped(preprocess(images), training=False), input_signature=[spec]
-        )
-        self._gradients = tf.function(self._target_gradients, input_signature=[spec, tf.TensorSpec([None], tf.int32)])
+        self._activations = tf.function(lambda images: tapped(preprocess(images)), input_signature=[spec])
+        self._logits = logit_model(self.model) if not self.outputs_logits else self.model
+        rows = tf.TensorSpec([None], tf.int32)
+        self._gradients = tf.function(self._target_gradients, input_signature=[spec, rows, rows])
         # Concurrent requests share compiled calls: predictions with predictions, and the
         # gradient rows of every explanation in flight with each other.
         label = self.ref.label
@@ -141,12 +166,11 @@ class LoadedModel:
         self.gradient_batcher = DynamicBatcher(self.gradients_now, self.gradient_batching, f"{label}-gradients")
         self.gradient_batcher.yields_to = self.forward_batcher  # predictions never queue behind explanations
         self.gradients = BatchedGradients(self.gradient_batcher)
+        self._layer_batchers: dict[str, DynamicBatcher] = {}
+        self._layer_lock = threading.Lock()
 
     def _table(self, names: list[str]) -> tuple[LayerInfo, ...]:
-        return tuple(
-            LayerInfo(i, name, tuple(self.model.get_layer(name).output.shape[1:]))
-            for i, name in enumerate(names, start=1)
-        )
+        return tuple(LayerInfo(i, name, tuple(output_shape(self.model, name))) for i, name in enumerate(names, start=1))
 
     def _probabilities(self, images: tf.Tensor) -> tf.Tensor:
         outputs = self.model(self.input_spec.apply(images), training=False)
@@ -173,13 +197,80 @@ class LoadedModel:
         height, width, channels = self.metadata["input_shape"]
         return (height, width, channels)
 
-    def _target_gradients(self, images: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    @property
+    def scores(self) -> tuple[str, ...]:
+        """What attributions can differentiate: the probability always, the logit where the model
+        has one (it outputs logits, or its last layer is a separate softmax)."""
+        return SCORES if self._logits is not None else SCORES[:1]
+
+    def layer_gradients(self, name: str, score: str = "probability") -> BatchedLayerGradients:
+        """(images, targets) -> (layer `name`'s activations, d score[target] / d them, scores), batched
+        across requests on a lane of the layer's own (Grad-CAM)."""
+        self.gradients_for(score)  # the same check of the score
+        with self._layer_lock:
+            batcher = self._layer_batchers.get(name)
+            if batcher is None:
+                compiled = self._compile_layer_gradients(name)
+
+                def run(images: np.ndarray, targets: np.ndarray, on_logit: np.ndarray) -> tuple[np.ndarray, ...]:
+                    outputs = compiled(tf.convert_to_tensor(images), tf.convert_to_tensor(targets), on_logit)
+                    return tuple(out.numpy() for out in outputs)
+
+                batcher = DynamicBatcher(run, self.gradient_batching, f"{self.ref.label}-{name}-gradients")
+                self._layer_batchers[name] = batcher
+        return BatchedLayerGradients(batcher, score)
+
+    def _compile_layer_gradients(self, name: str) -> Any:
+        if SEPARATOR in name:
+            outer = name.split(SEPARATOR, 1)[0]
+            raise InvalidInput(
+                f"{name} is inside the nested model {outer}; gradients with respect to a layer are taken on "
+                f"layers of the outer model: use {outer} (the nested model's output) or another outer layer",
+                layer=name,
+            )
+        logits = self.model.outputs[0] if self.outputs_logits else logit_tensor(self.model)
+        raw = graph_outputs(self.model)[0] if logits is None else logits
+        split = keras.Model(graph_input(self.model), [graph_output(self.model, name), raw])
+        preprocess = self.input_spec.apply
+
+        def layer_gradients(images: tf.Tensor, targets: tf.Tensor, on_logit: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            with tf.GradientTape() as tape:
+                activations, outputs = split(preprocess(images), training=False)
+                tape.watch(activations)
+                scores = outputs if logits is None else tf.where(on_logit[:, None] > 0, outputs, tf.nn.softmax(outputs))
+                selected = tf.gather(scores, targets, batch_dims=1)
+            return activations, tape.gradient(selected, activations), scores
+
+        spec = tf.TensorSpec([None, *self.input_shape], tf.float32)
+        rows = tf.TensorSpec([None], tf.int32)
+        return tf.function(layer_gradients, input_signature=[spec, rows, rows])
+
+    def gradients_for(self, score: str) -> BatchedGradients:
+        """The batched gradient function of `score` ("probability" or "logit")."""
+        if score not in self.scores:
+            raise InvalidInput(
+                f"score={score!r} is not available for {self.ref.label}: its softmax is inside its last layer "
+                "(e.g. Dense(activation='softmax')), so the model has no separate logits; use score=probability, "
+                "or import the model with the softmax as its own layer (keras.layers.Softmax)",
+                valid_scores=list(self.scores),
+            )
+        return self.gradients if score == "probability" else BatchedGradients(self.gradient_batcher, score)
+
+    def _target_gradients(
+        self, images: tf.Tensor, targets: tf.Tensor, on_logit: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Per row, d score[target] / d image and the row's scores: probabilities, or logits where
+        `on_logit` is 1."""
         with tf.GradientTape() as tape:
             tape.watch(images)
-            probabilities = self._probabilities(images)
+            if self._logits is None:
+                scores = self._probabilities(images)
+            else:
+                logits = self._logits(self.input_spec.apply(images), training=False)
+                scores = tf.where(on_logit[:, None] > 0, logits, tf.nn.softmax(logits))
             # Rows are independent (no batch statistics), so d(sum)/d(row) is each row's own gradient.
-            selected = tf.gather(probabilities, targets, batch_dims=1)
-        return tape.gradient(selected, images), probabilities
+            selected = tf.gather(scores, targets, batch_dims=1)
+        return tape.gradient(selected, images), scores
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """images: float32 (N, H, W, C) in [0, 1] -> probabilities float32 (N, classes), batched
@@ -199,15 +290,19 @@ class LoadedModel:
     def activations(self, images: np.ndarray) -> list[np.ndarray]:
         """Outputs of every activation layer for float32 (N, H, W, C) images; each float32 (N, h, w, c)."""
         outputs = self._activations(tf.convert_to_tensor(images, tf.float32))
-        # A model tapped at one layer answers that layer's tensor, not a list of one.
-        return [out.numpy() for out in (outputs if isinstance(outputs, list | tuple) else [outputs])]
+        return [out.numpy() for out in outputs]
 
-    def gradients_now(self, images: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One compiled gradient call on exactly these rows."""
-        grads, probabilities = self._gradients(
-            tf.convert_to_tensor(images, tf.float32), tf.convert_to_tensor(targets, tf.int32)
+    def gradients_now(
+        self, images: np.ndarray, targets: np.ndarray, on_logit: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One compiled gradient call on exactly these rows (of the probability, or of the logit
+        where `on_logit` is 1)."""
+        targets = np.asarray(targets, np.int32)
+        flags = np.zeros(len(targets), np.int32) if on_logit is None else np.asarray(on_logit, np.int32)
+        grads, scores = self._gradients(
+            tf.convert_to_tensor(images, tf.float32), tf.convert_to_tensor(targets), tf.convert_to_tensor(flags)
         )
-        return grads.numpy(), probabilities.numpy()
+        return grads.numpy(), scores.numpy()
 
     def layer(self, key: str) -> LayerInfo:
         """An activation layer (one with a spatial output) by exact name (`conv3`) or 1-based index (`3`)."""
@@ -240,6 +335,9 @@ class LoadedModel:
     def close(self) -> None:
         self.forward_batcher.close()
         self.gradient_batcher.close()
+        with self._layer_lock:
+            for batcher in self._layer_batchers.values():
+                batcher.close()
 
     def warm_up(self) -> None:
         """Trace every compiled function once, and run the compiled calls once at the largest
@@ -253,6 +351,26 @@ class LoadedModel:
         rows = self.gradient_batching.max_batch_rows
         self.gradients_now(np.zeros((rows, *self.input_shape), np.float32), np.zeros(rows, np.int32))
         self.predict_now(np.zeros((self.forward_batching.max_batch_rows, *self.input_shape), np.float32))
+
+
+def logit_tensor(model: keras.Model) -> Any | None:
+    """The model's pre-softmax scores in its graph, when its softmax is a layer of its own
+    (keras.layers.Softmax, or Activation("softmax")) applied last over the class axis; None
+    otherwise."""
+    last = model.layers[-1]
+    softmax = isinstance(last, keras.layers.Softmax) or (
+        isinstance(last, keras.layers.Activation) and getattr(last.activation, "__name__", "") == "softmax"
+    )
+    call = node(model, last) if softmax and len(model.outputs) == 1 else None
+    if call is None or len(call.input_tensors[0].shape) != 2:
+        return None
+    return call.input_tensors[0]
+
+
+def logit_model(model: keras.Model) -> keras.Model | None:
+    """The model up to its softmax (`logit_tensor`), or None."""
+    logits = logit_tensor(model)
+    return None if logits is None else keras.Model(graph_input(model), logits)
 
 
 def _lookup(table: tuple[LayerInfo, ...], key: str, kind: str) -> LayerInfo:

@@ -8,7 +8,7 @@ import threading
 from mindscope.engine.batching import BatchingConfig
 from mindscope.engine.loaded_model import LoadedModel, load_model
 from mindscope.engine.store import ModelRef, ModelStore
-from mindscope.errors import MindscopeError
+from mindscope.errors import MindscopeError, ModelIntegrityError
 
 logger = logging.getLogger("mindscope")
 
@@ -73,10 +73,24 @@ class ModelRegistry:
             return loaded
         with self._lock:
             if ref not in self._loaded:
-                loaded = load_model(self.store, ref, self.forward_batching, self.gradient_batching)
-                loaded.warm_up()
-                self._loaded[ref] = loaded
+                self._loaded[ref] = self._load_and_warm(ref)
             return self._loaded[ref]
+
+    def _load_and_warm(self, ref: ModelRef) -> LoadedModel:
+        """A loaded, warmed-up model; any failure is a ModelIntegrityError saying what went wrong
+        (an unexpected one would otherwise leave readiness at "loading" for ever)."""
+        loaded = None
+        try:
+            loaded = load_model(self.store, ref, self.forward_batching, self.gradient_batching)
+            loaded.warm_up()
+            return loaded
+        except MindscopeError:
+            raise
+        except Exception as exc:  # a model file Keras or TensorFlow cannot build or run
+            logger.exception("loading %s failed", ref.label)
+            if loaded is not None:
+                loaded.close()
+            raise ModelIntegrityError(f"{ref.label} cannot be served: {type(exc).__name__}: {exc}") from exc
 
     def reload_default(self) -> tuple[ModelRef, bool]:
         """Load the store's current default if it is new and swap it in: (serving ref, changed).

@@ -21,6 +21,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from mindscope.engine.layer_paths import find_layer, weighted_layer_names
 from mindscope.errors import ModelIntegrityError, ModelNotFound
 
 MODEL_FILE = "model.keras"
@@ -203,4 +204,4 @@ class ModelStore:
             initial.load_weights(self.entry_dir(ref) / INITIAL_WEIGHTS_FILE)
         except Exception as exc:
             raise ModelIntegrityError(f"{ref.label}: {INITIAL_WEIGHTS_FILE} cannot be loaded ({exc})") from exc
-        return {layer.name: layer.get_weights() for layer in initial.layers if layer.weights}
+        return {path: find_layer(initial, path).get_weights() for path in weighted_layer_names(initial)}

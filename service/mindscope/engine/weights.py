@@ -9,6 +9,7 @@ from typing import Literal
 import keras
 import numpy as np
 
+from mindscope.engine.layer_paths import find_layer
 from mindscope.engine.loaded_model import LoadedModel
 from mindscope.errors import InitialWeightsMissing
 
@@ -65,7 +66,7 @@ def weight_tensors(loaded: LoadedModel, layers: list[str] | None = None) -> list
     infos = [loaded.weight_layer(key) for key in layers] if layers else list(loaded.weight_layers)
     result = []
     for info in infos:
-        layer = loaded.model.get_layer(info.name)
+        layer = find_layer(loaded.model, info.name)
         trained = layer.get_weights()
         initial = [None] * len(trained) if loaded.initial_weights is None else loaded.initial_weights[info.name]
         names = parameter_names(layer)

@@ -21,13 +21,20 @@ _MEANING: dict[Sign, str] = {
 
 @dataclass(frozen=True)
 class AttributionCaption:
-    """What the picture explains, in words: the class, its probability, and how it was computed."""
+    """What the picture explains, in words: the class, its score (probability or logit) at the
+    input, and how it was computed."""
 
     label: str
-    probability: float
+    output: float
     method: str
     steps: int
     relative_delta: float
+    score: str = "probability"
+    headline: str = ""  # the title, for a method other than integrated gradients
+
+    @property
+    def symbol(self) -> str:
+        return "p" if self.score == "probability" else "logit"
 
 
 def attribution_map(
@@ -66,7 +73,7 @@ def attribution_figure(
     axes[0].imshow(shown, cmap=grey, vmin=0, vmax=1, interpolation="nearest")
     axes[0].set_title("input")
     heat = axes[1].imshow(values, cmap=cmap, norm=Normalize(low, high), interpolation="nearest")
-    axes[1].set_title(f"attributions to p({caption.label})")
+    axes[1].set_title(f"attributions to {caption.symbol}({caption.label})")
     bar = figure.colorbar(heat, ax=axes[1], fraction=0.046, pad=0.04)
     bar.set_label(_MEANING[sign], fontsize=9)
     axes[2].imshow(shown.mean(axis=-1) if shown.ndim == 3 else shown, cmap="gray", vmin=0, vmax=1)
@@ -77,7 +84,8 @@ def attribution_figure(
         ax.set_xticks([])
         ax.set_yticks([])
     figure.suptitle(
-        f"Integrated gradients: why '{caption.label}' (p = {caption.probability:.3f}) - "
+        caption.headline
+        or f"Integrated gradients: why '{caption.label}' ({caption.symbol} = {caption.output:.3f}) - "
         f"{caption.method}, {caption.steps} steps, completeness error {caption.relative_delta:.1e}",
         fontsize=12,
     )
@@ -95,7 +103,12 @@ def attribution_figure(
 
 
 def interior_strip(
-    image: np.ndarray, alphas: np.ndarray, gradients: np.ndarray, outputs: np.ndarray, label: str
+    image: np.ndarray,
+    alphas: np.ndarray,
+    gradients: np.ndarray,
+    outputs: np.ndarray,
+    label: str,
+    score: str = "probability",
 ) -> bytes:
     """image: float32 (H, W, C); gradients: float32 (A, H, W, C) -> PNG: the input, then one
     |gradient| map per alpha, each scaled to its own 99th percentile.
@@ -112,11 +125,12 @@ def interior_strip(
     axes[0].imshow(shown, cmap=None if shown.ndim == 3 else "gray", vmin=0, vmax=1, interpolation="nearest")
     axes[0].set_title("input", fontsize=11)
     heat = None
+    symbol = "p" if score == "probability" else "logit"
     for ax, alpha, grads, output in zip(axes[1:], alphas, gradients, outputs, strict=False):
         magnitude = np.abs(grads).sum(axis=-1)
         high = float(np.percentile(magnitude, 99)) or 1e-12
         heat = ax.imshow(magnitude / high, cmap="inferno", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_title(f"alpha = {alpha:.2f}, p = {output:.3f}", fontsize=11)
+        ax.set_title(f"alpha = {alpha:.2f}, {symbol} = {output:.3f}", fontsize=11)
         ax.set_xlabel(f"p99 = {high:.1e}", fontsize=10)
     for ax in axes:
         ax.set_xticks([])
@@ -129,7 +143,8 @@ def interior_strip(
         bar = figure.colorbar(heat, cax=figure.add_axes((0.935, 0.1, 0.012, top - 0.15)))
         bar.set_label("|gradient| / panel's p99", fontsize=9)
     figure.suptitle(
-        f"Interior gradients of p({label}): |d p / d pixel| at alpha x input, summed over colour channels;\n"
+        f"Interior gradients of {symbol}({label}): |d {symbol} / d pixel| at alpha x input, summed over colour "
+        "channels;\n"
         "each panel on its own scale (its 99th percentile below it)",
         fontsize=12,
     )

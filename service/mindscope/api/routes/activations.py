@@ -30,11 +30,12 @@ def animate_activations(loaded: ModelDep, decoded: DecodedDep) -> Response:
 
 
 @router.post(
-    "/activations/{layer}",
+    "/activations/{layer:path}",
     response_model=ActivationsResponse,
     openapi_extra=IMAGE_REQUEST_BODY,
     responses={**ERROR_RESPONSES, 200: PNG_RESPONSE},
-    summary="One layer's output for an image (layer by name, conv3, or 1-based index, 3)",
+    summary="One layer's output for an image (layer by name, conv3, or 1-based index, 3; "
+    "inside a nested model by path, backbone/block_1)",
 )
 def read_activations(
     request: Request,

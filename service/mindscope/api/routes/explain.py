@@ -1,31 +1,44 @@
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from mindscope.api.codecs import IMAGE_REQUEST_BODY, wants_png
+from mindscope.api.codecs import IMAGE_REQUEST_BODY, DecodedRequest, wants_png
 from mindscope.api.deps import DecodedDep, FormatQuery, ModelDep, SettingsDep, settings_cap
 from mindscope.api.errors import ERROR_RESPONSES
 from mindscope.api.responses import PNG_RESPONSE, model_ref, picture_response
 from mindscope.api.schemas import (
     ArrayPayload,
     Completeness,
+    EvaluationsOut,
     ExplainMethodOut,
     ExplainMethodsResponse,
+    ExplanationResponse,
     IntegratedGradientsResponse,
     InteriorGradientsResponse,
     ParameterOut,
     TargetOut,
     ToleranceOut,
 )
+from mindscope.config import Settings
+from mindscope.engine.explain.blur_ig import blur_integrated_gradients
+from mindscope.engine.explain.explanation import Explanation, Smoothing
+from mindscope.engine.explain.grad_cam import grad_cam
+from mindscope.engine.explain.gradients import vanilla_gradients
+from mindscope.engine.explain.guided_ig import guided_integrated_gradients
+from mindscope.engine.explain.occlusion import occlusion, windows
 from mindscope.engine.integrated_gradients import (
     IntegratedGradientsResult,
     attribute,
     interior_gradients,
     make_baseline,
 )
+from mindscope.engine.loaded_model import BatchedGradients, LoadedModel
 from mindscope.engine.quadrature import RULES
 from mindscope.errors import InvalidInput
 from mindscope.render.heatmaps import AttributionCaption, Sign, attribution_figure, interior_strip
@@ -35,6 +48,13 @@ Method = Literal["riemann_left", "riemann_right", "riemann_midpoint", "riemann_t
 assert set(Method.__args__) == set(RULES)  # type: ignore[attr-defined]
 TargetQuery = Annotated[
     str | None, Query(max_length=64, description="class index or name; default: the predicted class")
+]
+ScoreQuery = Annotated[
+    Literal["probability", "logit"],
+    Query(
+        description="what to attribute: the target's probability, or its logit (pre-softmax score; for models "
+        "that output logits or end in a separate softmax layer; GET /models/{name} lists a model's scores)"
+    ),
 ]
 
 # The PNG answer's headers: what the JSON answer says beside the attributions.
@@ -78,16 +98,21 @@ def list_explain_methods(request: Request) -> ExplainMethodsResponse:
     return ExplainMethodsResponse(methods=methods)
 
 
-async def steps_within_cap(
-    settings: SettingsDep,
-    steps: Annotated[
-        int, Query(description="quadrature points, from 2 to the server's cap (MINDSCOPE_MAX_STEPS)")
-    ] = 50,
-) -> int:
-    return settings_cap("steps", steps, MIN_STEPS, settings.max_steps, "MINDSCOPE_MAX_STEPS")
+def steps_within_cap(default: int) -> Callable[..., Any]:
+    """A dependency for `steps` with this method's default, bounded by the server's cap."""
+
+    async def steps_query(
+        settings: SettingsDep,
+        steps: Annotated[
+            int, Query(description="quadrature points, from 2 to the server's cap (MINDSCOPE_MAX_STEPS)")
+        ] = default,
+    ) -> int:
+        return settings_cap("steps", steps, MIN_STEPS, settings.max_steps, "MINDSCOPE_MAX_STEPS")
+
+    return steps_query
 
 
-StepsDep = Annotated[int, Depends(steps_within_cap)]
+StepsDep = Annotated[int, Depends(steps_within_cap(50))]
 
 
 @router.post(
@@ -101,7 +126,7 @@ StepsDep = Annotated[int, Depends(steps_within_cap)]
             "headers": {name: {"description": text, "schema": {"type": "string"}} for name, text in IG_HEADERS.items()},
         },
     },
-    summary="Integrated gradients of the target class's probability, with a completeness check",
+    summary="Integrated gradients of the target class's probability or logit, with a completeness check",
 )
 def explain_integrated_gradients(
     request: Request,
@@ -110,6 +135,7 @@ def explain_integrated_gradients(
     settings: SettingsDep,
     steps: StepsDep,
     target: TargetQuery = None,
+    score: ScoreQuery = "probability",
     method: Method = "gauss_legendre",
     baseline: Literal["black", "white", "blur", "uniform-noise", "upload"] = "black",
     tolerance: Annotated[
@@ -126,8 +152,9 @@ def explain_integrated_gradients(
         baseline_pixels = decoded.baseline.pixels
     else:
         baseline_pixels = make_baseline(baseline, image.pixels)
+    gradients = loaded.gradients_for(score)
     result = attribute(
-        loaded.gradients,
+        gradients,
         image.pixels,
         target=loaded.target_for(image.pixels, target),
         baseline=baseline_pixels,
@@ -140,7 +167,7 @@ def explain_integrated_gradients(
     reached = None if tolerance is None else _tolerance(result, tolerance, settings.max_steps)
     if wants_png(request, format):
         label = loaded.class_names[result.target]
-        caption = AttributionCaption(label, result.output_at_input, method, result.steps, result.relative_delta)
+        caption = AttributionCaption(label, result.output_at_input, method, result.steps, result.relative_delta, score)
         response = picture_response(
             attribution_figure(image.pixels, result.attributions, caption, sign, clip_percentile)
         )
@@ -148,6 +175,7 @@ def explain_integrated_gradients(
         return response
     return IntegratedGradientsResponse(
         target=TargetOut(index=result.target, label=loaded.class_names[result.target]),
+        score=score,
         method=method,
         baseline=baseline,
         steps=result.steps,
@@ -161,11 +189,16 @@ def explain_integrated_gradients(
             relative_delta=result.relative_delta,
         ),
         tolerance=reached,
-        probabilities=ArrayPayload.of(result.probabilities),
+        probabilities=ArrayPayload.of(result.scores if score == "probability" else softmax(result.scores)),
         classes=list(loaded.class_names),
         input=image.info,
         model=model_ref(loaded),
     )
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    shifted = np.exp(scores.astype(np.float64) - scores.max())
+    return (shifted / shifted.sum()).astype(np.float32)
 
 
 def _tolerance(result: IntegratedGradientsResult, requested: float, max_steps: int) -> ToleranceOut:
@@ -203,7 +236,7 @@ def _summary_headers(result: IntegratedGradientsResult, label: str, reached: Tol
     response_model=InteriorGradientsResponse,
     openapi_extra=IMAGE_REQUEST_BODY,
     responses={**ERROR_RESPONSES, 200: PNG_RESPONSE},
-    summary="Gradients at scaled inputs alpha * x (interior gradients)",
+    summary="Gradients of the target's probability or logit at scaled inputs alpha * x (interior gradients)",
 )
 def explain_interior_gradients(
     request: Request,
@@ -211,6 +244,7 @@ def explain_interior_gradients(
     decoded: DecodedDep,
     settings: SettingsDep,
     target: TargetQuery = None,
+    score: ScoreQuery = "probability",
     alphas: Annotated[
         list[float] | None, Query(description="in (0, 1], up to the server's cap (MINDSCOPE_MAX_ALPHAS)")
     ] = None,
@@ -222,7 +256,7 @@ def explain_interior_gradients(
     if not ((alpha_values > 0) & (alpha_values <= 1)).all():
         raise InvalidInput("every alpha must be in (0, 1]", alphas=alpha_values.tolist())
     result = interior_gradients(
-        loaded.gradients,
+        loaded.gradients_for(score),
         image.pixels,
         alpha_values,
         target=loaded.target_for(image.pixels, target),
@@ -230,12 +264,261 @@ def explain_interior_gradients(
     )
     if wants_png(request, format):
         label = loaded.class_names[result.target]
-        return picture_response(interior_strip(image.pixels, result.alphas, result.gradients, result.outputs, label))
+        picture = interior_strip(image.pixels, result.alphas, result.gradients, result.outputs, label, score)
+        return picture_response(picture)
     return InteriorGradientsResponse(
         target=TargetOut(index=result.target, label=loaded.class_names[result.target]),
+        score=score,
         alphas=ArrayPayload.of(result.alphas),
         outputs=ArrayPayload.of(result.outputs),
         gradients=ArrayPayload.of(result.gradients),
         input=image.info,
         model=model_ref(loaded),
+    )
+
+
+# Every other method: one engine call each, one answer shape (ExplanationResponse), the same
+# target, score, SmoothGrad and picture options (`MethodRequest`).
+
+
+async def smoothing_within_caps(
+    settings: SettingsDep,
+    samples: Annotated[
+        int, Query(description="SmoothGrad: noisy copies to average, 0 (off) to the cap (MINDSCOPE_MAX_SAMPLES)")
+    ] = 0,
+    noise: Annotated[float, Query(gt=0, le=1, description="SmoothGrad: noise sigma / (max - min of the image)")] = 0.15,
+    smooth: Annotated[
+        Literal["mean", "square", "var"],
+        Query(description="SmoothGrad: how samples combine: mean (SmoothGrad), square (SquareGrad), var (VarGrad)"),
+    ] = "mean",
+    seed: Annotated[int, Query(ge=0, le=2**32 - 1, description="SmoothGrad: the noise's seed")] = 0,
+) -> Smoothing:
+    settings_cap("samples", samples, 0, settings.max_samples, "MINDSCOPE_MAX_SAMPLES")
+    return Smoothing(samples, noise, smooth, seed)
+
+
+SmoothingDep = Annotated[Smoothing, Depends(smoothing_within_caps)]
+TITLES = {
+    "vanilla-gradients": "Vanilla gradients",
+    "gradient-x-input": "Gradient x input",
+    "grad-cam": "Grad-CAM",
+    "occlusion": "Occlusion",
+    "blur-ig": "Blur integrated gradients",
+    "guided-ig": "Guided integrated gradients",
+}
+
+
+@dataclass
+class MethodRequest:
+    """What every method's request carries besides its own parameters, and how it is answered."""
+
+    request: Request
+    loaded: LoadedModel
+    decoded: DecodedRequest
+    settings: Settings
+    target: str | None
+    score: str
+    clip_percentile: float
+    format: str | None
+
+    @property
+    def rows_per_chunk(self) -> int:
+        return self.settings.internal_batch_size
+
+    def gradients(self) -> BatchedGradients:
+        return self.loaded.gradients_for(self.score)
+
+    def within_cap(self, rows: int, what: str) -> None:
+        settings_cap("rows", rows, 1, self.settings.max_rows, "MINDSCOPE_MAX_ROWS", unit=f"model rows ({what})")
+
+    def answer(self, compute: Callable[[np.ndarray, int], Explanation], sign: Sign) -> ExplanationResponse | Response:
+        """Resolve the target, run `compute(image, target)`, and answer JSON or a PNG."""
+        image, loaded = self.decoded.single(), self.loaded
+        loaded.gradients_for(self.score)  # an unavailable score is refused before any work
+        probabilities = loaded.predict(image.pixels[None])[0]
+        index = int(np.argmax(probabilities)) if self.target is None else loaded.class_index(self.target)
+        started = time.perf_counter()
+        result = compute(image.pixels, index)
+        seconds = time.perf_counter() - started
+        label = loaded.class_names[index]
+        if wants_png(self.request, self.format):
+            summary = ", ".join(f"{k} {v}" for k, v in result.details.items() if not isinstance(v, dict))
+            headline = f"{TITLES[result.method]}: why '{label}' (p = {probabilities[index]:.3f})"
+            caption = AttributionCaption(
+                label,
+                float(probabilities[index]),
+                result.method,
+                0,
+                0.0,
+                self.score,
+                headline=headline + (f" - {summary}" if summary else ""),
+            )
+            figure = attribution_figure(image.pixels, result.attributions, caption, sign, self.clip_percentile)
+            return picture_response(figure)
+        return ExplanationResponse(
+            method=result.method,
+            target=TargetOut(index=index, label=label),
+            score=self.score,
+            attributions=ArrayPayload.of(result.attributions),
+            parameters=result.details,
+            evaluations=EvaluationsOut(gradient=result.gradient_evaluations, forward=result.forward_evaluations + 1),
+            seconds=seconds,
+            probabilities=ArrayPayload.of(probabilities),
+            classes=list(loaded.class_names),
+            input=image.info,
+            model=model_ref(loaded),
+        )
+
+
+async def method_request(
+    request: Request,
+    loaded: ModelDep,
+    decoded: DecodedDep,
+    settings: SettingsDep,
+    target: TargetQuery = None,
+    score: ScoreQuery = "probability",
+    clip_percentile: Annotated[
+        float, Query(ge=50, le=100, description="PNG: colours clip at this percentile of |value|")
+    ] = 99.0,
+    format: FormatQuery = None,
+) -> MethodRequest:
+    return MethodRequest(request, loaded, decoded, settings, target, score, clip_percentile, format)
+
+
+MethodDep = Annotated[MethodRequest, Depends(method_request)]
+METHOD_ROUTE: dict[str, Any] = {
+    "response_model": ExplanationResponse,
+    "openapi_extra": IMAGE_REQUEST_BODY,
+    "responses": {**ERROR_RESPONSES, 200: PNG_RESPONSE},
+}
+
+
+@router.post("/vanilla-gradients", **METHOD_ROUTE, summary="Vanilla gradients: d score / d pixel (SmoothGrad: samples)")
+def explain_vanilla_gradients(
+    call: MethodDep, smoothing: SmoothingDep, sign: Sign = "absolute"
+) -> ExplanationResponse | Response:
+    call.within_cap(max(1, smoothing.samples), "samples")
+    gradients = call.gradients()
+    return call.answer(
+        lambda image, index: vanilla_gradients(gradients, image, index, smoothing, call.rows_per_chunk), sign
+    )
+
+
+@router.post("/gradient-x-input", **METHOD_ROUTE, summary="Gradient x input: each pixel's gradient times its value")
+def explain_gradient_x_input(
+    call: MethodDep, smoothing: SmoothingDep, sign: Sign = "all"
+) -> ExplanationResponse | Response:
+    call.within_cap(max(1, smoothing.samples), "samples")
+    gradients = call.gradients()
+    return call.answer(
+        lambda image, index: vanilla_gradients(gradients, image, index, smoothing, call.rows_per_chunk, True), sign
+    )
+
+
+@router.post(
+    "/grad-cam",
+    **METHOD_ROUTE,
+    summary="Grad-CAM: a layer's channels weighted by their mean gradient, kept where positive, upsampled",
+)
+def explain_grad_cam(
+    call: MethodDep,
+    smoothing: SmoothingDep,
+    layer: Annotated[
+        str | None,
+        Query(max_length=200, description="a layer of the model with a spatial output; default: the last one"),
+    ] = None,
+) -> ExplanationResponse | Response:
+    call.within_cap(max(1, smoothing.samples), "samples")
+    outer = [info.name for info in call.loaded.layers if "/" not in info.name]
+    name = outer[-1] if layer is None else call.loaded.layer(layer).name
+    gradients = call.loaded.layer_gradients(name, call.score)
+    return call.answer(
+        lambda image, index: grad_cam(gradients, name, image, index, smoothing, call.rows_per_chunk), "positive"
+    )
+
+
+@router.post(
+    "/occlusion",
+    **METHOD_ROUTE,
+    summary="Occlusion: how much the target's probability falls when a patch covers each pixel",
+)
+def explain_occlusion(
+    call: MethodDep,
+    size: Annotated[int, Query(ge=1, description="the patch's height and width in pixels")] = 4,
+    stride: Annotated[int, Query(ge=1, description="pixels between patches (1: every position, as PAIR)")] = 1,
+    value: Annotated[float, Query(ge=0, le=1, description="the patch's pixel value, 0 (black) to 1 (white)")] = 0.0,
+) -> ExplanationResponse | Response:
+    if call.score != "probability":
+        raise InvalidInput("occlusion measures the fall of the target's probability; use score=probability")
+    height, width, _ = call.loaded.input_shape
+    settings_cap("size", size, 1, min(height, width), "the model's input size")
+    call.within_cap(len(windows(height, width, size, stride)), "patches")
+    predict = call.loaded.predict
+    return call.answer(
+        lambda image, index: occlusion(predict, image, index, size, stride, value, call.rows_per_chunk), "all"
+    )
+
+
+@router.post(
+    "/blur-ig",
+    **METHOD_ROUTE,
+    summary="Blur integrated gradients: integrated gradients along ever stronger Gaussian blurs (Xu et al. 2020)",
+)
+def explain_blur_ig(
+    call: MethodDep,
+    smoothing: SmoothingDep,
+    steps: Annotated[int, Depends(steps_within_cap(100))],
+    max_sigma: Annotated[float, Query(gt=0, le=100, description="the strongest blur, in pixels")] = 50.0,
+    sqrt: Annotated[bool, Query(description="space the blur levels by their square roots")] = False,
+    sign: Sign = "all",
+) -> ExplanationResponse | Response:
+    call.within_cap(max(1, smoothing.samples) * steps, "samples x steps")
+    gradients = call.gradients()
+    return call.answer(
+        lambda image, index: blur_integrated_gradients(
+            gradients,
+            image,
+            index,
+            steps,
+            max_sigma,
+            sqrt=sqrt,
+            smoothing=smoothing,
+            internal_batch_size=call.rows_per_chunk,
+        ),
+        sign,
+    )
+
+
+@router.post(
+    "/guided-ig",
+    **METHOD_ROUTE,
+    summary="Guided integrated gradients: along a path that moves the least important pixels first "
+    "(Kapishnikov et al. 2021)",
+)
+def explain_guided_ig(
+    call: MethodDep,
+    smoothing: SmoothingDep,
+    steps: Annotated[int, Depends(steps_within_cap(200))],
+    fraction: Annotated[float, Query(gt=0, le=1, description="share of features moved at a time")] = 0.25,
+    max_dist: Annotated[
+        float, Query(ge=0, le=1, description="how far (fraction of the way) a feature may stray from the straight line")
+    ] = 0.02,
+    baseline: Literal["black", "white", "blur", "uniform-noise"] = "black",
+    sign: Sign = "all",
+) -> ExplanationResponse | Response:
+    call.within_cap(max(1, smoothing.samples) * steps, "samples x steps")
+    gradients = call.gradients()
+    return call.answer(
+        lambda image, index: guided_integrated_gradients(
+            gradients,
+            image,
+            index,
+            make_baseline(baseline, image),
+            steps,
+            fraction,
+            max_dist,
+            smoothing,
+            call.rows_per_chunk,
+        ),
+        sign,
     )

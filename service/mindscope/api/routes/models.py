@@ -39,5 +39,7 @@ def read_model(
         input_shape=list(loaded.input_shape),
         validation_accuracy=loaded.metadata.get("validation_accuracy"),
         layers=[layer_out(info) for info in loaded.layers],
+        weight_layers=[layer_out(info) for info in loaded.weight_layers],
+        scores=list(loaded.scores),
         metadata=loaded.metadata,
     )
