@@ -75,3 +75,103 @@ def test_caps_and_bad_values_are_clear_errors(client, sample_jpeg):
     )
     assert "size" in big["message"]
     assert client.post("/explain/guided-ig?fraction=0", content=sample_jpeg, headers=JPEG).status_code == 422
+
+
+def reference_curve(model, image: np.ndarray, attributions: np.ndarray, target: int, kind: str, steps: int):
+    """Deletion/insertion in float64 with the Keras model, written out plainly: pixel by pixel."""
+    per_pixel = attributions.astype(np.float64).sum(axis=-1)
+    ranked = sorted(np.ndindex(per_pixel.shape), key=lambda p: (-per_pixel[p], p[0] * per_pixel.shape[1] + p[1]))
+    total = len(ranked)
+    scores, fractions = [], []
+    for step in range(steps + 1):
+        count = int(round(step * total / steps))
+        current = image.astype(np.float64).copy() if kind == "deletion" else np.zeros_like(image, np.float64)
+        for row, col in ranked[:count]:
+            current[row, col] = 0.0 if kind == "deletion" else image[row, col]
+        scores.append(float(np.asarray(model(current[None].astype(np.float32), training=False))[0, target]))
+        fractions.append(count / total)
+    area = sum((scores[i] + scores[i + 1]) / 2 * (fractions[i + 1] - fractions[i]) for i in range(steps))
+    return fractions, scores, area
+
+
+def test_deletion_and_insertion_agree_with_a_plain_float64_computation(client, committed_model, validation_sample):
+    from PIL import Image
+
+    path = validation_sample[2][4]
+    image = np.asarray(Image.open(path).convert("RGB"), np.float32) / 255
+    body = client.post(
+        "/explain/gradient-x-input?evaluate=deletion,insertion&evaluate_steps=8",
+        content=path.read_bytes(),
+        headers=JPEG,
+    ).json()
+    target, attributions = body["target"]["index"], array_of(body["attributions"])
+    for kind in ("deletion", "insertion"):
+        fractions, scores, area = reference_curve(committed_model.model, image, attributions, target, kind, 8)
+        answer = body["evaluation"][kind]
+        assert answer["fractions"] == pytest.approx(fractions)
+        assert answer["scores"] == pytest.approx(scores, abs=1e-4)
+        assert answer["area"] == pytest.approx(area, abs=1e-4)
+    assert body["evaluation"]["sanity"] is None
+    # A faithful map: the probability falls sooner as its top pixels go than it rises as they return.
+    assert body["evaluation"]["deletion"]["area"] < body["evaluation"]["insertion"]["area"]
+
+
+def test_the_sanity_check_tells_a_trained_model_from_its_own_copy(client, sample_jpeg, committed_store, tmp_path):
+    import json
+    import shutil
+
+    from fastapi.testclient import TestClient
+    from mindscope.app import create_app
+    from mindscope.config import Settings
+    from mindscope.engine.store import sha256_file
+
+    from ..conftest import wait_ready
+
+    url = "/explain/vanilla-gradients?evaluate=sanity"
+    trained = client.post(url, content=sample_jpeg, headers=JPEG).json()["evaluation"]["sanity"]
+    # The same entry whose "initial" weights are the trained ones: the check must see no difference.
+    entry = tmp_path / "store" / "copy" / "1"
+    shutil.copytree(committed_store.entry_dir(committed_store.resolve()), entry)
+    import keras
+
+    keras.saving.load_model(entry / "model.keras").save_weights(entry / "initial.weights.h5")
+    metadata = json.loads((entry / "metadata.json").read_text())
+    metadata["files"]["initial.weights.h5"]["sha256"] = sha256_file(entry / "initial.weights.h5")
+    (entry / "metadata.json").write_text(json.dumps(metadata))
+    with TestClient(create_app(Settings(model_store_dir=tmp_path / "store"))) as same:
+        wait_ready(same)
+        copied = same.post(url, content=sample_jpeg, headers=JPEG).json()["evaluation"]["sanity"]
+    print(
+        f"sanity rank correlation: trained vs initial {trained['rank_correlation']:.3f}, vs itself "
+        f"{copied['rank_correlation']:.3f}"
+    )
+    assert copied["rank_correlation"] > 0.999
+    assert trained["rank_correlation"] < 0.5
+
+
+def test_evaluations_are_refused_clearly(client, sample_jpeg, tmp_path, committed_store):
+    error = assert_error(
+        client.post("/explain/occlusion?evaluate=deletion,truth", content=sample_jpeg, headers=JPEG),
+        422,
+        "invalid_input",
+    )
+    assert error["details"]["valid_evaluations"] == ["deletion", "insertion", "sanity"]
+
+
+def test_integrated_gradients_take_the_same_evaluations(client, sample_jpeg):
+    body = client.post(
+        "/explain/integrated-gradients?steps=32&evaluate=deletion,insertion,sanity&evaluate_steps=4",
+        content=sample_jpeg,
+        headers=JPEG,
+    ).json()
+    evaluation = body["evaluation"]
+    assert len(evaluation["deletion"]["scores"]) == len(evaluation["insertion"]["scores"]) == 5
+    # Both curves start or end at the image itself, whose probability the answer gives.
+    p = array_of(body["probabilities"])[body["target"]["index"]]
+    assert evaluation["deletion"]["scores"][0] == pytest.approx(p, abs=1e-4)
+    assert evaluation["insertion"]["scores"][-1] == pytest.approx(p, abs=1e-4)
+    assert -1 <= evaluation["sanity"]["rank_correlation"] < 0.9
+    assert (
+        client.post("/explain/integrated-gradients?steps=8", content=sample_jpeg, headers=JPEG).json()["evaluation"]
+        is None
+    )

@@ -302,6 +302,12 @@ def check_every_method(http: httpx.Client, case: Case, query: str, body: bytes, 
         answer = http.post(f"/explain/{method}?{query}&{options}", content=body, headers=PNG)
         assert answer.status_code == 200, (case.name, method, answer.text[:300])
         assert array_of(answer.json()["attributions"]).shape == expected, (case.name, method)
+    # The trust scores on any model; the sanity check needs the weights from before training.
+    scored = http.post(f"/explain/gradient-x-input?{query}&evaluate=deletion,sanity", content=body, headers=PNG)
+    if case.name == "digits":
+        assert scored.status_code == 200 and scored.json()["evaluation"]["sanity"]["rank_correlation"] < 1
+    else:
+        assert "--initial-weights" in assert_error(scored, 404, "initial_weights_missing")["message"]
     # Grad-CAM by default reads the last spatial layer of the outer model (the nested backbone's output).
     cam = http.post(f"/explain/grad-cam?{query}", content=body, headers=PNG).json()
     outer = [layer["name"] for layer in http.get(f"/models/{case.name}").json()["layers"] if "/" not in layer["name"]]

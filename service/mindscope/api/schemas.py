@@ -143,6 +143,28 @@ class ToleranceOut(BaseModel):
 ScoreField = Field(description="what was differentiated: the target's probability, or its logit (pre-softmax score)")
 
 
+class CurveOut(BaseModel):
+    fractions: list[float] = Field(description="share of pixels removed (deletion) or inserted (insertion), 0 to 1")
+    scores: list[float] = Field(description="the target's probability at each fraction")
+    area: float = Field(description="area under the curve (trapezoids); deletion: lower is better, insertion: higher")
+
+
+class SanityOut(BaseModel):
+    rank_correlation: float = Field(
+        description="Spearman correlation of the map's per-pixel magnitudes with the same method's on the model's "
+        "initial (untrained) weights; low is good: near 1, the map explains the input, not the model"
+    )
+    target: int = Field(description="the class explained on the untrained model (the same index)")
+
+
+class EvaluationOut(BaseModel):
+    """How far to trust the map (`evaluate=deletion,insertion,sanity`)."""
+
+    deletion: CurveOut | None = None
+    insertion: CurveOut | None = None
+    sanity: SanityOut | None = None
+
+
 class IntegratedGradientsResponse(BaseModel):
     target: TargetOut
     score: Literal["probability", "logit"] = ScoreField
@@ -153,6 +175,7 @@ class IntegratedGradientsResponse(BaseModel):
     attributions: ArrayPayload = Field(description="(H, W, C) float32, the model's input shape")
     completeness: Completeness
     tolerance: ToleranceOut | None = Field(None, description="present when the request gave a tolerance")
+    evaluation: EvaluationOut | None = Field(None, description="present when the request asked `evaluate`")
     probabilities: ArrayPayload = Field(description="the class probabilities at the input, whatever the score")
     classes: list[str]
     input: ImageInfo
@@ -175,6 +198,7 @@ class ExplanationResponse(BaseModel):
     )
     parameters: dict[str, Any] = Field(description="what the method was computed with, defaults included")
     evaluations: EvaluationsOut
+    evaluation: EvaluationOut | None = Field(None, description="present when the request asked `evaluate`")
     seconds: float = Field(description="time spent computing the explanation on the server")
     probabilities: ArrayPayload = Field(description="the class probabilities at the input")
     classes: list[str]

@@ -15,6 +15,7 @@ import tensorflow as tf
 from mindscope.engine.batching import FORWARD_BATCHING, GRADIENT_BATCHING, BatchingConfig, DynamicBatcher
 from mindscope.engine.layer_paths import (
     SEPARATOR,
+    find_layer,
     graph_input,
     graph_output,
     graph_outputs,
@@ -25,7 +26,7 @@ from mindscope.engine.layer_paths import (
     weighted_layer_names,
 )
 from mindscope.engine.store import ModelRef, ModelStore
-from mindscope.errors import InvalidInput, UnknownClass, UnknownLayer
+from mindscope.errors import InitialWeightsMissing, InvalidInput, UnknownClass, UnknownLayer
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ class LoadedModel:
         self.gradients = BatchedGradients(self.gradient_batcher)
         self._layer_batchers: dict[str, DynamicBatcher] = {}
         self._layer_lock = threading.Lock()
+        self._initial: LoadedModel | None = None
 
     def _table(self, names: list[str]) -> tuple[LayerInfo, ...]:
         return tuple(LayerInfo(i, name, tuple(output_shape(self.model, name))) for i, name in enumerate(names, start=1))
@@ -202,6 +204,26 @@ class LoadedModel:
         """What attributions can differentiate: the probability always, the logit where the model
         has one (it outputs logits, or its last layer is a separate softmax)."""
         return SCORES if self._logits is not None else SCORES[:1]
+
+    def initial_model(self) -> LoadedModel:
+        """The same network with its weights from before training, with compiled functions and
+        batchers of its own (the model-randomization sanity check); built on first use."""
+        if self.initial_weights is None:
+            raise InitialWeightsMissing(
+                f"{self.ref.label} has no weights from before training (its store entry holds no "
+                "initial.weights.h5), so the sanity check has no untrained model to compare with; "
+                "import the model with --initial-weights, or leave out evaluate=sanity",
+                model=self.ref.label,
+            )
+        with self._layer_lock:
+            if self._initial is None:
+                untrained = keras.models.clone_model(self.model)
+                for path, weights in self.initial_weights.items():
+                    find_layer(untrained, path).set_weights(weights)
+                self._initial = LoadedModel(
+                    self.ref, untrained, self.metadata, None, self.forward_batching, self.gradient_batching
+                )
+            return self._initial
 
     def layer_gradients(self, name: str, score: str = "probability") -> BatchedLayerGradients:
         """(images, targets) -> (layer `name`'s activations, d score[target] / d them, scores), batched
@@ -338,6 +360,8 @@ class LoadedModel:
         with self._layer_lock:
             for batcher in self._layer_batchers.values():
                 batcher.close()
+            if self._initial is not None:
+                self._initial.close()
 
     def warm_up(self) -> None:
         """Trace every compiled function once, and run the compiled calls once at the largest

@@ -15,6 +15,8 @@ from mindscope.api.responses import PNG_RESPONSE, model_ref, picture_response
 from mindscope.api.schemas import (
     ArrayPayload,
     Completeness,
+    CurveOut,
+    EvaluationOut,
     EvaluationsOut,
     ExplainMethodOut,
     ExplainMethodsResponse,
@@ -22,11 +24,13 @@ from mindscope.api.schemas import (
     IntegratedGradientsResponse,
     InteriorGradientsResponse,
     ParameterOut,
+    SanityOut,
     TargetOut,
     ToleranceOut,
 )
 from mindscope.config import Settings
 from mindscope.engine.explain.blur_ig import blur_integrated_gradients
+from mindscope.engine.explain.evaluation import CURVES, curve, spearman
 from mindscope.engine.explain.explanation import Explanation, Smoothing
 from mindscope.engine.explain.grad_cam import grad_cam
 from mindscope.engine.explain.gradients import vanilla_gradients
@@ -38,7 +42,7 @@ from mindscope.engine.integrated_gradients import (
     interior_gradients,
     make_baseline,
 )
-from mindscope.engine.loaded_model import BatchedGradients, LoadedModel
+from mindscope.engine.loaded_model import LoadedModel
 from mindscope.engine.quadrature import RULES
 from mindscope.errors import InvalidInput
 from mindscope.render.heatmaps import AttributionCaption, Sign, attribution_figure, interior_strip
@@ -115,6 +119,70 @@ def steps_within_cap(default: int) -> Callable[..., Any]:
 StepsDep = Annotated[int, Depends(steps_within_cap(50))]
 
 
+EVALUATIONS = ("deletion", "insertion", "sanity")
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    """The scores `evaluate` asks for, computed on any attribution map (engine/explain/evaluation.py)."""
+
+    asked: tuple[str, ...] = ()
+    steps: int = 16
+
+    def untrained(self, loaded: LoadedModel) -> LoadedModel | None:
+        """The model on its initial weights when the sanity check is asked (404 if it has none)."""
+        return loaded.initial_model() if "sanity" in self.asked else None
+
+    def run(
+        self,
+        loaded: LoadedModel,
+        image: np.ndarray,
+        index: int,
+        attributions: np.ndarray,
+        recompute: Callable[[LoadedModel], np.ndarray] | None,
+        rows_per_chunk: int,
+    ) -> EvaluationOut | None:
+        """`recompute(model)`: the same method's map on another model (the untrained one, for sanity)."""
+        if not self.asked:
+            return None
+        curves = {}
+        for kind in CURVES:
+            if kind in self.asked:
+                found = curve(
+                    loaded.predict, image, np.zeros_like(image), attributions, index, kind, self.steps, rows_per_chunk
+                )
+                curves[kind] = CurveOut(
+                    fractions=found.fractions.tolist(), scores=found.scores.tolist(), area=found.area
+                )
+        sanity = None
+        initial = self.untrained(loaded)
+        if initial is not None and recompute is not None:
+            untrained = recompute(initial)
+            sanity = SanityOut(rank_correlation=spearman(attributions, untrained), target=index)
+        return EvaluationOut(**curves, sanity=sanity)
+
+
+async def evaluation_request(
+    evaluate: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="scores of the map, comma-separated: deletion, insertion (probability curves and their "
+            "areas), sanity (rank correlation with the same method on the untrained model)",
+        ),
+    ] = None,
+    evaluate_steps: Annotated[int, Query(ge=2, le=256, description="points of the deletion/insertion curves")] = 16,
+) -> Evaluate:
+    asked = tuple(part for part in (evaluate or "").split(",") if part)
+    unknown = [part for part in asked if part not in EVALUATIONS]
+    if unknown:
+        raise InvalidInput(f"unknown evaluation {unknown[0]!r}", valid_evaluations=list(EVALUATIONS))
+    return Evaluate(asked, evaluate_steps)
+
+
+EvaluateDep = Annotated[Evaluate, Depends(evaluation_request)]
+
+
 @router.post(
     "/integrated-gradients",
     response_model=IntegratedGradientsResponse,
@@ -134,6 +202,7 @@ def explain_integrated_gradients(
     decoded: DecodedDep,
     settings: SettingsDep,
     steps: StepsDep,
+    evaluate: EvaluateDep,
     target: TargetQuery = None,
     score: ScoreQuery = "probability",
     method: Method = "gauss_legendre",
@@ -146,23 +215,35 @@ def explain_integrated_gradients(
     format: FormatQuery = None,
 ) -> IntegratedGradientsResponse | Response:
     image = decoded.single()
+    evaluate.untrained(loaded)  # a sanity check without initial weights is refused before any work
     if baseline == "upload":
         if decoded.baseline is None:
             raise InvalidInput("baseline=upload needs a baseline image (multipart field or JSON 'baseline')")
         baseline_pixels = decoded.baseline.pixels
     else:
         baseline_pixels = make_baseline(baseline, image.pixels)
-    gradients = loaded.gradients_for(score)
-    result = attribute(
-        gradients,
+
+    def integrate(model: LoadedModel, index: int | None) -> IntegratedGradientsResult:
+        return attribute(
+            model.gradients_for(score),
+            image.pixels,
+            target=index,
+            baseline=baseline_pixels,
+            steps=steps,
+            method=method,
+            internal_batch_size=settings.internal_batch_size,
+            tolerance=tolerance,
+            max_steps=settings.max_steps,
+        )
+
+    result = integrate(loaded, loaded.target_for(image.pixels, target))
+    evaluation = evaluate.run(
+        loaded,
         image.pixels,
-        target=loaded.target_for(image.pixels, target),
-        baseline=baseline_pixels,
-        steps=steps,
-        method=method,
-        internal_batch_size=settings.internal_batch_size,
-        tolerance=tolerance,
-        max_steps=settings.max_steps,
+        result.target,
+        result.attributions,
+        lambda untrained: integrate(untrained, result.target).attributions,
+        settings.internal_batch_size,
     )
     reached = None if tolerance is None else _tolerance(result, tolerance, settings.max_steps)
     if wants_png(request, format):
@@ -189,6 +270,7 @@ def explain_integrated_gradients(
             relative_delta=result.relative_delta,
         ),
         tolerance=reached,
+        evaluation=evaluation,
         probabilities=ArrayPayload.of(result.scores if score == "probability" else softmax(result.scores)),
         classes=list(loaded.class_names),
         input=image.info,
@@ -298,6 +380,7 @@ async def smoothing_within_caps(
 
 
 SmoothingDep = Annotated[Smoothing, Depends(smoothing_within_caps)]
+Compute = Callable[[LoadedModel, np.ndarray, int], Explanation]  # (model, image, target) -> its map
 TITLES = {
     "vanilla-gradients": "Vanilla gradients",
     "gradient-x-input": "Gradient x input",
@@ -320,25 +403,33 @@ class MethodRequest:
     score: str
     clip_percentile: float
     format: str | None
+    evaluate: Evaluate
 
     @property
     def rows_per_chunk(self) -> int:
         return self.settings.internal_batch_size
 
-    def gradients(self) -> BatchedGradients:
-        return self.loaded.gradients_for(self.score)
-
     def within_cap(self, rows: int, what: str) -> None:
         settings_cap("rows", rows, 1, self.settings.max_rows, "MINDSCOPE_MAX_ROWS", unit=f"model rows ({what})")
 
-    def answer(self, compute: Callable[[np.ndarray, int], Explanation], sign: Sign) -> ExplanationResponse | Response:
-        """Resolve the target, run `compute(image, target)`, and answer JSON or a PNG."""
+    def answer(self, compute: Compute, sign: Sign) -> ExplanationResponse | Response:
+        """Resolve the target, run `compute(model, image, target)` (and the scores `evaluate` asks
+        for), and answer JSON or a PNG."""
         image, loaded = self.decoded.single(), self.loaded
         loaded.gradients_for(self.score)  # an unavailable score is refused before any work
+        self.evaluate.untrained(loaded)  # a sanity check without initial weights is refused before any work
         probabilities = loaded.predict(image.pixels[None])[0]
         index = int(np.argmax(probabilities)) if self.target is None else loaded.class_index(self.target)
         started = time.perf_counter()
-        result = compute(image.pixels, index)
+        result = compute(loaded, image.pixels, index)
+        evaluation = self.evaluate.run(
+            loaded,
+            image.pixels,
+            index,
+            result.attributions,
+            lambda m: compute(m, image.pixels, index).attributions,
+            self.rows_per_chunk,
+        )
         seconds = time.perf_counter() - started
         label = loaded.class_names[index]
         if wants_png(self.request, self.format):
@@ -362,6 +453,7 @@ class MethodRequest:
             attributions=ArrayPayload.of(result.attributions),
             parameters=result.details,
             evaluations=EvaluationsOut(gradient=result.gradient_evaluations, forward=result.forward_evaluations + 1),
+            evaluation=evaluation,
             seconds=seconds,
             probabilities=ArrayPayload.of(probabilities),
             classes=list(loaded.class_names),
@@ -375,6 +467,7 @@ async def method_request(
     loaded: ModelDep,
     decoded: DecodedDep,
     settings: SettingsDep,
+    evaluate: EvaluateDep,
     target: TargetQuery = None,
     score: ScoreQuery = "probability",
     clip_percentile: Annotated[
@@ -382,7 +475,7 @@ async def method_request(
     ] = 99.0,
     format: FormatQuery = None,
 ) -> MethodRequest:
-    return MethodRequest(request, loaded, decoded, settings, target, score, clip_percentile, format)
+    return MethodRequest(request, loaded, decoded, settings, target, score, clip_percentile, format, evaluate)
 
 
 MethodDep = Annotated[MethodRequest, Depends(method_request)]
@@ -398,9 +491,11 @@ def explain_vanilla_gradients(
     call: MethodDep, smoothing: SmoothingDep, sign: Sign = "absolute"
 ) -> ExplanationResponse | Response:
     call.within_cap(max(1, smoothing.samples), "samples")
-    gradients = call.gradients()
     return call.answer(
-        lambda image, index: vanilla_gradients(gradients, image, index, smoothing, call.rows_per_chunk), sign
+        lambda m, image, index: vanilla_gradients(
+            m.gradients_for(call.score), image, index, smoothing, call.rows_per_chunk
+        ),
+        sign,
     )
 
 
@@ -409,9 +504,11 @@ def explain_gradient_x_input(
     call: MethodDep, smoothing: SmoothingDep, sign: Sign = "all"
 ) -> ExplanationResponse | Response:
     call.within_cap(max(1, smoothing.samples), "samples")
-    gradients = call.gradients()
     return call.answer(
-        lambda image, index: vanilla_gradients(gradients, image, index, smoothing, call.rows_per_chunk, True), sign
+        lambda m, image, index: vanilla_gradients(
+            m.gradients_for(call.score), image, index, smoothing, call.rows_per_chunk, True
+        ),
+        sign,
     )
 
 
@@ -431,9 +528,12 @@ def explain_grad_cam(
     call.within_cap(max(1, smoothing.samples), "samples")
     outer = [info.name for info in call.loaded.layers if "/" not in info.name]
     name = outer[-1] if layer is None else call.loaded.layer(layer).name
-    gradients = call.loaded.layer_gradients(name, call.score)
+    call.loaded.layer_gradients(name, call.score)  # a layer inside a nested model is refused here
     return call.answer(
-        lambda image, index: grad_cam(gradients, name, image, index, smoothing, call.rows_per_chunk), "positive"
+        lambda m, image, index: grad_cam(
+            m.layer_gradients(name, call.score), name, image, index, smoothing, call.rows_per_chunk
+        ),
+        "positive",
     )
 
 
@@ -453,9 +553,8 @@ def explain_occlusion(
     height, width, _ = call.loaded.input_shape
     settings_cap("size", size, 1, min(height, width), "the model's input size")
     call.within_cap(len(windows(height, width, size, stride)), "patches")
-    predict = call.loaded.predict
     return call.answer(
-        lambda image, index: occlusion(predict, image, index, size, stride, value, call.rows_per_chunk), "all"
+        lambda m, image, index: occlusion(m.predict, image, index, size, stride, value, call.rows_per_chunk), "all"
     )
 
 
@@ -473,10 +572,9 @@ def explain_blur_ig(
     sign: Sign = "all",
 ) -> ExplanationResponse | Response:
     call.within_cap(max(1, smoothing.samples) * steps, "samples x steps")
-    gradients = call.gradients()
     return call.answer(
-        lambda image, index: blur_integrated_gradients(
-            gradients,
+        lambda m, image, index: blur_integrated_gradients(
+            m.gradients_for(call.score),
             image,
             index,
             steps,
@@ -507,10 +605,9 @@ def explain_guided_ig(
     sign: Sign = "all",
 ) -> ExplanationResponse | Response:
     call.within_cap(max(1, smoothing.samples) * steps, "samples x steps")
-    gradients = call.gradients()
     return call.answer(
-        lambda image, index: guided_integrated_gradients(
-            gradients,
+        lambda m, image, index: guided_integrated_gradients(
+            m.gradients_for(call.score),
             image,
             index,
             make_baseline(baseline, image),
