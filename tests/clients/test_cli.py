@@ -49,3 +49,28 @@ def test_explain_says_which_score_it_attributed(server, validation_sample):
     done = run_cli(server, "explain", str(validation_sample[2][0]), "--steps", "16", "--score", "logit")
     assert done.returncode == 0, done.stderr
     assert ", its logit; method gauss_legendre, 16 steps" in done.stdout.splitlines()[0]
+
+
+def test_attribute_runs_any_method_and_prints_its_scores(server, validation_sample, tmp_path):
+    done = run_cli(
+        server,
+        "attribute",
+        str(validation_sample[2][0]),
+        "--with",
+        "occlusion",
+        "--set",
+        "size=8",
+        "--set",
+        "stride=8",
+        "--evaluate",
+        "deletion,insertion",
+        "--png",
+        str(tmp_path / "occlusion.png"),
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("occlusion: ") and "0 gradient and 18 forward rows" in lines[0]
+    assert "size=8" in lines[1] and lines[4].startswith("deletion") and lines[5].startswith("insertion")
+    assert (tmp_path / "occlusion.png").read_bytes()[:4] == b"\x89PNG"
+    bad = run_cli(server, "attribute", str(validation_sample[2][0]), "--set", "layer")
+    assert bad.returncode == 1 and "NAME=VALUE" in bad.stderr

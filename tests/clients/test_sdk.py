@@ -147,3 +147,17 @@ def test_retries_ride_out_a_server_that_is_still_starting(tmp_path, committed_st
             assert client.predict(sample_jpeg).label
     finally:
         starting.stop()
+
+
+def test_every_method_by_name_with_its_parameters_and_scores(client, sample_jpeg):
+    from mindscope_client import Explanation
+
+    listed = {m["name"] for m in client.explain_methods()}
+    assert {"grad-cam", "occlusion", "guided-ig"} <= listed
+    cam = client.explain(sample_jpeg, "grad-cam", "cat", layer="conv6", evaluate=["deletion", "sanity"])
+    assert isinstance(cam, Explanation) and cam.attributions.shape == (32, 32, 1)
+    assert cam.parameters["layer"] == "conv6" and cam.label == "cat"
+    assert cam.evaluation["deletion"]["area"] >= 0 and -1 <= cam.evaluation["sanity"]["rank_correlation"] <= 1
+    smooth = client.explain(sample_jpeg, "vanilla-gradients", samples=4, smooth="square", seed=2, noise=0.1)
+    assert smooth.gradient_evaluations == 4 and smooth.parameters["smoothing"]["noise"] == 0.1
+    assert client.explain(sample_jpeg, "blur-ig", steps=8, sqrt=True, as_png=True).data[:4] == b"\x89PNG"

@@ -173,3 +173,26 @@ def test_the_model_picker_sends_every_call_to_the_chosen_version(browser, server
     api_calls = [u for u in urls if "/predict" in u or "/activations/" in u or "/explain/" in u]
     assert api_calls and all("model=cifar10-allcnn" in u and "version=1" in u for u in api_calls)
     page.close()
+
+
+def test_any_method_with_its_trust_scores(browser, server, validation_sample):
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(server.base_url + "/")
+    wait_for_image(page, "#histograms")
+    options = page.eval_on_selector("#explainer", "s => Array.from(s.options).map(o => o.value)")
+    assert {"integrated-gradients", "grad-cam", "occlusion", "guided-ig"} <= set(options)
+    page.set_input_files("#file", str(validation_sample[2][0]))
+    wait_for_image(page, "#ig")
+    first = page.get_attribute("#ig", "src")
+    page.select_option("#explainer", "grad-cam")
+    page.check("#trust")
+    page.click("#explain")
+    page.wait_for_function("() => document.querySelector('#trust-scores').textContent.includes('sanity')")
+    page.wait_for_function("s => document.querySelector('#ig').src !== s", arg=first)
+    wait_for_image(page, "#ig")
+    text = page.text_content("#trust-scores")
+    assert "deletion area" in text and "insertion area" in text and "lower is better" in text
+    assert "grad-cam" in page.text_content("#completeness") and errors == []
+    page.close()

@@ -9,7 +9,7 @@ from typing import Any
 
 from mindscope_client._client import Client
 from mindscope_client._exceptions import APIError, MindscopeError
-from mindscope_client._types import Activations, Attribution, ImageResult
+from mindscope_client._types import Activations, Attribution, Explanation, ImageResult
 
 
 def _table(rows: list[tuple[Any, ...]], headers: tuple[str, ...]) -> str:
@@ -70,6 +70,46 @@ def _explain(client: Client, args: argparse.Namespace) -> None:
     )
     if args.png:
         _write(client.integrated_gradients(args.image, **options, as_png=True), args.png)
+
+
+def _settings(pairs: list[str]) -> dict[str, str]:
+    settings = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise MindscopeError(f"--set takes NAME=VALUE, e.g. --set layer=conv6; got {pair!r}")
+        settings[name] = value
+    return settings
+
+
+def _attribute(client: Client, args: argparse.Namespace) -> None:
+    options: dict[str, Any] = {
+        "target": int(args.target) if args.target and args.target.isdigit() else args.target,
+        "score": args.score,
+        "evaluate": args.evaluate.split(",") if args.evaluate else None,
+        **_settings(args.set),
+    }
+    result = client.explain(args.image, args.method, **options)
+    assert isinstance(result, Explanation)
+    print(
+        f"{result.method}: {result.label} ({result.target}), its {result.score}; "
+        f"{result.gradient_evaluations} gradient and {result.forward_evaluations} forward rows "
+        f"in {result.seconds:.3f} s"
+    )
+    shown = {k: v for k, v in result.parameters.items() if not isinstance(v, dict)}
+    if shown:
+        print("parameters: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+    if result.evaluation:
+        rows = [
+            (kind, f"{result.evaluation[kind]['area']:.4f}", better)
+            for kind, better in (("deletion", "lower is better"), ("insertion", "higher is better"))
+            if result.evaluation.get(kind)
+        ]
+        if result.evaluation.get("sanity"):
+            rows.append(("sanity", f"{result.evaluation['sanity']['rank_correlation']:.4f}", "lower is better"))
+        print(_table(rows, ("score", "value", "meaning")))
+    if args.png:
+        _write(client.explain(args.image, args.method, **{**options, "evaluate": None}, as_png=True), args.png)
 
 
 def _activations(client: Client, args: argparse.Namespace) -> None:
@@ -163,6 +203,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("--png", help="write input | heatmap | overlay here")
     explain.set_defaults(run=_explain)
+
+    attribute = commands.add_parser(
+        "attribute", help="any explanation method the server lists (GET /explain), with its trust scores"
+    )
+    attribute.add_argument("image", help="image file (PNG, JPEG or WebP)")
+    attribute.add_argument(
+        "--with",
+        dest="method",
+        default="vanilla-gradients",
+        help="the method: vanilla-gradients, gradient-x-input, grad-cam, occlusion, blur-ig, guided-ig "
+        "(integrated gradients: the explain command) (default: %(default)s)",
+    )
+    attribute.add_argument("--target", help="class index or name (default: the predicted class)")
+    attribute.add_argument(
+        "--score",
+        default="probability",
+        choices=("probability", "logit"),
+        help="what to attribute (default: %(default)s)",
+    )
+    attribute.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="a parameter of the method, e.g. layer=conv6"
+    )
+    attribute.add_argument("--evaluate", help="trust scores, comma-separated: deletion,insertion,sanity")
+    attribute.add_argument("--png", help="write input | map | overlay here")
+    attribute.set_defaults(run=_attribute)
 
     activations = commands.add_parser("activations", help="a layer's channel statistics")
     activations.add_argument("image", help="image file (PNG, JPEG or WebP)")

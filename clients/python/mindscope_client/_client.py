@@ -14,6 +14,7 @@ from mindscope_client._exceptions import TransportError, error_from_response
 from mindscope_client._types import (
     Activations,
     Attribution,
+    Explanation,
     Histogram,
     ImageInput,
     ImageResult,
@@ -37,6 +38,12 @@ class _Call(Generic[T]):
 def _image_result(response: httpx.Response) -> ImageResult:
     summary = {name[5:]: value for name, value in response.headers.items() if name.lower().startswith("x-ig-")}
     return ImageResult(response.content, response.headers.get("content-type", "image/png"), summary)
+
+
+def _query_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 class _Builder:
@@ -144,6 +151,24 @@ class _Builder:
         params += rq.model_params(model, None) + rq.png_params(as_png)
         spec = rq.image_body(rq.RequestSpec("POST", "/explain/interior-gradients", params, binary=as_png), image)
         return _Call(spec, _image_result if as_png else rq.parse_interior)
+
+    def _explain(
+        self,
+        image: Any,
+        method: str,
+        target: int | str | None,
+        score: Score,
+        evaluate: Sequence[str] | None,
+        as_png: bool,
+        model: str | None,
+        parameters: dict[str, Any],
+    ) -> _Call[Any]:
+        params = [("score", score)] + ([("target", str(target))] if target is not None else [])
+        params += [("evaluate", ",".join(evaluate))] if evaluate else []
+        params += [(name, _query_value(value)) for name, value in parameters.items()]
+        params += rq.model_params(model, None) + rq.png_params(as_png)
+        spec = rq.image_body(rq.RequestSpec("POST", f"/explain/{method}", params, binary=as_png), image)
+        return _Call(spec, _image_result if as_png else rq.parse_explanation)
 
     def _request_kwargs(self, spec: rq.RequestSpec) -> dict[str, Any]:
         return {
@@ -307,6 +332,29 @@ class Client(_Builder):
     ) -> InteriorGradients | ImageResult:
         return self._send(self._interior_gradients(image, alphas, target, as_png, model, score))
 
+    def explain(
+        self,
+        image: Any,
+        method: str,
+        target: int | str | None = None,
+        *,
+        score: Score = "probability",
+        evaluate: Sequence[str] | None = None,
+        as_png: bool = False,
+        model: str | None = None,
+        **parameters: Any,
+    ) -> Explanation | ImageResult:
+        """Any method of `GET /explain` by name ("grad-cam", "guided-ig", ...; integrated gradients
+        have `integrated_gradients`, with their completeness check), its own parameters as
+        keywords (`layer="conv6"`, `samples=25`), and the trust scores `evaluate` names
+        ("deletion", "insertion", "sanity")."""
+        return self._send(self._explain(image, method, target, score, evaluate, as_png, model, parameters))
+
+    def explain_methods(self) -> list[dict[str, Any]]:
+        """The methods this server offers, with each parameter's schema (its defaults and caps)."""
+        spec = rq.RequestSpec("GET", "/explain", [])
+        return self._send(_Call(spec, lambda body: list(body["methods"])))
+
 
 class AsyncClient(_Builder):
     """Asynchronous twin of Client: the same methods, awaited.
@@ -449,3 +497,21 @@ class AsyncClient(_Builder):
         score: Score = "probability",
     ) -> InteriorGradients | ImageResult:
         return await self._send(self._interior_gradients(image, alphas, target, as_png, model, score))
+
+    async def explain(
+        self,
+        image: Any,
+        method: str,
+        target: int | str | None = None,
+        *,
+        score: Score = "probability",
+        evaluate: Sequence[str] | None = None,
+        as_png: bool = False,
+        model: str | None = None,
+        **parameters: Any,
+    ) -> Explanation | ImageResult:
+        return await self._send(self._explain(image, method, target, score, evaluate, as_png, model, parameters))
+
+    async def explain_methods(self) -> list[dict[str, Any]]:
+        spec = rq.RequestSpec("GET", "/explain", [])
+        return await self._send(_Call(spec, lambda body: list(body["methods"])))

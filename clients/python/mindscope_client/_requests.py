@@ -12,6 +12,7 @@ from mindscope_client._types import (
     Activations,
     Attribution,
     Completeness,
+    Explanation,
     Histogram,
     ImageInfo,
     InteriorGradients,
@@ -203,6 +204,24 @@ def parse_attribution(body: dict[str, Any]) -> Attribution:
         model=_ref(body),
         tolerance=from_body(Tolerance, body["tolerance"]) if body.get("tolerance") else None,
         score=body.get("score", "probability"),
+    )
+
+
+def parse_explanation(body: dict[str, Any]) -> Explanation:
+    return Explanation(
+        method=body["method"],
+        target=body["target"]["index"],
+        label=body["target"]["label"],
+        score=body["score"],
+        attributions=to_array(body["attributions"]),
+        parameters=body["parameters"],
+        gradient_evaluations=body["evaluations"]["gradient"],
+        forward_evaluations=body["evaluations"]["forward"],
+        seconds=body["seconds"],
+        probabilities=to_array(body["probabilities"]),
+        classes=body["classes"],
+        model=_ref(body),
+        evaluation=body.get("evaluation"),
     )
 
 

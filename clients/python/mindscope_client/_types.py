@@ -159,6 +159,30 @@ class Attribution:
 
 
 @dataclass(frozen=True)
+class Explanation:
+    """Any method's answer (POST /explain/{method}).
+
+    attributions: (H, W, C) like the input, or (H, W, 1) for Grad-CAM and occlusion.
+    evaluation: with `evaluate=...`, {"deletion": {"fractions", "scores", "area"}, "insertion": ...,
+    "sanity": {"rank_correlation", "target"}} as the service sent it; None otherwise.
+    """
+
+    method: str
+    target: int
+    label: str
+    score: str
+    attributions: Any
+    parameters: dict[str, Any]
+    gradient_evaluations: int
+    forward_evaluations: int
+    seconds: float
+    probabilities: Any
+    classes: list[str]
+    model: ModelRef
+    evaluation: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class InteriorGradients:
     target: int
     label: str

@@ -434,6 +434,11 @@ class MethodRequest:
         label = loaded.class_names[index]
         if wants_png(self.request, self.format):
             summary = ", ".join(f"{k} {v}" for k, v in result.details.items() if not isinstance(v, dict))
+            smoothing = result.details.get("smoothing")
+            if smoothing:
+                kind = {"mean": "SmoothGrad", "square": "SquareGrad", "var": "VarGrad"}[smoothing["kind"]]
+                smoothed = f"{kind} of {smoothing['samples']} samples, noise {smoothing['noise']:g}"
+                summary = f"{summary}, {smoothed}" if summary else smoothed
             headline = f"{TITLES[result.method]}: why '{label}' (p = {probabilities[index]:.3f})"
             caption = AttributionCaption(
                 label,
