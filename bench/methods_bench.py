@@ -30,6 +30,7 @@ from mindscope.engine.explain.grad_cam import grad_cam
 from mindscope.engine.explain.gradients import vanilla_gradients
 from mindscope.engine.explain.guided_ig import guided_integrated_gradients
 from mindscope.engine.explain.occlusion import occlusion
+from mindscope.engine.explain.xrai import xrai
 from mindscope.engine.integrated_gradients import attribute
 from mindscope.engine.loaded_model import load_model
 from mindscope.engine.store import ModelStore
@@ -104,6 +105,7 @@ def rows(
 ) -> list[tuple[str, str, int, Callable[[], object], Callable[[], object]]]:
     """(method, work, model rows, ours, PAIR's) for each method."""
     import saliency.core.guided_ig as pair_guided_ig
+    from saliency.core.xrai import XRAIParameters
 
     pair_guided_ig.np = NumpyTwoQuantile()  # type: ignore[assignment]
     call, args = pair_model(loaded, loaded.layers[-1].name), {KEY: target}
@@ -154,6 +156,15 @@ def rows(
             1,
             lambda: grad_cam(layer_gradients, layer, image, target),
             lambda: saliency.GradCam().GetMask(image, call, args),
+        ),
+        (
+            "XRAI",
+            "IG from 2 baselines (ours 32 Gauss-Legendre points, PAIR 100 uniform: the same regions)",
+            2 * 34,  # ours
+            lambda: xrai(gradients, image, target, steps=32),
+            lambda: saliency.XRAI().GetMask(
+                image, call, args, batch_size=100, extra_parameters=XRAIParameters(steps=100)
+            ),
         ),
         (
             "occlusion",
@@ -235,7 +246,9 @@ def main() -> None:
             "call_model_function runs compiled (tf.function) gradient, layer-gradient and forward functions of",
             "the same Keras model on whole batches (batch_size = every row of a path), its best configuration;",
             "ours runs through the served model's batched gradient path, as a request does. Model rows are",
-            "the same on both sides.",
+            "the same on both sides but for XRAI, where each integrates with its own rule (ours 2 x (32 + 2)",
+            "Gauss-Legendre rows, PAIR 2 x 100 uniform ones) and both give the same regions",
+            "(tests/engine/test_explain_vs_saliency.py).",
             "",
             "| method | work | model rows | mindscope ms | PAIR saliency ms | mindscope faster by |",
             "|---|---|---|---|---|---|",

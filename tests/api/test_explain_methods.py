@@ -13,6 +13,7 @@ METHODS = {
     "occlusion": ("size=8&stride=4", (32, 32, 1), 0, 7 * 7 + 1),
     "blur-ig": ("steps=16&max_sigma=6", (32, 32, 3), 16, 0),
     "guided-ig": ("steps=16", (32, 32, 3), 16, 0),
+    "xrai": ("steps=8", (32, 32, 1), 2 * (8 + 2), 0),  # two paths, each with its two ends
 }
 
 
@@ -38,6 +39,14 @@ def test_the_listing_names_every_method_with_its_parameters(client):
     assert samples["schema"]["default"] == 0
     layer = next(p for p in methods["grad-cam"]["parameters"] if p["name"] == "layer")
     assert "spatial output" in layer["description"]
+
+
+def test_xrai_answers_its_regions_by_rank(client, sample_jpeg):
+    body = client.post("/explain/xrai?steps=8", content=sample_jpeg, headers=JPEG).json()
+    ranks, gains = array_of(body["regions"]), array_of(body["attributions"])[..., 0]
+    assert ranks.shape == (32, 32) and ranks.min() == 1 and ranks.max() == body["parameters"]["regions"]
+    # Rank 1 is the region of highest gain.
+    assert gains[ranks == 1].min() == gains.max()
 
 
 def test_smoothgrad_is_repeatable_and_its_kinds_differ(client, sample_jpeg):

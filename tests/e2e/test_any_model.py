@@ -298,6 +298,7 @@ def check_every_method(http: httpx.Client, case: Case, query: str, body: bytes, 
         ("occlusion", f"size={shape[0] // 4}&stride={shape[0] // 4}", per_pixel),
         ("blur-ig", "steps=8&max_sigma=4", shape),
         ("guided-ig", "steps=8", shape),
+        ("xrai", "steps=8", per_pixel),
     ):
         answer = http.post(f"/explain/{method}?{query}&{options}", content=body, headers=PNG)
         assert answer.status_code == 200, (case.name, method, answer.text[:300])

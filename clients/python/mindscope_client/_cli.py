@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--with",
         dest="method",
         default="vanilla-gradients",
-        help="the method: vanilla-gradients, gradient-x-input, grad-cam, occlusion, blur-ig, guided-ig "
+        help="the method: vanilla-gradients, gradient-x-input, grad-cam, occlusion, blur-ig, guided-ig, xrai "
         "(integrated gradients: the explain command) (default: %(default)s)",
     )
     attribute.add_argument("--target", help="class index or name (default: the predicted class)")

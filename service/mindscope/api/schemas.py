@@ -197,6 +197,9 @@ class ExplanationResponse(BaseModel):
         description="(H, W, C) float32 like the input, or (H, W, 1) for a map of pixels (grad-cam, occlusion)"
     )
     parameters: dict[str, Any] = Field(description="what the method was computed with, defaults included")
+    regions: ArrayPayload | None = Field(
+        None, description="xrai: (H, W) int64, each pixel's region by rank of importance, 1 = the most important"
+    )
     evaluations: EvaluationsOut
     evaluation: EvaluationOut | None = Field(None, description="present when the request asked `evaluate`")
     seconds: float = Field(description="time spent computing the explanation on the server")

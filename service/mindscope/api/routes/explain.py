@@ -36,6 +36,7 @@ from mindscope.engine.explain.grad_cam import grad_cam
 from mindscope.engine.explain.gradients import vanilla_gradients
 from mindscope.engine.explain.guided_ig import guided_integrated_gradients
 from mindscope.engine.explain.occlusion import occlusion, windows
+from mindscope.engine.explain.xrai import xrai
 from mindscope.engine.integrated_gradients import (
     IntegratedGradientsResult,
     attribute,
@@ -388,6 +389,7 @@ TITLES = {
     "occlusion": "Occlusion",
     "blur-ig": "Blur integrated gradients",
     "guided-ig": "Guided integrated gradients",
+    "xrai": "XRAI regions",
 }
 
 
@@ -457,6 +459,7 @@ class MethodRequest:
             score=self.score,
             attributions=ArrayPayload.of(result.attributions),
             parameters=result.details,
+            regions=None if result.regions is None else ArrayPayload.of(result.regions),
             evaluations=EvaluationsOut(gradient=result.gradient_evaluations, forward=result.forward_evaluations + 1),
             evaluation=evaluation,
             seconds=seconds,
@@ -623,4 +626,25 @@ def explain_guided_ig(
             call.rows_per_chunk,
         ),
         sign,
+    )
+
+
+@router.post(
+    "/xrai",
+    **METHOD_ROUTE,
+    summary="XRAI: integrated gradients (black and white baselines) gathered over image regions, ranked",
+)
+def explain_xrai(
+    call: MethodDep,
+    steps: Annotated[int, Depends(steps_within_cap(32))],
+    min_pixel_diff: Annotated[
+        int, Query(ge=1, le=10_000, description="a region must add at least this many new pixels")
+    ] = 50,
+) -> ExplanationResponse | Response:
+    call.within_cap(2 * steps, "2 baselines x steps")
+    return call.answer(
+        lambda m, image, index: xrai(
+            m.gradients_for(call.score), image, index, steps, min_pixel_diff, call.rows_per_chunk
+        ),
+        "all",
     )

@@ -32,6 +32,7 @@ class Explanation:
     gradient_evaluations: int
     forward_evaluations: int
     details: dict[str, Any] = field(default_factory=dict)
+    regions: np.ndarray | None = None  # XRAI: int (H, W), each pixel's region by rank, 1 = most important
 
 
 @dataclass(frozen=True)
