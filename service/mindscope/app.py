@@ -17,7 +17,18 @@ from mindscope.api.limits import BodyLimits, DecodeBudget, RequestLifetime
 from mindscope.api.observability import Metrics, RequestObserver
 from mindscope.api.openapi import install_openapi
 from mindscope.api.predict_fast_path import PredictFastPath
-from mindscope.api.routes import activations, admin, explain, explorer, health, metrics, models, predict, weights
+from mindscope.api.routes import (
+    activations,
+    admin,
+    explain,
+    explorer,
+    health,
+    metrics,
+    models,
+    predict,
+    visualize,
+    weights,
+)
 from mindscope.config import Settings
 from mindscope.engine.registry import ModelRegistry
 from mindscope.engine.store import ModelStore
@@ -80,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(explorer.router)
     secured = [Depends(require_api_key)]
-    for module in (models, predict, activations, weights, explain, admin):
+    for module in (models, predict, activations, weights, explain, visualize, admin):
         app.include_router(module.router, dependencies=secured)
     # The last added runs first: request id and log, body-size cap, lifetime, then the fast path.
     app.add_middleware(PredictFastPath, state=app.state)

@@ -254,6 +254,10 @@ def check_every_endpoint(http: httpx.Client, case: Case) -> None:
     assert completeness["relative_delta"] < 0.01, (case.name, completeness)
     check_logit_attributions(http, case, query, body, pixels, explained)
     check_every_method(http, case, query, body, shape)
+
+    # What a channel looks for, in the model's own input shape, inside a nested backbone too.
+    feature = http.get(f"/visualize/{case.inner_layer}/1?{query}&steps=16").json()
+    assert array_of(feature["features"][0]["image"]).shape == shape, case.name
     heatmap = http.post(f"/explain/integrated-gradients?{query}&format=png", content=body, headers=PNG)
     assert heatmap.status_code == 200
     interior = http.post(f"/explain/interior-gradients?{query}&alphas=0.25&alphas=1", content=body, headers=PNG).json()

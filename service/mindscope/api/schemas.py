@@ -278,3 +278,18 @@ class HealthResponse(BaseModel):
 class ReloadResponse(BaseModel):
     serving: ModelRefOut
     changed: bool = Field(description="whether a new version was swapped in")
+
+
+class FeatureOut(BaseModel):
+    channel: int
+    image: ArrayPayload = Field(description="(H, W, C) float32 in [0, 1], the model's input shape")
+    activation: float = Field(description="the channel's mean activation on this image")
+    on_noise: float = Field(description="the channel's mean activation on uniform noise (same seed), for scale")
+
+
+class FeaturesResponse(BaseModel):
+    layer: LayerOut
+    steps: int
+    seed: int
+    features: list[FeatureOut]
+    model: ModelRefOut

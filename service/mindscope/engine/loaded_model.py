@@ -139,6 +139,7 @@ class LoadedModel:
     gradient_batching: BatchingConfig = GRADIENT_BATCHING
     layers: tuple[LayerInfo, ...] = field(init=False)
     gradients: BatchedGradients = field(init=False)
+    extensions: dict[str, Any] = field(init=False, default_factory=dict)  # per-model state of other modules
 
     def __post_init__(self) -> None:
         self.input_spec = InputSpec.from_metadata(self.metadata)

@@ -1,0 +1,100 @@
+"""What a channel looks for: GET /visualize/{layer}/{channel} and a grid for a layer's first channels."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+
+from mindscope.api.codecs import wants_png
+from mindscope.api.deps import FormatQuery, ModelDep, SettingsDep, settings_cap
+from mindscope.api.errors import ERROR_RESPONSES
+from mindscope.api.responses import PNG_RESPONSE, layer_out, model_ref, picture_response
+from mindscope.api.schemas import ArrayPayload, FeatureOut, FeaturesResponse
+from mindscope.engine.loaded_model import LoadedModel
+from mindscope.engine.visualize import noise_image, visualizer_for
+from mindscope.errors import InvalidInput
+from mindscope.render.features import feature_grid
+
+router = APIRouter(prefix="/visualize", tags=["visualize"])
+StepsQuery = Annotated[int, Query(ge=8, description="gradient-ascent steps, up to the cap (MINDSCOPE_MAX_STEPS)")]
+SeedQuery = Annotated[int, Query(ge=0, le=2**32 - 1, description="the start's seed (same seed, same picture)")]
+ROUTE: dict[str, Any] = {"response_model": FeaturesResponse, "responses": {**ERROR_RESPONSES, 200: PNG_RESPONSE}}
+
+
+def features(
+    request: Request,
+    loaded: LoadedModel,
+    layer_key: str,
+    channels: list[int],
+    steps: int,
+    seed: int,
+    format: str | None,
+    settings: SettingsDep,
+) -> FeaturesResponse | Response:
+    settings_cap("steps", steps, 8, settings.max_steps, "MINDSCOPE_MAX_STEPS")
+    layer = loaded.layer(layer_key)
+    available = layer.output_shape[-1]
+    bad = [c for c in channels if not 0 <= c < available]
+    if bad:
+        raise InvalidInput(f"{layer.name} has channels 0-{available - 1}; got {bad}", layer=layer.name)
+    visualizer = visualizer_for(loaded)
+    found = [visualizer.visualize(layer.name, c, steps, seed) for c in channels]
+    noise = noise_image(loaded.input_shape, seed)
+    on_noise = [float(visualizer.activation(layer.name, c, noise)[0]) for c in channels]
+    if wants_png(request, format):
+        images = [f.image for f in found]
+        # The last layer's channels are the classes where it has one per class (the All-CNN's conv9).
+        named = layer.index == len(loaded.layers) and available == len(loaded.class_names)
+        labels = [f"channel {c} ({loaded.class_names[c]})" if named else f"channel {c}" for c in channels]
+        activations = [f.activation for f in found]
+        picture = feature_grid(layer.name, channels, images, activations, on_noise, steps, seed, labels)
+        return picture_response(picture)
+    return FeaturesResponse(
+        layer=layer_out(layer),
+        steps=steps,
+        seed=seed,
+        features=[
+            FeatureOut(channel=f.channel, image=ArrayPayload.of(f.image), activation=f.activation, on_noise=n)
+            for f, n in zip(found, on_noise, strict=True)
+        ],
+        model=model_ref(loaded),
+    )
+
+
+@router.get(
+    "/{layer:path}/{channel:int}",
+    **ROUTE,
+    summary="The image that most activates one channel of a layer (gradient ascent, seeded, cached)",
+)
+def visualize_channel(
+    request: Request,
+    loaded: ModelDep,
+    settings: SettingsDep,
+    layer: str,
+    channel: int,
+    steps: StepsQuery = 256,
+    seed: SeedQuery = 0,
+    format: FormatQuery = None,
+) -> FeaturesResponse | Response:
+    return features(request, loaded, layer, [channel], steps, seed, format, settings)
+
+
+@router.get(
+    "/{layer:path}",
+    **ROUTE,
+    summary="The images that most activate a layer's first channels, as a grid",
+)
+def visualize_layer(
+    request: Request,
+    loaded: ModelDep,
+    settings: SettingsDep,
+    layer: str,
+    count: Annotated[int, Query(ge=1, le=32, description="how many channels, from channel 0")] = 8,
+    steps: StepsQuery = 256,
+    seed: SeedQuery = 0,
+    format: FormatQuery = None,
+) -> FeaturesResponse | Response:
+    available = loaded.layer(layer).output_shape[-1]
+    channels = list(range(min(count, available)))
+    return features(request, loaded, layer, channels, steps, seed, format, settings)
