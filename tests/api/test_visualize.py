@@ -48,6 +48,7 @@ def test_bad_layers_channels_and_steps_are_clear_errors(client):
     assert_error(client.get("/visualize/conv0/1"), 404, "unknown_layer")
     error = assert_error(client.get("/visualize/conv9/10"), 422, "invalid_input")
     assert "channels 0-9" in error["message"]
-    assert "MINDSCOPE_MAX_STEPS" in assert_error(client.get("/visualize/conv9/1?steps=100000"), 422, "invalid_input")[
-        "message"
-    ]
+    assert (
+        "MINDSCOPE_MAX_STEPS"
+        in assert_error(client.get("/visualize/conv9/1?steps=100000"), 422, "invalid_input")["message"]
+    )
