@@ -130,11 +130,9 @@ def test_the_steps_cap_is_one_number_from_settings(client, sample_jpeg):
     assert (steps_schema["minimum"], steps_schema["maximum"]) == (2, cap)
     listed = {m["name"]: m for m in client.get("/explain").json()["methods"]}
     assert {"integrated-gradients", "interior-gradients", "blur-ig", "guided-ig"} <= set(listed)
-    steps = next(p for p in listed["integrated-gradients"]["parameters"] if p["name"] == "steps")
-    assert steps["schema"]["maximum"] == cap and steps["schema"]["default"] == 50
-    for method, default in (("blur-ig", 100), ("guided-ig", 200)):  # every path method shares the cap
-        steps = next(p for p in listed[method]["parameters"] if p["name"] == "steps")
-        assert steps["schema"]["maximum"] == cap and steps["schema"]["default"] == default
+    for method, default in (("integrated-gradients", 50), ("blur-ig", 100), ("guided-ig", 200), ("xrai", 32)):
+        steps = next(p for p in listed[method]["parameters"] if p["name"] == "steps")  # every path method's cap
+        assert steps["schema"]["maximum"] == cap and f"default {default}," in steps["description"]
 
 
 def test_a_smaller_cap_in_settings_is_the_one_enforced_and_documented(sample_jpeg):
@@ -160,6 +158,9 @@ def test_a_smaller_cap_in_settings_is_the_one_enforced_and_documented(sample_jpe
         caps = {(m["name"], p["name"]): p["schema"] for m in listed for p in m["parameters"]}
         assert caps[("integrated-gradients", "steps")]["maximum"] == 64
         assert caps[("interior-gradients", "alphas")]["maxItems"] == 4
+        # A method whose default is above the cap runs at the cap.
+        blurred = small.post("/explain/blur-ig?max_sigma=4", content=sample_jpeg, headers=JPEG).json()
+        assert blurred["parameters"]["steps"] == 64
 
 
 def test_misspelled_query_parameters_are_refused_with_the_valid_ones(client, sample_jpeg):

@@ -161,3 +161,11 @@ def test_every_method_by_name_with_its_parameters_and_scores(client, sample_jpeg
     smooth = client.explain(sample_jpeg, "vanilla-gradients", samples=4, smooth="square", seed=2, noise=0.1)
     assert smooth.gradient_evaluations == 4 and smooth.parameters["smoothing"]["noise"] == 0.1
     assert client.explain(sample_jpeg, "blur-ig", steps=8, sqrt=True, as_png=True).data[:4] == b"\x89PNG"
+
+
+def test_what_a_channel_looks_for(client):
+    (feature,) = client.visualize("conv9", 3, steps=32)
+    assert feature.layer == "conv9" and feature.image.shape == (32, 32, 3)
+    assert feature.activation > feature.on_noise
+    assert [f.channel for f in client.visualize(6, count=2, steps=16)] == [0, 1]
+    assert client.visualize("conv6", count=2, steps=16, as_png=True).data[:4] == b"\x89PNG"

@@ -15,6 +15,7 @@ from mindscope_client._types import (
     Activations,
     Attribution,
     Explanation,
+    Feature,
     Histogram,
     ImageInput,
     ImageResult,
@@ -169,6 +170,23 @@ class _Builder:
         params += rq.model_params(model, None) + rq.png_params(as_png)
         spec = rq.image_body(rq.RequestSpec("POST", f"/explain/{method}", params, binary=as_png), image)
         return _Call(spec, _image_result if as_png else rq.parse_explanation)
+
+    def _visualize(
+        self,
+        layer: str | int,
+        channel: int | None,
+        count: int,
+        steps: int | None,
+        seed: int,
+        as_png: bool,
+        model: str | None,
+    ) -> _Call[Any]:
+        params = [("seed", str(seed))] + ([("steps", str(steps))] if steps is not None else [])
+        params += [("count", str(count))] if channel is None else []
+        params += rq.model_params(model, None) + rq.png_params(as_png)
+        path = f"/visualize/{layer}" + ("" if channel is None else f"/{channel}")
+        spec = rq.RequestSpec("GET", path, params, binary=as_png)
+        return _Call(spec, _image_result if as_png else rq.parse_features)
 
     def _request_kwargs(self, spec: rq.RequestSpec) -> dict[str, Any]:
         return {
@@ -355,6 +373,20 @@ class Client(_Builder):
         spec = rq.RequestSpec("GET", "/explain", [])
         return self._send(_Call(spec, lambda body: list(body["methods"])))
 
+    def visualize(
+        self,
+        layer: str | int,
+        channel: int | None = None,
+        *,
+        count: int = 8,
+        steps: int | None = None,
+        seed: int = 0,
+        as_png: bool = False,
+        model: str | None = None,
+    ) -> list[Feature] | ImageResult:
+        """What a channel looks for (one `channel`), or the first `count` channels of a layer."""
+        return self._send(self._visualize(layer, channel, count, steps, seed, as_png, model))
+
 
 class AsyncClient(_Builder):
     """Asynchronous twin of Client: the same methods, awaited.
@@ -515,3 +547,16 @@ class AsyncClient(_Builder):
     async def explain_methods(self) -> list[dict[str, Any]]:
         spec = rq.RequestSpec("GET", "/explain", [])
         return await self._send(_Call(spec, lambda body: list(body["methods"])))
+
+    async def visualize(
+        self,
+        layer: str | int,
+        channel: int | None = None,
+        *,
+        count: int = 8,
+        steps: int | None = None,
+        seed: int = 0,
+        as_png: bool = False,
+        model: str | None = None,
+    ) -> list[Feature] | ImageResult:
+        return await self._send(self._visualize(layer, channel, count, steps, seed, as_png, model))

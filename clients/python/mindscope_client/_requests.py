@@ -13,6 +13,7 @@ from mindscope_client._types import (
     Attribution,
     Completeness,
     Explanation,
+    Feature,
     Histogram,
     ImageInfo,
     InteriorGradients,
@@ -223,6 +224,13 @@ def parse_explanation(body: dict[str, Any]) -> Explanation:
         model=_ref(body),
         evaluation=body.get("evaluation"),
     )
+
+
+def parse_features(body: dict[str, Any]) -> list[Feature]:
+    layer = body["layer"]["name"]
+    return [
+        Feature(layer, f["channel"], to_array(f["image"]), f["activation"], f["on_noise"]) for f in body["features"]
+    ]
 
 
 def parse_interior(body: dict[str, Any]) -> InteriorGradients:

@@ -183,6 +183,17 @@ class Explanation:
 
 
 @dataclass(frozen=True)
+class Feature:
+    """What one channel looks for: the image that most activates it (GET /visualize)."""
+
+    layer: str
+    channel: int
+    image: Any  # (H, W, C) in [0, 1], the model's input shape
+    activation: float  # the channel's mean activation on it
+    on_noise: float  # ... and on uniform noise, for scale
+
+
+@dataclass(frozen=True)
 class InteriorGradients:
     target: int
     label: str

@@ -104,16 +104,24 @@ def list_explain_methods(request: Request) -> ExplainMethodsResponse:
 
 
 def steps_within_cap(default: int) -> Callable[..., Any]:
-    """A dependency for `steps` with this method's default, bounded by the server's cap."""
+    """A dependency for `steps` with this method's default, bounded by the server's cap. A
+    default above a lower cap (MINDSCOPE_MAX_STEPS set below it) becomes the cap."""
 
-    async def steps_query(
-        settings: SettingsDep,
-        steps: Annotated[
-            int, Query(description="quadrature points, from 2 to the server's cap (MINDSCOPE_MAX_STEPS)")
-        ] = default,
-    ) -> int:
-        return settings_cap("steps", steps, MIN_STEPS, settings.max_steps, "MINDSCOPE_MAX_STEPS")
+    async def steps_query(settings: Settings, steps: int | None = None) -> int:
+        chosen = min(default, settings.max_steps) if steps is None else steps
+        return settings_cap("steps", chosen, MIN_STEPS, settings.max_steps, "MINDSCOPE_MAX_STEPS")
 
+    # Real objects, not the strings `from __future__ import annotations` leaves: the description
+    # names this method's default.
+    description = (
+        f"points of the path, from 2 to the server's cap (MINDSCOPE_MAX_STEPS); default {default}, "
+        "or the cap where it is lower"
+    )
+    steps_query.__annotations__ = {
+        "settings": SettingsDep,
+        "steps": Annotated[int | None, Query(description=description)],
+        "return": int,
+    }
     return steps_query
 
 
