@@ -70,4 +70,6 @@ class Settings(BaseSettings):
             self.batch_max_delay_ms / 1000,
             self.queue_size,
             core_share=self.gradient_core_share,
+            # A lane told to wait for batches to fill does not run a lone caller at once.
+            inline_when_idle=GRADIENT_BATCHING.inline_when_idle and self.batch_max_delay_ms == 0,
         )

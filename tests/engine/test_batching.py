@@ -302,3 +302,36 @@ def test_a_lane_with_a_core_share_pauses_only_while_the_other_lane_has_work():
         assert pauses == [pytest.approx(3.0)] and batcher.stats.paused_s == pytest.approx(3.0)
     finally:
         batcher.close()
+
+
+def test_an_idle_lane_runs_a_lone_caller_in_its_own_thread_and_a_busy_one_queues():
+    gate = Gate()
+    threads: list[str] = []
+
+    def record(x):
+        threads.append(threading.current_thread().name)
+        if x[0, 0] < 0:
+            gate.identity(x)
+        return (x,)
+
+    batcher = DynamicBatcher(record, BatchingConfig(max_batch_rows=8, inline_when_idle=True), name="lane")
+    pool = ThreadPoolExecutor(2, thread_name_prefix="caller")
+    try:
+        assert batcher.submit(np.ones((2, 1)))[0].shape == (2, 1)
+        assert threads == ["MainThread"]  # nothing to batch with: no hand-over to the lane's thread
+        assert list(batcher.submit_in_order([(np.ones((3, 1)),)]))[0][0].shape == (3, 1)
+        assert threads[-1] == "MainThread"
+        holder = pool.submit(batcher.submit, np.full((1, 1), -1.0))  # runs in its caller, held there
+        gate.wait_entered(1)
+        queued = pool.submit(batcher.submit, np.ones((1, 1)))  # the lane is busy: this one queues
+        wait_until(lambda: batcher.depth == 1)
+        gate.open()
+        holder.result(60), queued.result(60)
+        assert threads[2].startswith("caller") and threads[3] == "lane"
+        assert batcher.stats.rows == 7 and batcher.stats.batches == 4
+        too_big = batcher.submit(np.ones((9, 1)))  # more rows than a batch: always through the lane
+        assert too_big[0].shape == (9, 1) and threads[-1] == "lane"
+    finally:
+        gate.open()
+        pool.shutdown()
+        batcher.close()

@@ -48,12 +48,17 @@ class BatchingConfig:
     # The share of the cores this lane may take while the lane it yields to (`yields_to`) has work:
     # after a call of d seconds it pauses d * (1 - share) / share. 1: never pauses.
     core_share: float = 1.0
+    # A caller (a worker thread, never the event loop) whose rows fit one batch runs them in its own
+    # thread when nothing is queued or running: there is nothing to batch with, and the hand-over
+    # to the batcher's thread and back costs two thread wake-ups (ms on a loaded machine), which is
+    # most of the time of a one-row gradient. Under load the lane is busy and rows queue as before.
+    inline_when_idle: bool = False
 
 
 # The defaults, in one place (Settings starts from these): a forward call of up to 64 images, a
 # gradient call of up to 128 rows (two explanation chunks of 64).
 FORWARD_BATCHING = BatchingConfig(max_batch_rows=64)
-GRADIENT_BATCHING = BatchingConfig(max_batch_rows=128)
+GRADIENT_BATCHING = BatchingConfig(max_batch_rows=128, inline_when_idle=True)
 
 
 @dataclass
@@ -102,13 +107,16 @@ class DynamicBatcher:
         self._queue: queue.Queue[_Pending | None] = queue.Queue(maxsize=config.max_queue)
         self._carry: _Pending | None = None
         self._lock = threading.Lock()
+        self._calls = threading.Lock()  # one compiled call at a time, the batcher's or a caller's own
+        self._holding = 0  # calls the batcher has taken and waits to run while a caller's own call runs
         self._waiting_rows = 0  # queued or running, not yet answered
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     @property
     def depth(self) -> int:
-        return self._queue.qsize()
+        """Calls waiting: queued, or taken by the batcher while a caller's own call runs."""
+        return self._queue.qsize() + self._holding
 
     @property
     def busy(self) -> bool:
@@ -123,8 +131,44 @@ class DynamicBatcher:
         """
         work = current_work()
         work.check()
+        inline = self._run_inline(arrays)
+        if inline is not None:
+            return inline
         (future,) = self._enqueue([arrays], work.remaining())
         return work.wait(future)
+
+    def _run_inline(self, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...] | None:
+        """Run a caller's rows in its own thread when the lane is idle: nothing queued or running,
+        so there is nothing to batch with and the hand-over to the batcher's thread and back is
+        pure cost (two thread wake-ups, ms on a loaded machine). None when the lane is busy; rows
+        that arrive meanwhile queue and the batcher runs them after this call."""
+        rows = len(arrays[0])
+        if not self.config.inline_when_idle or rows > self.config.max_batch_rows:
+            return None
+        if not self._calls.acquire(blocking=False):
+            return None
+        try:
+            with self._lock:
+                if self._queue.qsize() or self._carry is not None or self._waiting_rows:
+                    return None
+                self._waiting_rows += rows
+            self._running = True
+            try:
+                started = self._clock()
+                outputs = self.fn(*arrays)
+                took = self._clock() - started
+            finally:
+                self._running = False
+                with self._lock:
+                    self._waiting_rows -= rows
+            self._measure(rows, took)
+            self.stats.batches += 1
+            self.stats.rows += rows
+            self.stats.largest = max(self.stats.largest, rows)
+        finally:
+            self._calls.release()
+        self._make_room(took)
+        return outputs
 
     async def submit_async(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         """`submit` for coroutines: waits without holding a worker thread."""
@@ -141,6 +185,11 @@ class DynamicBatcher:
         """
         work = current_work()
         work.check()
+        if len(parts) == 1:
+            inline = self._run_inline(parts[0])
+            if inline is not None:
+                yield inline
+                return
         futures = self._enqueue(parts, work.remaining())
         work.track(futures)  # a cancelled request withdraws every part still queued, at once
         try:
@@ -230,10 +279,15 @@ class DynamicBatcher:
             rows = sum(p.rows for p in batch)
             try:
                 joined = [np.concatenate(parts) for parts in zip(*(p.arrays for p in batch), strict=True)]
-                started = self._clock()
-                self._running = True
-                outputs = self.fn(*joined)
-                took = self._clock() - started
+                if not self._calls.acquire(blocking=False):
+                    self._holding = len(batch)
+                    self._calls.acquire()
+                    self._holding = 0
+                with _Held(self._calls):
+                    started = self._clock()
+                    self._running = True
+                    outputs = self.fn(*joined)
+                    took = self._clock() - started
                 self._measure(rows, took)
             except BaseException as exc:  # every waiting caller learns of the failure
                 for pending in batch:
@@ -264,6 +318,19 @@ class DynamicBatcher:
             return
         rate, previous = rows / seconds, self.stats.rows_per_s
         self.stats.rows_per_s = rate if previous is None else (1 - _RATE_WEIGHT) * previous + _RATE_WEIGHT * rate
+
+
+class _Held:
+    """Releases a lock already acquired, on leaving the block."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.lock = lock
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.lock.release()
 
 
 def _too_late(estimate_s: float, remaining_s: float, rows: int, waiting: int, rate: float | None) -> Overloaded:

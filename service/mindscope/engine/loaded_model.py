@@ -161,6 +161,8 @@ class LoadedModel:
         self._logits = logit_model(self.model) if not self.outputs_logits else self.model
         rows = tf.TensorSpec([None], tf.int32)
         self._gradients = tf.function(self._target_gradients, input_signature=[spec, rows, rows])
+        # The common batch, probabilities only: no logits branch to compute or differentiate.
+        self._probability_gradients = tf.function(self._gradients_of_probabilities, input_signature=[spec, rows])
         # Concurrent requests share compiled calls: predictions with predictions, and the
         # gradient rows of every explanation in flight with each other.
         label = self.ref.label
@@ -279,6 +281,13 @@ class LoadedModel:
             )
         return self.gradients if score == "probability" else BatchedGradients(self.gradient_batcher, score)
 
+    def _gradients_of_probabilities(self, images: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            scores = self._probabilities(images)
+            selected = tf.gather(scores, targets, batch_dims=1)
+        return tape.gradient(selected, images), scores
+
     def _target_gradients(
         self, images: tf.Tensor, targets: tf.Tensor, on_logit: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor]:
@@ -321,10 +330,12 @@ class LoadedModel:
         """One compiled gradient call on exactly these rows (of the probability, or of the logit
         where `on_logit` is 1)."""
         targets = np.asarray(targets, np.int32)
-        flags = np.zeros(len(targets), np.int32) if on_logit is None else np.asarray(on_logit, np.int32)
-        grads, scores = self._gradients(
-            tf.convert_to_tensor(images, tf.float32), tf.convert_to_tensor(targets), tf.convert_to_tensor(flags)
-        )
+        batch = tf.convert_to_tensor(images, tf.float32)
+        if on_logit is None or not np.any(on_logit):
+            grads, scores = self._probability_gradients(batch, tf.convert_to_tensor(targets))
+        else:
+            flags = np.asarray(on_logit, np.int32)
+            grads, scores = self._gradients(batch, tf.convert_to_tensor(targets), tf.convert_to_tensor(flags))
         return grads.numpy(), scores.numpy()
 
     def layer(self, key: str) -> LayerInfo:
@@ -375,6 +386,8 @@ class LoadedModel:
         self.gradients(blank, np.zeros(1, np.int32))
         rows = self.gradient_batching.max_batch_rows
         self.gradients_now(np.zeros((rows, *self.input_shape), np.float32), np.zeros(rows, np.int32))
+        if self._logits is not None:  # the logit rows' function too
+            self.gradients_now(blank, np.zeros(1, np.int32), np.ones(1, np.int32))
         self.predict_now(np.zeros((self.forward_batching.max_batch_rows, *self.input_shape), np.float32))
 
 
