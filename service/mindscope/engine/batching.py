@@ -211,7 +211,7 @@ class DynamicBatcher:
         pendings = [_Pending(arrays, self._clock()) for arrays in parts]
         rows = sum(p.rows for p in pendings)
         with self._lock:
-            if self._queue.qsize() + len(pendings) > self.config.max_queue:
+            if self.depth + len(pendings) > self.config.max_queue:
                 self.stats.rejected += 1
                 raise Overloaded(
                     "the service is at capacity; retry after a short wait", queue_limit=self.config.max_queue
