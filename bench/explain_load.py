@@ -129,9 +129,10 @@ def measure(server: Server, image: bytes, seconds: float) -> list[LoadResult]:
 
 
 def write_section(path: Path, text: str) -> None:
-    """Put `text` in place of the section of that title, or at the end."""
+    """Put `text` in place of the section with its title (its first line), or at the end."""
     document = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    title = text.splitlines()[0]
+    pattern = re.compile(rf"^{re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(document):
         document = pattern.sub(lambda _: text + "\n", document)
     else:

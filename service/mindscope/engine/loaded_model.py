@@ -235,17 +235,18 @@ class LoadedModel:
         with self._layer_lock:
             batcher = self._layer_batchers.get(name)
             if batcher is None:
-                compiled = self._compile_layer_gradients(name)
+                mixed, probabilities = self._compile_layer_gradients(name)
 
                 def run(images: np.ndarray, targets: np.ndarray, on_logit: np.ndarray) -> tuple[np.ndarray, ...]:
-                    outputs = compiled(tf.convert_to_tensor(images), tf.convert_to_tensor(targets), on_logit)
+                    batch, rows = tf.convert_to_tensor(images), tf.convert_to_tensor(targets)
+                    outputs = mixed(batch, rows, on_logit) if np.any(on_logit) else probabilities(batch, rows)
                     return tuple(out.numpy() for out in outputs)
 
                 batcher = DynamicBatcher(run, self.gradient_batching, f"{self.ref.label}-{name}-gradients")
                 self._layer_batchers[name] = batcher
         return BatchedLayerGradients(batcher, score)
 
-    def _compile_layer_gradients(self, name: str) -> Any:
+    def _compile_layer_gradients(self, name: str) -> tuple[Any, Any]:
         if SEPARATOR in name:
             outer = name.split(SEPARATOR, 1)[0]
             raise InvalidInput(
@@ -266,9 +267,21 @@ class LoadedModel:
                 selected = tf.gather(scores, targets, batch_dims=1)
             return activations, tape.gradient(selected, activations), scores
 
+        def of_probabilities(images: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            with tf.GradientTape() as tape:
+                activations, outputs = split(preprocess(images), training=False)
+                tape.watch(activations)
+                scores = outputs if logits is None else tf.nn.softmax(outputs)
+                selected = tf.gather(scores, targets, batch_dims=1)
+            return activations, tape.gradient(selected, activations), scores
+
         spec = tf.TensorSpec([None, *self.input_shape], tf.float32)
         rows = tf.TensorSpec([None], tf.int32)
-        return tf.function(layer_gradients, input_signature=[spec, rows, rows])
+        # Batches of probability rows only (the common case) skip the logits branch.
+        return (
+            tf.function(layer_gradients, input_signature=[spec, rows, rows]),
+            tf.function(of_probabilities, input_signature=[spec, rows]),
+        )
 
     def gradients_for(self, score: str) -> BatchedGradients:
         """The batched gradient function of `score` ("probability" or "logit")."""
