@@ -10,7 +10,6 @@ Prints a table and writes it into the "Explanations under load" section of docs/
 from __future__ import annotations
 
 import argparse
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +19,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from reliability import IMAGE, JPEG, REPO, Server, start_server  # bench/ is the script's folder
+from report import write_section
 
 PATH = "/explain/integrated-gradients?steps=1024"
 CLIENTS = (1, 2, 4, 8, 16, 32)
@@ -128,18 +128,6 @@ def measure(server: Server, image: bytes, seconds: float) -> list[LoadResult]:
     return results
 
 
-def write_section(path: Path, text: str) -> None:
-    """Put `text` in place of the section with its title (its first line), or at the end."""
-    document = path.read_text() if path.exists() else "# Benchmarks\n"
-    title = text.splitlines()[0]
-    pattern = re.compile(rf"^{re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(document):
-        document = pattern.sub(lambda _: text + "\n", document)
-    else:
-        document = document.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(document)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", type=Path, default=REPO / "model_store")
@@ -154,8 +142,7 @@ def main() -> None:
         _post(httpx.Client(base_url=server.base, timeout=180), image)  # warm-up: compile the gradient path
         results = measure(server, image, args.seconds)
     finally:
-        server.process.terminate()
-        server.process.wait(60)
+        server.stop()
     text = "\n".join(
         [
             SECTION,

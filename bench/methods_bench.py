@@ -23,7 +23,6 @@ import loadgen
 import numpy as np
 import saliency.core as saliency
 import tensorflow as tf
-from explain_load import write_section  # bench/ is the script's folder
 from mindscope.engine.explain.blur_ig import blur_integrated_gradients
 from mindscope.engine.explain.explanation import Smoothing
 from mindscope.engine.explain.grad_cam import grad_cam
@@ -35,6 +34,7 @@ from mindscope.engine.integrated_gradients import attribute
 from mindscope.engine.loaded_model import load_model
 from mindscope.engine.store import ModelStore
 from reliability import IMAGE, REPO, start_server
+from report import write_section  # bench/ is the script's folder
 
 SECTION = "## Explanation methods against PAIR saliency"
 KEY = "target"
@@ -219,8 +219,7 @@ def smoothgrad_served(store: Path, image: bytes, seconds: float) -> list[str]:
                 f"| {clients} | {result['requests_per_s']:.1f} | {1000 * latencies[len(latencies) // 2]:.0f} |"
             )
     finally:
-        server.process.terminate()
-        server.process.wait(60)
+        server.stop()
     return lines
 
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import httpx
 import loadgen
 import numpy as np
-from explain_load import write_section  # bench/ is the script's folder
 from mindscope.engine.loaded_model import load_model
 from mindscope.engine.store import ModelRef, ModelStore
 from reliability import IMAGE, JPEG, REPO, start_server
+from report import write_section  # bench/ is the script's folder
 
 SECTION = "## Per shipped model"
 ROUNDS = 3
@@ -109,8 +109,7 @@ def main() -> None:
                     flush=True,
                 )
     finally:
-        server.process.terminate()
-        server.process.wait(60)
+        server.stop()
     text = "\n".join(
         [
             SECTION,

@@ -45,6 +45,10 @@ class Server:
     port: int
     log: Path
 
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(60)
+
     def rss_mib(self) -> float:
         return _status_kib(self.process.pid, "VmRSS:") / 1024
 
@@ -357,8 +361,7 @@ def main() -> None:
         try:
             case_rows = cases[name](server)
         finally:
-            server.process.terminate()
-            server.process.wait(60)
+            server.stop()
         rows += case_rows
         per_case[name] = case_rows
         for row in case_rows:

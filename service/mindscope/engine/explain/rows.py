@@ -66,11 +66,3 @@ def _one_by_one(
     for images, targets in chunks:
         work.check()
         yield gradient_fn(images, targets)
-
-
-def resolve_target(gradient_fn: GradientFn, image: np.ndarray, target: int | None) -> tuple[int, int]:
-    """(the target, gradient rows spent finding it): the class given, or the top-scoring class."""
-    if target is not None:
-        return target, 0
-    _, scores = gradient_fn(image[None], np.zeros(1, np.int32))
-    return int(np.argmax(scores[0])), 1
