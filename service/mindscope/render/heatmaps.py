@@ -92,7 +92,8 @@ def attribution_figure(
     figure.text(
         0.5,
         0.03,
-        "Each pixel's attribution is summed over its colour channels. Colours are clipped at the "
+        ("Each pixel's attribution is summed over its colour channels. " if attributions.shape[-1] > 1 else "")
+        + "Colours are clipped at the "
         f"{clip_percentile:g}th percentile of |attribution| ({high:.2e}): "
         "stronger pixels show at the end of the scale.",
         ha="center",

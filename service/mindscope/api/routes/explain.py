@@ -443,7 +443,11 @@ class MethodRequest:
         seconds = time.perf_counter() - started
         label = loaded.class_names[index]
         if wants_png(self.request, self.format):
-            summary = ", ".join(f"{k} {v}" for k, v in result.details.items() if not isinstance(v, dict))
+            summary = ", ".join(
+                f"{k.replace('_', ' ')} {v:.3g}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
+                for k, v in result.details.items()
+                if not isinstance(v, dict) and k != "output_at_input"  # the title gives p already
+            )
             smoothing = result.details.get("smoothing")
             if smoothing:
                 kind = {"mean": "SmoothGrad", "square": "SquareGrad", "var": "VarGrad"}[smoothing["kind"]]
