@@ -50,6 +50,13 @@ class InitialWeightsMissing(MindscopeError):
     code = "initial_weights_missing"
 
 
+class WeightsMissing(MindscopeError):
+    """The set of weights asked for (e.g. the learned, unfolded ones) is not in the store entry."""
+
+    status_code = 404
+    code = "weights_missing"
+
+
 class UnknownClass(MindscopeError):
     status_code = 422
     code = "unknown_class"

@@ -53,6 +53,7 @@ def test_results_restore_shapes(client, sample_jpeg):
     assert activations.values.shape == (16, 16, 2) and activations.channels == [1, 2]
     histograms = client.weight_histograms(stage="both", layers=["conv2"], bins=16)
     assert histograms[0].edges.shape == (17,) and histograms[0].counts["initial"].sum() == np.prod(histograms[0].shape)
+    assert client.weight_histograms(layers=["conv2"], weights="served")[0].source == "served"
     attribution = client.integrated_gradients(sample_jpeg, steps=64, target="cat")
     assert isinstance(attribution, Attribution)
     assert attribution.attributions.shape == (32, 32, 3) and attribution.label == "cat"

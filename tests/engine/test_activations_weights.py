@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from mindscope.engine.activations import animation_frames, channel_labels, layer_activations
 from mindscope.engine.store import INITIAL_WEIGHTS_FILE
-from mindscope.engine.weights import weight_histograms
+from mindscope.engine.weights import weight_histograms, weight_set
 from mindscope.errors import InvalidInput, UnknownLayer
 from mindscope.training.network import CONV_NAMES
 
@@ -42,7 +42,7 @@ def test_animation_frames_are_layers_3_6_9(committed_model, validation_sample):
 
 
 def test_histogram_counts_cover_every_weight_and_share_edges(committed_model):
-    histograms = weight_histograms(committed_model, "both", None, bins=40)
+    histograms = weight_histograms(weight_set(committed_model), "both", None, bins=40)
     assert [(h.layer, h.parameter) for h in histograms][:2] == [("conv1", "kernel"), ("conv1", "bias")]
     assert len(histograms) == 2 * len(CONV_NAMES)
     for h in histograms:
@@ -58,7 +58,7 @@ def test_initial_histogram_matches_the_stored_initial_weights(committed_model, c
     path = committed_store.entry_dir(committed_model.ref) / INITIAL_WEIGHTS_FILE
     with h5py.File(path, "r") as handle:
         stored = handle["layers/conv2d_3/vars/0"][()]
-    h, _bias = weight_histograms(committed_model, "initial", ["conv4"], bins=30)
+    h, _bias = weight_histograms(weight_set(committed_model), "initial", ["conv4"], bins=30)
     assert stored.shape == h.shape
     np.testing.assert_array_equal(np.histogram(stored, bins=h.edges)[0], h.stages["initial"].counts)
     assert stored.std() == pytest.approx(h.stages["initial"].std, rel=1e-6)

@@ -121,3 +121,57 @@ def test_the_plain_network_is_stored_as_learned_without_optimizer_state(tmp_path
     with zipfile.ZipFile(out / "model.keras") as archive:
         weights = h5py.File(_io.BytesIO(archive.read("model.weights.h5")), "r")
         assert "optimizer" not in weights
+
+
+def test_a_batch_norm_model_keeps_the_weights_the_optimizer_learned_for_the_histograms(tiny_store):
+    """The served kernels have BatchNorm folded in; the histograms show the unfolded ones by
+    default (conv kernels and BatchNorm's four), and the served ones on request, each saying which."""
+    from fastapi.testclient import TestClient
+    from mindscope.app import create_app
+    from mindscope.config import Settings
+    from mindscope.engine.store import LEARNED_INITIAL_FILE, LEARNED_MODEL_FILE
+    from mindscope.training.network import BATCH_NORM_EPSILON
+
+    from ..conftest import wait_ready
+
+    entry = tiny_store / "tiny" / "1"
+    assert {LEARNED_MODEL_FILE, LEARNED_INITIAL_FILE} <= json.loads((entry / METADATA_FILE).read_text())["files"].keys()
+    with TestClient(create_app(Settings(model_store_dir=tiny_store))) as client:
+        wait_ready(client)
+        assert client.get("/models/tiny").json()["weight_sources"] == ["learned", "served"]
+        learned = client.get("/weights/histogram?layers=conv2,conv2_bn&bins=20").json()
+        served = client.get("/weights/histogram?layers=conv2&bins=20&weights=served").json()
+        picture = client.get("/weights/histogram?layers=conv2_bn&format=png")
+    assert learned["source"] == "learned" and "unfolded" in learned["weights"]
+    assert served["source"] == "served" and "folded" in served["weights"]
+    assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
+    parameters = [(h["layer"], h["parameter"]) for h in learned["histograms"]]
+    assert parameters == [
+        ("conv2", "kernel"),
+        *[("conv2_bn", p) for p in ("gamma", "beta", "moving_mean", "moving_variance")],
+    ]
+    # Before training, the learned kernel is the drawn initialisation, and BatchNorm the identity.
+    stddev = json.loads((entry / METADATA_FILE).read_text())["init_stddev"]["conv2"]
+    kernel, gamma = learned["histograms"][0]["stages"], learned["histograms"][1]["stages"]
+    assert kernel["initial"]["std"] == pytest.approx(stddev, rel=0.15)
+    assert gamma["initial"]["min"] == gamma["initial"]["max"] == 1.0
+    # Folding the learned weights gives the served kernel.
+    learned_model = keras.saving.load_model(entry / LEARNED_MODEL_FILE)
+    served_model = keras.saving.load_model(entry / MODEL_FILE)
+    (raw,) = learned_model.get_layer("conv2").get_weights()
+    g, _beta, _mean, var = learned_model.get_layer("conv2_bn").get_weights()
+    folded = served_model.get_layer("conv2").get_weights()[0]
+    np.testing.assert_allclose(raw * g / np.sqrt(var + BATCH_NORM_EPSILON), folded, rtol=1e-5, atol=1e-7)
+    assert served["histograms"][0]["stages"]["trained"]["std"] == pytest.approx(float(folded.std()), rel=1e-5)
+    assert kernel["trained"]["std"] == pytest.approx(float(raw.std()), rel=1e-5)
+
+
+def test_a_model_without_learned_weights_names_the_ones_it_has(committed_model):
+    from mindscope.engine.weights import weight_set, weight_sources
+    from mindscope.errors import WeightsMissing
+
+    assert weight_sources(committed_model) == ("served",)
+    assert weight_set(committed_model).note.startswith("BatchNorm: used in training")
+    with pytest.raises(WeightsMissing) as caught:
+        weight_set(committed_model, "learned")
+    assert caught.value.status_code == 404 and caught.value.details["valid_weights"] == ["served"]

@@ -109,9 +109,16 @@ class _Builder:
         return _Call(rq.image_body(spec, image), _image_result)
 
     def _histograms(
-        self, stage: str, layers: Sequence[str | int] | None, bins: int, as_png: bool, model: str | None
+        self,
+        stage: str,
+        layers: Sequence[str | int] | None,
+        bins: int,
+        as_png: bool,
+        model: str | None,
+        weights: str | None = None,
     ) -> _Call[Any]:
         params = [("stage", stage), ("bins", str(bins)), *rq.model_params(model, None), *rq.png_params(as_png)]
+        params += [("weights", weights)] if weights else []
         params += [("layers", str(layer)) for layer in layers or ()]
         spec = rq.RequestSpec("GET", "/weights/histogram", params, binary=as_png)
         return _Call(spec, _image_result if as_png else rq.parse_histograms)
@@ -316,8 +323,11 @@ class Client(_Builder):
         as_png: bool = False,
         *,
         model: str | None = None,
+        weights: Literal["served", "learned"] | None = None,
     ) -> list[Histogram] | ImageResult:
-        return self._send(self._histograms(stage, layers, bins, as_png, model))
+        """Per layer and weight tensor; `weights`: served (as the service runs them) or learned (as
+        the optimizer trained them, for a model that folds BatchNorm; the server's default)."""
+        return self._send(self._histograms(stage, layers, bins, as_png, model, weights))
 
     def integrated_gradients(
         self,
@@ -498,8 +508,11 @@ class AsyncClient(_Builder):
         as_png: bool = False,
         *,
         model: str | None = None,
+        weights: Literal["served", "learned"] | None = None,
     ) -> list[Histogram] | ImageResult:
-        return await self._send(self._histograms(stage, layers, bins, as_png, model))
+        """Per layer and weight tensor; `weights`: served (as the service runs them) or learned (as
+        the optimizer trained them, for a model that folds BatchNorm; the server's default)."""
+        return await self._send(self._histograms(stage, layers, bins, as_png, model, weights))
 
     async def integrated_gradients(
         self,

@@ -185,6 +185,7 @@ def parse_histograms(body: dict[str, Any]) -> list[Histogram]:
             counts={stage: to_array(s["counts"]) for stage, s in h["stages"].items()},
             stats={stage: {k: s[k] for k in ("mean", "std", "min", "max")} for stage, s in h["stages"].items()},
             relative_change=h["relative_change"],
+            source=body["source"],
         )
         for h in body["histograms"]
     ]

@@ -120,6 +120,7 @@ class Histogram:
     counts: dict[str, Any]  # stage -> (bins,) int64
     stats: dict[str, dict[str, float]]  # stage -> mean, std, min, max
     relative_change: float | None
+    source: str  # "served" or "learned" (BatchNorm unfolded)
 
 
 @dataclass(frozen=True)

@@ -109,8 +109,11 @@ class WeightHistogramsResponse(BaseModel):
     stage: Literal["initial", "trained", "both"]
     bins: int
     histograms: list[ParameterHistogramOut]
+    source: Literal["served", "learned"] = Field(
+        description="served: the weights the service runs; learned: as the optimizer trained them (BatchNorm unfolded)"
+    )
     weights: str | None = Field(
-        None, description="which weights these are, from the model's metadata (e.g. BatchNorm folded into kernels)"
+        None, description="which weights these are, in words (e.g. BatchNorm folded into the served kernels)"
     )
     model: ModelRefOut
 
@@ -262,7 +265,10 @@ class ModelDetailResponse(BaseModel):
     layers: list[LayerOut] = Field(
         description="the layers with a spatial output (activations); inside a nested model by path, outer/inner"
     )
-    weight_layers: list[LayerOut] = Field(description="the layers with weights (histograms)")
+    weight_layers: list[LayerOut] = Field(description="the layers with weights (histograms) of the served network")
+    weight_sources: list[Literal["served", "learned"]] = Field(
+        description="the weights /weights/histogram can show (?weights=), the default first"
+    )
     scores: list[Literal["probability", "logit"]] = Field(
         description="what attributions can differentiate (?score=): the logit where the model has one"
     )

@@ -137,6 +137,10 @@ class LoadedModel:
     initial_weights: dict[str, list[np.ndarray]] | None  # None: the entry has no initial weights
     forward_batching: BatchingConfig = FORWARD_BATCHING
     gradient_batching: BatchingConfig = GRADIENT_BATCHING
+    # The network as the optimizer trained it, where serving folded BatchNorm into its kernels,
+    # with its weights before training (`ModelStore.load_learned`); None when the served weights
+    # are the learned ones.
+    learned: tuple[keras.Model, dict[str, list[np.ndarray]] | None] | None = None
     layers: tuple[LayerInfo, ...] = field(init=False)
     gradients: BatchedGradients = field(init=False)
     extensions: dict[str, Any] = field(init=False, default_factory=dict)  # per-model state of other modules
@@ -175,7 +179,7 @@ class LoadedModel:
         self._initial: LoadedModel | None = None
 
     def _table(self, names: list[str]) -> tuple[LayerInfo, ...]:
-        return tuple(LayerInfo(i, name, tuple(output_shape(self.model, name))) for i, name in enumerate(names, start=1))
+        return layer_table(self.model, names)
 
     def _probabilities(self, images: tf.Tensor) -> tf.Tensor:
         outputs = self.model(self.input_spec.apply(images), training=False)
@@ -353,11 +357,11 @@ class LoadedModel:
 
     def layer(self, key: str) -> LayerInfo:
         """An activation layer (one with a spatial output) by exact name (`conv3`) or 1-based index (`3`)."""
-        return _lookup(self.layers, key, "with a spatial output")
+        return lookup_layer(self.layers, key, "with a spatial output")
 
     def weight_layer(self, key: str) -> LayerInfo:
         """A layer with weights by exact name or 1-based index among those layers."""
-        return _lookup(self.weight_layers, key, "with weights")
+        return lookup_layer(self.weight_layers, key, "with weights")
 
     def target_for(self, image: np.ndarray, target: str | int | None) -> int:
         """The class to explain: `target` by index or name, or the predicted class of float32
@@ -424,7 +428,13 @@ def logit_model(model: keras.Model) -> keras.Model | None:
     return None if logits is None else keras.Model(graph_input(model), logits)
 
 
-def _lookup(table: tuple[LayerInfo, ...], key: str, kind: str) -> LayerInfo:
+def layer_table(model: keras.Model, names: list[str]) -> tuple[LayerInfo, ...]:
+    """`names`, numbered from 1, with each layer's output shape in `model`."""
+    return tuple(LayerInfo(i, name, tuple(output_shape(model, name))) for i, name in enumerate(names, start=1))
+
+
+def lookup_layer(table: tuple[LayerInfo, ...], key: str, kind: str) -> LayerInfo:
+    """The layer of `table` named `key` exactly or numbered `key`; UnknownLayer listing the table."""
     for info in table:
         if key == info.name or key == str(info.index):
             return info
@@ -449,4 +459,5 @@ def load_model(
         store.load_initial_weights(ref, model),
         forward_batching or FORWARD_BATCHING,
         gradient_batching or GRADIENT_BATCHING,
+        store.load_learned(ref),
     )

@@ -2,8 +2,11 @@
 
 An entry holds `model.keras` (serving form, no optimizer state), `initial.weights.h5` (the same
 network before its first training step), `history.json` and `metadata.json`, which lists the
-SHA-256 of every other file. `metadata.json` is written last, so a directory without it is not
-an entry; loading refuses any file whose digest does not match.
+SHA-256 of every other file. A model trained with BatchNorm also keeps the network as the
+optimizer trained it, BatchNorm unfolded (`learned.keras`, and `learned-initial.weights.h5` from
+before its first step), for the weight histograms: the served kernels have BatchNorm folded in.
+`metadata.json` is written last, so a directory without it is not an entry; loading refuses any
+file whose digest does not match.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from mindscope.errors import ModelIntegrityError, ModelNotFound
 
 MODEL_FILE = "model.keras"
 INITIAL_WEIGHTS_FILE = "initial.weights.h5"
+LEARNED_MODEL_FILE = "learned.keras"
+LEARNED_INITIAL_FILE = "learned-initial.weights.h5"
 HISTORY_FILE = "history.json"
 METADATA_FILE = "metadata.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -44,6 +49,10 @@ class StoreEntryFiles:
     serving_model: keras.Model
     initial_model: keras.Model | None  # None: an imported model whose weights before training are unknown
     history: list[dict[str, float]]
+    # The network as trained, when serving changed its form (BatchNorm folded into the kernels):
+    # after training, and with the weights it started from.
+    learned_model: keras.Model | None = None
+    learned_initial_model: keras.Model | None = None
 
 
 def write_store_entry(out_dir: Path, files: StoreEntryFiles, metadata: dict[str, Any]) -> Path:
@@ -62,6 +71,12 @@ def write_store_entry(out_dir: Path, files: StoreEntryFiles, metadata: dict[str,
         if files.initial_model is not None:
             files.initial_model.save_weights(staging / INITIAL_WEIGHTS_FILE)
             written.append(INITIAL_WEIGHTS_FILE)
+        if files.learned_model is not None:
+            files.learned_model.save(staging / LEARNED_MODEL_FILE)
+            written.append(LEARNED_MODEL_FILE)
+        if files.learned_initial_model is not None:
+            files.learned_initial_model.save_weights(staging / LEARNED_INITIAL_FILE)
+            written.append(LEARNED_INITIAL_FILE)
         (staging / HISTORY_FILE).write_text(json.dumps(files.history, indent=2) + "\n")
         full = {
             "name": out_dir.parent.name,
@@ -199,9 +214,28 @@ class ModelStore:
         into a copy of `model`; None when the entry has none (an imported model may not)."""
         if INITIAL_WEIGHTS_FILE not in self.read_metadata(ref).get("files", {}):
             return None
-        initial = keras.models.clone_model(model)
+        return self._weights_of(ref, model, INITIAL_WEIGHTS_FILE)
+
+    def load_learned(self, ref: ModelRef) -> tuple[keras.Model, dict[str, list[np.ndarray]] | None] | None:
+        """The network as the optimizer trained it (BatchNorm unfolded) and its weights before
+        training, from the verified `learned.keras` and `learned-initial.weights.h5`; None when the
+        entry has no such form (its served weights are the learned ones, or it predates them)."""
+        files = self.read_metadata(ref).get("files", {})
+        if LEARNED_MODEL_FILE not in files:
+            return None
+        path = self.entry_dir(ref) / LEARNED_MODEL_FILE
         try:
-            initial.load_weights(self.entry_dir(ref) / INITIAL_WEIGHTS_FILE)
+            learned = keras.saving.load_model(path, compile=False, safe_mode=True)
         except Exception as exc:
-            raise ModelIntegrityError(f"{ref.label}: {INITIAL_WEIGHTS_FILE} cannot be loaded ({exc})") from exc
-        return {path: find_layer(initial, path).get_weights() for path in weighted_layer_names(initial)}
+            raise ModelIntegrityError(f"{ref.label}: {LEARNED_MODEL_FILE} cannot be loaded safely ({exc})") from exc
+        initial = self._weights_of(ref, learned, LEARNED_INITIAL_FILE) if LEARNED_INITIAL_FILE in files else None
+        return learned, initial
+
+    def _weights_of(self, ref: ModelRef, model: keras.Model, file_name: str) -> dict[str, list[np.ndarray]]:
+        """Each layer's weights from `file_name` of the entry, read into a copy of `model`."""
+        copy = keras.models.clone_model(model)
+        try:
+            copy.load_weights(self.entry_dir(ref) / file_name)
+        except Exception as exc:
+            raise ModelIntegrityError(f"{ref.label}: {file_name} cannot be loaded ({exc})") from exc
+        return {path: find_layer(copy, path).get_weights() for path in weighted_layer_names(copy)}

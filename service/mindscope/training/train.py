@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from mindscope.engine.images import scale_to_unit
-from mindscope.engine.store import StoreEntryFiles, write_store_entry
+from mindscope.engine.store import LEARNED_MODEL_FILE, StoreEntryFiles, write_store_entry
 from mindscope.training.data import AugmentedBatches, LabelledImages, split_validation
 from mindscope.training.network import (
     CONV_NAMES,
@@ -207,7 +207,8 @@ def train(
             "pooling": "2x2 average after conv3 and conv6",
             "head": "1x1 conv9 to classes, global average pooling, softmax",
             "batch_norm": (
-                "used in training, folded into conv kernels and biases at export"
+                "used in training, folded into conv kernels and biases at export; "
+                f"{LEARNED_MODEL_FILE} keeps the unfolded weights the optimizer learned"
                 if config.batch_norm
                 else "none: the stored kernels are the ones the optimizer learned"
             ),
@@ -233,11 +234,16 @@ def train(
         "validation_accuracy": val_accuracy,
         "validation_size": len(val_data),
     }
-    return write_store_entry(
-        out_dir,
-        StoreEntryFiles(serving_model=serving, initial_model=initial_serving, history=history),
-        metadata,
+    # Folding changes the kernels, so the network as trained is kept for the histograms too.
+    learned = _uncompiled(model, config, len(data.class_names)) if config.batch_norm else None
+    files = StoreEntryFiles(
+        serving_model=serving,
+        initial_model=initial_serving,
+        history=history,
+        learned_model=learned,
+        learned_initial_model=initial_training if config.batch_norm else None,
     )
+    return write_store_entry(out_dir, files, metadata)
 
 
 def _build(config: TrainConfig, num_classes: int) -> keras.Model:

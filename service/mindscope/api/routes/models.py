@@ -8,6 +8,7 @@ from mindscope.api.deps import RegistryDep
 from mindscope.api.errors import ERROR_RESPONSES
 from mindscope.api.responses import layer_out
 from mindscope.api.schemas import ModelDetailResponse, ModelListResponse, ModelRefOut, ModelSummary
+from mindscope.engine.weights import weight_sources
 
 router = APIRouter(prefix="/models", tags=["models"], responses=ERROR_RESPONSES)
 
@@ -40,6 +41,7 @@ def read_model(
         validation_accuracy=loaded.metadata.get("validation_accuracy"),
         layers=[layer_out(info) for info in loaded.layers],
         weight_layers=[layer_out(info) for info in loaded.weight_layers],
+        weight_sources=list(weight_sources(loaded)),
         scores=list(loaded.scores),
         metadata=loaded.metadata,
     )

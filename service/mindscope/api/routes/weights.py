@@ -16,8 +16,16 @@ from mindscope.api.schemas import (
     StageHistogramOut,
     WeightHistogramsResponse,
 )
-from mindscope.engine.loaded_model import LoadedModel
-from mindscope.engine.weights import Stage, require_stages, resolve_stage, weight_histograms, weight_tensors
+from mindscope.engine.weights import (
+    Source,
+    Stage,
+    WeightSet,
+    require_stages,
+    resolve_stage,
+    weight_histograms,
+    weight_set,
+    weight_tensors,
+)
 from mindscope.render.charts import WeightPanel, histogram_figure
 
 router = APIRouter(tags=["weights"])
@@ -39,15 +47,24 @@ def read_weight_histograms(
         list[str] | None, Query(max_length=32, description="names or indices, repeated or comma-separated")
     ] = None,
     bins: Annotated[int, Query(ge=2, le=1000)] = 50,
+    weights: Annotated[
+        Source | None,
+        Query(
+            description="served: the weights the service runs; learned: as the optimizer trained them, for a "
+            "model that folds BatchNorm into its served kernels (the default where the store keeps them)"
+        ),
+    ] = None,
     format: FormatQuery = None,
 ) -> WeightHistogramsResponse | Response:
     names = [part for item in layers for part in item.split(",") if part] if layers else None
-    chosen = resolve_stage(loaded, stage)
+    chosen_weights = weight_set(loaded, weights)
+    chosen = resolve_stage(chosen_weights, stage)
     if wants_png(request, format):
-        return picture_response(histogram_picture(loaded, chosen, names, bins))
-    histograms = weight_histograms(loaded, chosen, names, bins)
+        return picture_response(histogram_picture(chosen_weights, chosen, names, bins))
+    histograms = weight_histograms(chosen_weights, chosen, names, bins)
     return WeightHistogramsResponse(
         stage=chosen,
+        source=chosen_weights.source,
         bins=bins,
         histograms=[
             ParameterHistogramOut(
@@ -65,15 +82,9 @@ def read_weight_histograms(
             )
             for h in histograms
         ],
-        weights=weights_note(loaded),
+        weights=chosen_weights.note,
         model=model_ref(loaded),
     )
-
-
-def weights_note(loaded: LoadedModel) -> str | None:
-    """Which weights the histograms show, as the model's metadata says (e.g. BatchNorm folded in)."""
-    note = loaded.metadata.get("architecture", {}).get("batch_norm")
-    return None if note is None else f"BatchNorm: {note}"
 
 
 # A picture of more layers than this (a deep imported model) shows the first ones and says so.
@@ -84,24 +95,22 @@ _PICTURES_LOCK = threading.Lock()
 _PICTURES_KEPT = 32
 
 
-def histogram_picture(loaded: LoadedModel, stage: Stage, layers: list[str] | None, bins: int) -> bytes:
+def histogram_picture(weights: WeightSet, stage: Stage, layers: list[str] | None, bins: int) -> bytes:
     """The PNG, drawn once per model version and parameters (a model's weights never change)."""
-    key = (loaded.ref, stage, tuple(layers or ()), bins)
+    key = (weights.label, weights.source, stage, tuple(layers or ()), bins)
     with _PICTURES_LOCK:
         if key in _PICTURES:
             _PICTURES.move_to_end(key)
             return _PICTURES[key]
-    stages = require_stages(loaded, stage)
-    shown = layers or [info.name for info in loaded.weight_layers[:PICTURE_MAX_LAYERS]]
+    stages = require_stages(weights, stage)
+    shown = layers or [info.name for info in weights.layers[:PICTURE_MAX_LAYERS]]
     panels = [
         WeightPanel(t.layer, t.parameter, tuple(t.trained.shape), {s: getattr(t, s) for s in stages})
-        for t in weight_tensors(loaded, shown)
+        for t in weight_tensors(weights, shown)
     ]
-    notes = [weights_note(loaded)]
-    if len(shown) < len(loaded.weight_layers):
-        notes.append(
-            f"the first {len(shown)} of {len(loaded.weight_layers)} layers with weights; name others with ?layers="
-        )
+    notes = [weights.note]
+    if len(shown) < len(weights.layers):
+        notes.append(f"the first {len(shown)} of {len(weights.layers)} layers with weights; name others with ?layers=")
     picture = histogram_figure(panels, bins, "; ".join(n for n in notes if n) or None)
     with _PICTURES_LOCK:
         _PICTURES[key] = picture
