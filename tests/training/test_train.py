@@ -175,3 +175,41 @@ def test_a_model_without_learned_weights_names_the_ones_it_has(committed_model):
     with pytest.raises(WeightsMissing) as caught:
         weight_set(committed_model, "learned")
     assert caught.value.status_code == 404 and caught.value.details["valid_weights"] == ["served"]
+
+
+# Run in a fresh interpreter where tensorflow cannot be imported, as on a machine that has only JAX.
+_WITHOUT_TENSORFLOW = (
+    "import sys; sys.modules['tensorflow'] = None; import runpy; runpy.run_module('mindscope.cli', run_name='__main__')"
+)
+
+
+def test_training_runs_under_keras_on_jax_without_tensorflow_and_the_service_serves_it(tmp_path, data_dir):
+    """The store format is backend-neutral: an entry trained by Keras on JAX (a GPU machine with
+    no TensorFlow) loads in the TensorFlow service and computes what JAX computed."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "store" / "jax" / "1"
+    environment = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    args = ["train", "--data", str(data_dir), "--out", str(out), "--epochs", "1", *TINY]
+    run = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_TENSORFLOW, *args], env=environment, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    metadata = json.loads((out / METADATA_FILE).read_text())
+    assert metadata["framework"]["backend"] == "jax" and "tensorflow" not in metadata["framework"]
+    images = np.random.default_rng(0).uniform(size=(4, 32, 32, 3)).astype(np.float32)
+    np.save(tmp_path / "images.npy", images)
+    jax_predict = (
+        "import sys; sys.modules['tensorflow'] = None; import keras, numpy as np; "
+        f"m = keras.saving.load_model({str(out / MODEL_FILE)!r}); "
+        f"np.save({str(tmp_path / 'jax.npy')!r}, m.predict(np.load({str(tmp_path / 'images.npy')!r}), verbose=0))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", jax_predict], env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    served = ModelRegistry(ModelStore(tmp_path / "store")).get()
+    np.testing.assert_allclose(served.predict(images), np.load(tmp_path / "jax.npy"), atol=1e-5)
+    assert served.learned is not None  # the unfolded weights came across too

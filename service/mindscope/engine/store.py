@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib
 import json
 import re
 import shutil
@@ -82,7 +83,7 @@ def write_store_entry(out_dir: Path, files: StoreEntryFiles, metadata: dict[str,
             "name": out_dir.parent.name,
             "version": int(out_dir.name),
             **metadata,
-            "framework": {"tensorflow": _tf_version(), "keras": keras.__version__},
+            "framework": _framework(),
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "files": {
                 name: {"sha256": sha256_file(staging / name), "bytes": (staging / name).stat().st_size}
@@ -97,10 +98,11 @@ def write_store_entry(out_dir: Path, files: StoreEntryFiles, metadata: dict[str,
     return out_dir
 
 
-def _tf_version() -> str:
-    import tensorflow as tf
-
-    return str(tf.__version__)
+def _framework() -> dict[str, str]:
+    """Keras's version and its backend's (tensorflow, jax or torch): the format is the same."""
+    backend = keras.backend.backend()
+    module = importlib.import_module(backend)
+    return {"keras": keras.__version__, "backend": backend, backend: str(module.__version__)}
 
 
 @dataclass(frozen=True)
