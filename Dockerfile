@@ -9,7 +9,7 @@ COPY service ./service
 RUN pip install --no-cache-dir ".${TF_EXTRA:+[$TF_EXTRA]}"
 RUN useradd --create-home --uid 10001 mindscope
 USER mindscope
-EXPOSE 8000
+EXPOSE 8000 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health/ready', timeout=2).status != 200)"]
 STOPSIGNAL SIGTERM

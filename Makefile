@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test test-slow lint train bench gallery
+.PHONY: install serve test test-slow lint train bench gallery protos
 
 $(BIN)/mindscope: pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,3 +47,11 @@ bench: .venv-bench/bin/python
 # Every picture the API draws, from a real server, into docs/images/ (README shows them).
 gallery: install
 	$(BIN)/python bench/gallery.py
+
+# The gRPC message and service modules, from the Open Inference Protocol's .proto. grpcio-tools
+# 1.75 writes code for protobuf >= 6.31.1 and grpcio >= 1.75, the oldest the service accepts.
+protos:
+	$(PYTHON) -m venv /tmp/mindscope-protoc
+	/tmp/mindscope-protoc/bin/pip install --quiet grpcio-tools==1.75.1
+	cd service && /tmp/mindscope-protoc/bin/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. \
+		--grpc_python_out=. mindscope/protocols/open_inference.proto

@@ -41,7 +41,7 @@ def free_port() -> int:
 def render(image: Path, out: Path, store: Path) -> list[Path]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    command = [str(Path(sys.executable).with_name("mindscope")), "serve", "--port", str(port)]
+    command = [str(Path(sys.executable).with_name("mindscope")), "serve", "--port", str(port), "--grpc-port", "0"]
     env = {**os.environ, "MINDSCOPE_MODEL_STORE_DIR": str(store)}
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     written = []

@@ -71,7 +71,7 @@ def start_server(store: Path, log: Path, **env: str) -> Server:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    command = [str(Path(sys.executable).with_name("mindscope")), "serve", "--port", str(port)]
+    command = [str(Path(sys.executable).with_name("mindscope")), "serve", "--port", str(port), "--grpc-port", "0"]
     settings = {"MINDSCOPE_MODEL_STORE_DIR": str(store), **{f"MINDSCOPE_{k.upper()}": v for k, v in env.items()}}
     handle = log.open("wb")
     process = subprocess.Popen(command, env={**os.environ, **settings}, stdout=handle, stderr=subprocess.STDOUT)

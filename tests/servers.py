@@ -28,11 +28,14 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, process: subprocess.Popen[bytes], base_url: str, log: Path, log_handle: BinaryIO) -> None:
+    def __init__(
+        self, process: subprocess.Popen[bytes], base_url: str, log: Path, log_handle: BinaryIO, grpc_port: int = 0
+    ) -> None:
         self.process = process
         self.log_handle = log_handle
         self.base_url = base_url
         self.log = log
+        self.grpc_address = f"127.0.0.1:{grpc_port}"  # the Open Inference Protocol's gRPC service
 
     def wait_ready(self, timeout: float = 180.0) -> None:
         deadline = time.monotonic() + timeout
@@ -57,14 +60,16 @@ class Server:
 
 
 def start_server(tmp_path: Path, store: Path, port: int | None = None, **env: str) -> Server:
-    """`mindscope serve` as README.md gives it, in its own process on a loopback port."""
+    """`mindscope serve` as README.md gives it, in its own process on a loopback port (and its
+    gRPC service on another)."""
     port = port or free_port()
+    grpc_port = int(env.get("MINDSCOPE_GRPC_PORT", free_port()))
     log = tmp_path / f"server-{port}.log"
     command = [str(Path(sys.executable).with_name("mindscope")), "serve", "--port", str(port)]
-    environment = {**os.environ, "MINDSCOPE_MODEL_STORE_DIR": str(store), **env}
+    environment = {**os.environ, "MINDSCOPE_MODEL_STORE_DIR": str(store), "MINDSCOPE_GRPC_PORT": str(grpc_port), **env}
     handle = log.open("wb")
     process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=environment)
-    return Server(process, f"http://127.0.0.1:{port}", log, handle)
+    return Server(process, f"http://127.0.0.1:{port}", log, handle, grpc_port)
 
 
 class InProcessServer:

@@ -26,6 +26,8 @@ from mindscope.api.routes import (
     metrics,
     models,
     predict,
+    v1,
+    v2,
     visualize,
     weights,
 )
@@ -57,9 +59,26 @@ async def _watch_store(app: FastAPI, interval_s: float) -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     loading = asyncio.create_task(asyncio.to_thread(load_default_model, app))
-    interval = app.state.settings.reload_interval_s
+    settings: Settings = app.state.settings
+    interval = settings.reload_interval_s
     watching = asyncio.create_task(_watch_store(app, interval)) if interval > 0 else None
+    grpc_server = None
+    if settings.grpc_port:
+        # Imported only here: its message classes take the `inference.*` names in protobuf's
+        # default pool, which a process embedding the app may hold for a client of its own.
+        from mindscope.protocols.grpc_service import start_grpc_server
+
+        grpc_server = await start_grpc_server(
+            settings.grpc_port,
+            settings.grpc_host,
+            app.state.registry,
+            settings,
+            app.state.decode_budget,
+            app.state.metrics,
+        )
     yield
+    if grpc_server is not None:
+        await grpc_server.stop(grace=5)
     app.state.registry.stop_serving()
     if watching is not None:
         watching.cancel()
@@ -93,6 +112,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     secured = [Depends(require_api_key)]
     for module in (models, predict, activations, weights, explain, visualize, admin):
         app.include_router(module.router, dependencies=secured)
+    # The standard protocols check the key route by route: their health routes stay open.
+    app.include_router(v1.router)
+    app.include_router(v2.router)
     # The last added runs first: request id and log, body-size cap, lifetime, then the fast path.
     app.add_middleware(PredictFastPath, state=app.state)
     app.add_middleware(

@@ -54,6 +54,9 @@ def _listen(host: str, port: int) -> socket.socket | None:
     return sock
 
 
+DEFAULT_GRPC_PORT = 8001
+
+
 def _serve(args: argparse.Namespace) -> int:
     sock = _listen(args.host, args.port)
     if sock is None:
@@ -67,6 +70,11 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings()
     if args.model_store:
         settings = settings.model_copy(update={"model_store_dir": Path(args.model_store)})
+    # gRPC beside HTTP: --grpc-port, else MINDSCOPE_GRPC_PORT, else 8001 (Triton's); 0 turns it off.
+    grpc_port = args.grpc_port if args.grpc_port is not None else settings.grpc_port
+    settings = settings.model_copy(
+        update={"grpc_port": DEFAULT_GRPC_PORT if grpc_port is None else grpc_port, "grpc_host": args.host}
+    )
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler that
     # was installed before it; a handler that ignores it makes a clean shutdown exit with status 0.
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -180,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the model store over HTTP")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--grpc-port",
+        type=int,
+        help=f"Open Inference Protocol gRPC port (default: MINDSCOPE_GRPC_PORT or {DEFAULT_GRPC_PORT}; 0: off)",
+    )
     serve.add_argument("--model-store", help="model store folder (default: MINDSCOPE_MODEL_STORE_DIR or ./model_store)")
     serve.set_defaults(run=_serve)
     return parser

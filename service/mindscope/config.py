@@ -61,6 +61,14 @@ class Settings(BaseSettings):
 
     api_key: SecretStr | None = Field(None, description="when set, every route but /health/* needs it")
 
+    grpc_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="the Open Inference Protocol's gRPC port; `mindscope serve` makes it 8001 when unset; 0: off",
+    )
+    grpc_host: str = Field("127.0.0.1", description="the address gRPC listens on (`mindscope serve --host` sets it)")
+
     def forward_batching(self) -> BatchingConfig:
         return BatchingConfig(self.batch_max_rows, self.batch_max_delay_ms / 1000, self.queue_size)
 

@@ -17,7 +17,7 @@ def test_service_mounts_the_store_read_only_and_checks_readiness():
     cpu = compose()["services"]["mindscope"]
     assert "./model_store:/models:ro" in cpu["volumes"]
     assert cpu["environment"]["MINDSCOPE_MODEL_STORE_DIR"] == "/models"
-    assert cpu["expose"] == ["8000"] and "ports" not in cpu  # reached through nginx only
+    assert cpu["expose"] == ["8000", "8001"] and "ports" not in cpu  # reached through nginx only
     assert cpu["deploy"]["replicas"] == "${MINDSCOPE_REPLICAS:-2}"
     assert "/health/ready" in " ".join(cpu["healthcheck"]["test"])
     assert cpu["stop_signal"] == "SIGTERM"
@@ -26,10 +26,11 @@ def test_service_mounts_the_store_read_only_and_checks_readiness():
 def test_nginx_balances_the_replicas_with_limits_that_match_the_service():
     services = compose()["services"]
     nginx = services["nginx"]
-    assert nginx["ports"] == ["8000:80"]
+    assert nginx["ports"] == ["8000:80", "8001:8001"]
     assert nginx["depends_on"]["mindscope"]["condition"] == "service_healthy"
     config = (REPO / "deploy" / "nginx.conf").read_text()
     assert "server mindscope:8000" in config and "proxy_pass http://mindscope;" in config
+    assert "server mindscope:8001" in config and "grpc_pass grpc://mindscope_grpc;" in config
     body_mib = int(re.search(r"client_max_body_size (\d+)m;", config).group(1))
     service_bytes = int(services["mindscope"]["environment"]["MINDSCOPE_MAX_BODY_BYTES"])
     assert body_mib * 1024 * 1024 == service_bytes

@@ -19,7 +19,7 @@ def test_the_readme_block_imports_serves_and_answers(tmp_path):
     assert block, "README.md lost its serve-your-own-model block"
     port = str(free_port())
     code = block.group(1).replace("8000", port)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "MINDSCOPE_GRPC_PORT": "0"}
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
     )
