@@ -18,9 +18,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 
-def build_request(host: str, path: str, body: bytes, content_type: str) -> bytes:
+def build_request(host: str, path: str, body: bytes, content_type: str, headers: tuple[str, ...] = ()) -> bytes:
+    extra = "".join(f"{header}\r\n" for header in headers)
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n{extra}"
         f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
     )
     return head.encode("ascii") + body
@@ -36,11 +37,13 @@ async def read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def run(url: str, body: bytes, content_type: str, concurrency: int, total: int) -> dict[str, object]:
+async def run(
+    url: str, body: bytes, content_type: str, concurrency: int, total: int, headers: tuple[str, ...] = ()
+) -> dict[str, object]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     target = parts.path + (f"?{parts.query}" if parts.query else "")
-    request = build_request(f"{host}:{port}", target, body, content_type)
+    request = build_request(f"{host}:{port}", target, body, content_type, headers)
     remaining = iter(range(total))
     latencies: list[float] = []
     failures: dict[int, int] = {}
@@ -77,10 +80,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--total", type=int, default=400)
     parser.add_argument("--warmup", type=int, default=20, help="requests sent first and not counted")
+    parser.add_argument("--header", action="append", default=[], help="'Name: value', repeatable")
     args = parser.parse_args()
-    body = args.body.read_bytes()
-    asyncio.run(run(args.url, body, args.content_type, args.concurrency, args.warmup))
-    print(json.dumps(asyncio.run(run(args.url, body, args.content_type, args.concurrency, args.total))))
+    body, headers = args.body.read_bytes(), tuple(args.header)
+    asyncio.run(run(args.url, body, args.content_type, args.concurrency, args.warmup, headers))
+    print(json.dumps(asyncio.run(run(args.url, body, args.content_type, args.concurrency, args.total, headers))))
 
 
 if __name__ == "__main__":

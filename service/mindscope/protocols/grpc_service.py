@@ -12,6 +12,7 @@ The message modules are generated from `open_inference.proto` beside this file (
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -73,6 +74,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self.settings = settings
         self.limits = InferLimits(settings.max_batch_instances, settings.max_image_pixels, budget)
         self.metrics = metrics
+        self._counters: dict[tuple[str, str], Any] = {}  # the metrics' children by (route, status)
+        self._latencies: dict[str, Any] = {}
 
     async def _call(
         self, method: str, context: grpc.aio.ServicerContext, work: Callable[[], Awaitable[Reply]], secured: bool = True
@@ -87,7 +90,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         context.add_done_callback(lambda _: request.cancel("the client went away") if context.cancelled() else None)
         self.metrics.in_flight.inc()
         try:
-            if secured:
+            if secured and self.settings.api_key is not None:
                 check_api_key(Headers.of(context), self.settings)  # type: ignore[arg-type]
             with request_work(request):
                 return await work()
@@ -101,8 +104,14 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             await context.abort(grpc.StatusCode.INTERNAL, "the server failed to answer this call; it has been logged")
         finally:
             self.metrics.in_flight.dec()
-            self.metrics.requests.labels("POST", route, status).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+            counter = self._counters.get((route, status))
+            if counter is None:
+                counter = self._counters[route, status] = self.metrics.requests.labels("POST", route, status)
+            counter.inc()
+            latency = self._latencies.get(route)
+            if latency is None:
+                latency = self._latencies[route] = self.metrics.latency.labels(route)
+            latency.observe(time.perf_counter() - started)
         raise AssertionError("unreachable: context.abort raises")
 
     async def _model(self, name: str, version: str) -> LoadedModel:
@@ -177,7 +186,7 @@ def input_tensor(request: pb.ModelInferRequest, index: int) -> InputTensor:
     """Input `index` with its data, from raw_input_contents or from its typed contents."""
     item = request.inputs[index]
     shape, datatype = list(item.shape), item.datatype
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)
     if request.raw_input_contents:
         raw = request.raw_input_contents[index]
         if datatype == "BYTES":

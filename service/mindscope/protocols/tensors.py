@@ -13,14 +13,14 @@ protocol takes the same inputs, checks them the same way and answers from the sa
 
 from __future__ import annotations
 
-import asyncio
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from mindscope.api.codecs import decode_image_bytes
+from mindscope.api.codecs import decode_raw_body
 from mindscope.api.limits import DecodeBudget
 from mindscope.engine.loaded_model import LoadedModel
 from mindscope.errors import InvalidInput, PayloadTooLarge, UnknownLayer
@@ -86,7 +86,7 @@ def numeric_array(datatype: str, shape: list[int], data: bytes | list[Any] | np.
         )
     if any(not isinstance(size, int) or size < 0 for size in shape):
         raise InvalidInput(f"shape {shape} must be non-negative integers", shape=shape)
-    expected = int(np.prod(shape)) if shape else 1
+    expected = math.prod(shape)
     if isinstance(data, bytes | bytearray | memoryview):
         if len(data) != expected * dtype.itemsize:
             raise InvalidInput(
@@ -160,17 +160,17 @@ async def images_from(loaded: LoadedModel, tensor: InputTensor, limits: InferLim
     if tensor.datatype == "BYTES":
         elements = tensor.values
         assert isinstance(elements, list)
-        if int(np.prod(tensor.shape)) != count or len(elements) != count:
+        if math.prod(tensor.shape) != count or len(elements) != count:
             raise InvalidInput(
                 f"a BYTES input holds one encoded image per row: shape [N] or [N, 1]; got {tensor.shape}",
                 shape=tensor.shape,
             )
+        # As a raw /predict body: small images on the event loop, large ones off it within the budget.
         shape = loaded.input_shape
-
-        def decode(data: bytes) -> np.ndarray:
-            return decode_image_bytes(data, limits.max_image_pixels, limits.decode_budget, shape).pixels
-
-        decoded = await asyncio.gather(*(run_in_threadpool(decode, data) for data in elements))
+        decoded = [
+            (await decode_raw_body(data, limits.max_image_pixels, limits.decode_budget, shape)).images[0].pixels
+            for data in elements
+        ]
         return np.stack(decoded) if decoded else np.zeros((0, *shape), np.float32)
     values = tensor.values
     assert isinstance(values, np.ndarray)
@@ -192,6 +192,8 @@ async def images_from(loaded: LoadedModel, tensor: InputTensor, limits: InferLim
 
 def check_outputs(loaded: LoadedModel, names: list[str]) -> list[str]:
     """The requested outputs (default: probabilities), each one this model has."""
+    if not names or names == [PROBABILITIES]:
+        return [PROBABILITIES]
     valid = [spec.name for spec in model_outputs(loaded)]
     for name in names:
         if name not in valid:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from typing import Annotated, Any
 
 import numpy as np
@@ -176,7 +177,7 @@ def _input_tensors(header: dict[str, Any], binary: bytes) -> list[InputTensor]:
             data = item["data"]
         else:
             raise InvalidInput(f"input {item['name']!r} has neither data nor binary_data_size")
-        count = int(np.prod(shape)) if shape else 1
+        count = math.prod(shape)
         if datatype == "BYTES":
             values: np.ndarray | list[bytes] = (
                 split_bytes_elements(data, count) if isinstance(data, bytes) else _base64_elements(data)
