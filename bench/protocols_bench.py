@@ -143,7 +143,8 @@ def main() -> None:
         "",
         f"`python bench/protocols_bench.py`: one `mindscope serve` ({MODEL}), HTTP on loopback from "
         "bench/loadgen.py and gRPC from bench/grpc_loadgen.py (the request "
-        f"serialized once; a connection per client unless the row says otherwise), each in its own process; {ROUNDS} rounds, every configuration once per round, "
+        "serialized once; a connection per client unless the row says otherwise), each in its own process; "
+        f"{ROUNDS} rounds, every configuration once per round, "
         f"{args.requests} requests each. Medians of the rounds; the ratio is to /predict in the same round. "
         "Raw tensor: FP32 [1, 32, 32, 3] as binary data; encoded image: BYTES [1] holding the JPEG file that "
         "/predict gets as its body. CPU per request: the server (all threads) / the load generator.",
