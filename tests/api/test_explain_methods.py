@@ -184,3 +184,18 @@ def test_integrated_gradients_take_the_same_evaluations(client, sample_jpeg):
         client.post("/explain/integrated-gradients?steps=8", content=sample_jpeg, headers=JPEG).json()["evaluation"]
         is None
     )
+
+
+def test_the_png_draws_the_trust_scores_when_asked(client, sample_jpeg):
+    """With evaluate, the picture gains a fourth panel: the curves (and the sanity check)."""
+    import io
+
+    from PIL import Image
+
+    sizes = {}
+    for query in ("", "&evaluate=deletion,insertion,sanity&evaluate_steps=4"):
+        answer = client.post(f"/explain/gradient-x-input?format=png{query}", content=sample_jpeg, headers=JPEG)
+        assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+        sizes[query] = Image.open(io.BytesIO(answer.content)).size
+    plain, trusted = sizes.values()
+    assert trusted[0] > plain[0] * 1.2 and trusted[1] == plain[1]

@@ -164,7 +164,10 @@ def test_the_api_key_guards_both_transports_as_it_guards_our_routes(tmp_path, co
         assert 'route="grpc:ModelInfer",status="OK"' in metrics
         assert 'route="grpc:ModelInfer",status="UNAUTHENTICATED"' in metrics
     finally:
-        running.stop()
+        assert running.stop() == 0
+    # gRPC stopped with the server.
+    with pytest.raises(InferenceServerException):
+        triton_grpc.InferenceServerClient(running.grpc_address).is_server_live(client_timeout=5)
 
 
 def test_the_kserve_client_speaks_v1_and_v2(server, pixels, validation_sample):

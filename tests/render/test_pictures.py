@@ -37,6 +37,28 @@ def test_integrated_gradients_names_class_probability_method_steps_error_and_sca
     assert len(built[0].axes) == 4  # three panels and a colour bar
 
 
+def test_the_trust_panel_draws_each_curve_with_its_area_and_says_which_way_is_good(monkeypatch):
+    built = capture(monkeypatch, heatmaps)
+    rng = np.random.default_rng(0)
+    image, attributions = rng.uniform(size=(32, 32, 3)), rng.normal(size=(32, 32, 3))
+    fractions = [0.0, 0.5, 1.0]
+    trust = heatmaps.Trust(
+        (
+            heatmaps.TrustCurve("deletion", fractions, [0.9, 0.2, 0.1], 0.35),
+            heatmaps.TrustCurve("insertion", fractions, [0.1, 0.6, 0.9], 0.55),
+        ),
+        sanity=0.12,
+    )
+    caption = heatmaps.AttributionCaption("cat", 0.9, "gradient-x-input", 0, 0.0, headline="Gradient x input")
+    heatmaps.attribution_figure(image, attributions, caption, "all", 99, trust)
+    text = texts(built[0])
+    assert "deletion: area 0.350 (lower is better)" in text and "insertion: area 0.550 (higher is better)" in text
+    assert "rank corr. with untrained model 0.12 (low is good)" in text
+    assert "fraction of pixels, most attributed first" in text and "p(cat)" in text
+    curves = built[0].axes[3].get_lines()
+    assert [list(line.get_ydata()) for line in curves] == [[0.9, 0.2, 0.1], [0.1, 0.6, 0.9]]
+
+
 def test_interior_gradients_begin_with_the_input_and_give_each_panel_its_scale(monkeypatch):
     built = capture(monkeypatch, heatmaps)
     rng = np.random.default_rng(0)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.colors import Normalize
 
 from mindscope.render.figures import encode, new_figure
@@ -37,6 +38,28 @@ class AttributionCaption:
         return "p" if self.score == "probability" else "logit"
 
 
+@dataclass(frozen=True)
+class TrustCurve:
+    """A deletion or insertion curve: the target's probability at each fraction of pixels."""
+
+    kind: str  # "deletion" or "insertion"
+    fractions: list[float]
+    scores: list[float]
+    area: float
+
+
+@dataclass(frozen=True)
+class Trust:
+    """The scores `evaluate` computed, drawn as a fourth panel."""
+
+    curves: tuple[TrustCurve, ...] = ()
+    sanity: float | None = None  # rank correlation with the same method on the untrained model
+
+
+_BETTER = {"deletion": "lower is better", "insertion": "higher is better"}
+_COLOURS = {"deletion": "tab:red", "insertion": "tab:green"}
+
+
 def attribution_map(
     attributions: np.ndarray, sign: Sign, clip_percentile: float
 ) -> tuple[np.ndarray, str, float, float]:
@@ -62,12 +85,15 @@ def attribution_figure(
     caption: AttributionCaption,
     sign: Sign = "all",
     clip_percentile: float = 99.0,
+    trust: Trust | None = None,
 ) -> bytes:
     """image, attributions: float32 (H, W, C) -> PNG (1200 x 470): input | heatmap with colour bar | overlay,
-    titled with the class, its probability, the method, steps and completeness error."""
+    titled with the class, its probability, the method, steps and completeness error; with `trust`,
+    a fourth panel draws the deletion/insertion curves and states the sanity check (1600 x 470)."""
     values, cmap, low, high = attribution_map(attributions, sign, clip_percentile)
-    figure = new_figure(12.0, 4.7)
-    axes = figure.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1.25, 1]})
+    panels = 4 if trust is not None else 3
+    figure = new_figure(16.0 if panels == 4 else 12.0, 4.7)
+    axes = figure.subplots(1, panels, gridspec_kw={"width_ratios": [1, 1.25, 1, 1.3][:panels]})
     shown = np.clip(image, 0, 1).squeeze()
     grey = None if shown.ndim == 3 else "gray"
     axes[0].imshow(shown, cmap=grey, vmin=0, vmax=1, interpolation="nearest")
@@ -80,9 +106,11 @@ def attribution_figure(
     strength = np.clip(np.abs(values) / high, 0.0, 1.0)
     axes[2].imshow(values, cmap=cmap, norm=Normalize(low, high), alpha=0.8 * strength, interpolation="nearest")
     axes[2].set_title("overlay on the input (grey)")
-    for ax in axes:
+    for ax in axes[:3]:
         ax.set_xticks([])
         ax.set_yticks([])
+    if trust is not None:
+        _trust_panel(axes[3], trust, caption.label)
     figure.suptitle(
         caption.headline
         or f"Integrated gradients: why '{caption.label}' ({caption.symbol} = {caption.output:.3f}) - "
@@ -99,8 +127,35 @@ def attribution_figure(
         ha="center",
         fontsize=9,
     )
-    figure.subplots_adjust(left=0.02, right=0.98, top=0.84, bottom=0.1, wspace=0.3)
+    figure.subplots_adjust(left=0.02, right=0.98 if panels == 3 else 0.99, top=0.84, bottom=0.1, wspace=0.3)
     return encode(figure)
+
+
+def _trust_panel(ax: Axes, trust: Trust, label: str) -> None:
+    """The target's probability as the most-attributed pixels are removed (deletion) or added to a
+    black image (insertion), with each curve's area; the sanity check's correlation in the title."""
+    for found in trust.curves:
+        ax.plot(
+            found.fractions,
+            found.scores,
+            marker="o",
+            markersize=3,
+            color=_COLOURS.get(found.kind),
+            label=f"{found.kind}: area {found.area:.3f} ({_BETTER.get(found.kind, '')})",
+        )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("fraction of pixels, most attributed first")
+    ax.set_ylabel(f"p({label})")
+    ax.grid(alpha=0.3)
+    if trust.curves:
+        ax.legend(fontsize=8, loc="best")
+    title = "how far to trust the map"
+    if trust.sanity is not None:
+        title += f"\nsanity: rank corr. with untrained model {trust.sanity:.2f} (low is good)"
+    ax.set_title(title, fontsize=10)
+    if not trust.curves:
+        ax.text(0.5, 0.5, "no curves asked\n(evaluate=deletion,insertion)", ha="center", va="center", fontsize=9)
 
 
 def interior_strip(

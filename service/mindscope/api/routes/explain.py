@@ -46,7 +46,14 @@ from mindscope.engine.integrated_gradients import (
 from mindscope.engine.loaded_model import LoadedModel
 from mindscope.engine.quadrature import RULES
 from mindscope.errors import InvalidInput
-from mindscope.render.heatmaps import AttributionCaption, Sign, attribution_figure, interior_strip
+from mindscope.render.heatmaps import (
+    AttributionCaption,
+    Sign,
+    Trust,
+    TrustCurve,
+    attribution_figure,
+    interior_strip,
+)
 
 router = APIRouter(prefix="/explain", tags=["explain"])
 Method = Literal["riemann_left", "riemann_right", "riemann_midpoint", "riemann_trapezoid", "gauss_legendre"]
@@ -259,7 +266,7 @@ def explain_integrated_gradients(
         label = loaded.class_names[result.target]
         caption = AttributionCaption(label, result.output_at_input, method, result.steps, result.relative_delta, score)
         response = picture_response(
-            attribution_figure(image.pixels, result.attributions, caption, sign, clip_percentile)
+            attribution_figure(image.pixels, result.attributions, caption, sign, clip_percentile, trust_of(evaluation))
         )
         response.headers.update(_summary_headers(result, loaded.class_names[result.target], reached))
         return response
@@ -285,6 +292,18 @@ def explain_integrated_gradients(
         input=image.info,
         model=model_ref(loaded),
     )
+
+
+def trust_of(evaluation: EvaluationOut | None) -> Trust | None:
+    """The scores `evaluate` asked for, as the PNG's fourth panel draws them."""
+    if evaluation is None:
+        return None
+    curves = tuple(
+        TrustCurve(kind, found.fractions, found.scores, found.area)
+        for kind, found in (("deletion", evaluation.deletion), ("insertion", evaluation.insertion))
+        if found is not None
+    )
+    return Trust(curves, None if evaluation.sanity is None else evaluation.sanity.rank_correlation)
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:
@@ -463,7 +482,9 @@ class MethodRequest:
                 self.score,
                 headline=headline + (f" - {summary}" if summary else ""),
             )
-            figure = attribution_figure(image.pixels, result.attributions, caption, sign, self.clip_percentile)
+            figure = attribution_figure(
+                image.pixels, result.attributions, caption, sign, self.clip_percentile, trust_of(evaluation)
+            )
             return picture_response(figure)
         return ExplanationResponse(
             method=result.method,
