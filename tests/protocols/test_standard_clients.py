@@ -237,3 +237,23 @@ def test_protocol_errors_answer_in_the_protocols_shape(server, path, body, statu
     assert answer.status_code == status, answer.text
     error = answer.json()["error"]
     assert isinstance(error, str) and says in error
+
+
+def test_model_work_past_the_deadline_is_refused_on_every_protocol(tmp_path, committed_store, pixels):
+    """REQUEST_TIMEOUT_S bounds the standard protocols' model work as it bounds our routes': here
+    a deadline no batch can meet, so V1, V2 REST and gRPC all answer it with our message."""
+    running = start_server(tmp_path, committed_store.root, MINDSCOPE_REQUEST_TIMEOUT_S="0.0001")
+    try:
+        running.wait_ready()
+        url = f"{running.base_url}/v1/models/{MODEL}:predict"
+        late = httpx.post(url, json={"instances": pixels[:1].tolist()})
+        assert late.status_code == 504 and "longer than" in late.json()["error"]
+        http = triton_http.InferenceServerClient(running.base_url.removeprefix("http://"))
+        with pytest.raises(InferenceServerException, match="longer than"):
+            http.infer(MODEL, [_input("http", pixels[:1], True)])
+        grpc = triton_grpc.InferenceServerClient(running.grpc_address)
+        with pytest.raises(InferenceServerException, match=r"DEADLINE_EXCEEDED.*longer than"):
+            grpc.infer(MODEL, [_input("grpc", pixels[:1], True)])
+        assert grpc.is_server_ready()  # and the service goes on
+    finally:
+        running.stop()
