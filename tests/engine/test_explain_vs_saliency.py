@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import saliency.core as saliency
 import tensorflow as tf
-from mindscope.engine.explain.blur_ig import blur_integrated_gradients
+from mindscope.engine.explain.blur_ig import blur, blur_integrated_gradients
 from mindscope.engine.explain.explanation import Smoothing
 from mindscope.engine.explain.grad_cam import grad_cam
 from mindscope.engine.explain.gradients import vanilla_gradients
 from mindscope.engine.explain.guided_ig import guided_integrated_gradients
 from mindscope.engine.explain.occlusion import occlusion
 from mindscope.engine.integrated_gradients import attribute
+from scipy import ndimage
 
 TARGET_KEY = "target"
 
@@ -86,6 +87,16 @@ def test_blur_ig_matches(case):
     )
     assert ours.gradient_evaluations == 40
     assert correlation(ours.attributions, theirs) > 0.999
+
+
+@pytest.mark.parametrize("sigma", [0.3, 1.0, 2.7, 12.5, 50.0, 50.01])
+@pytest.mark.parametrize("shape", [(32, 32, 3), (28, 20, 1)])
+def test_blur_is_scipys_gaussian_filter(sigma, shape):
+    """Blur IG blurs with two small matrix products; they compute scipy's filter (zeros beyond
+    the edges, the kernel cut at 4 sigma) to float32 rounding."""
+    image = np.random.default_rng(0).uniform(size=shape).astype(np.float32)
+    expected = ndimage.gaussian_filter(image, sigma=[sigma, sigma, 0], mode="constant")
+    np.testing.assert_allclose(blur(image, sigma), expected, rtol=0, atol=2e-7)
 
 
 class NumpyTwoQuantile:

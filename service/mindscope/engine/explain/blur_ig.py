@@ -10,20 +10,40 @@ The blurred images are the rows of one gradient sequence; edges blur against zer
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
-from scipy import ndimage
 
 from mindscope.engine.explain.explanation import NO_SMOOTHING, Explanation, Smoothing, smoothed
 from mindscope.engine.explain.rows import GradientFn, gradient_rows
 
 
+@functools.lru_cache(maxsize=2048)  # a path's levels repeat across requests with its parameters
+def blur_matrix(size: int, sigma: float, truncate: float = 4.0) -> np.ndarray:
+    """The 1-D Gaussian blur of scipy.ndimage.gaussian_filter1d (kernel cut at `truncate` sigmas,
+    zeros beyond the edges) of a length-`size` signal, as a float64 (size, size) matrix (read-only)."""
+    radius = int(truncate * sigma + 0.5)
+    weights = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    weights /= weights.sum()
+    offsets = np.arange(size)[:, None] - np.arange(size)[None, :]
+    inside = np.abs(offsets) <= radius
+    matrix = np.where(inside, weights[np.clip(offsets + radius, 0, 2 * radius)], 0.0)
+    matrix.flags.writeable = False
+    return matrix
+
+
 def blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur of (H, W, C) over height and width, zeros beyond the edges."""
+    """Gaussian blur of (H, W, C) over height and width, zeros beyond the edges: what
+    `ndimage.gaussian_filter(image, [sigma, sigma, 0], mode="constant")` computes, as two small
+    matrix products. The filter's cost grows with the kernel (8 sigma + 1 taps, 401 at the default
+    largest sigma of 50, on a 32-pixel side), the products' does not."""
     if sigma == 0:
         return image
-    return ndimage.gaussian_filter(image, sigma=[sigma, sigma, 0], mode="constant")
+    height, width = image.shape[:2]
+    columns = np.tensordot(image.astype(np.float64), blur_matrix(width, sigma), axes=([1], [1]))  # (H, C, W)
+    rows = np.tensordot(blur_matrix(height, sigma), columns, axes=([1], [0]))  # (H, C, W)
+    return rows.transpose(0, 2, 1).astype(np.float32)
 
 
 def sigmas(max_sigma: float, steps: int, sqrt: bool) -> np.ndarray:
