@@ -12,7 +12,7 @@ def write_section(path: Path, text: str) -> None:
     title = text.splitlines()[0]
     pattern = re.compile(rf"^{re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(document):
-        document = pattern.sub(lambda _: text + "\n", document)
+        document = pattern.sub(lambda _: text.rstrip("\n") + "\n\n", document)
     else:
         document = document.rstrip("\n") + "\n\n" + text + "\n"
     path.write_text(document)
