@@ -199,3 +199,48 @@ def test_the_png_draws_the_trust_scores_when_asked(client, sample_jpeg):
         sizes[query] = Image.open(io.BytesIO(answer.content)).size
     plain, trusted = sizes.values()
     assert trusted[0] > plain[0] * 1.2 and trusted[1] == plain[1]
+
+
+def test_integrated_gradients_take_smoothgrad_and_keep_completeness(client, committed_model, validation_sample):
+    """samples > 0: the mean of each noisy copy's integrated gradients, as the engine computes them
+    one by one, and the completeness check against the copies' mean score."""
+    from mindscope.engine.explain.explanation import Smoothing
+    from mindscope.engine.integrated_gradients import attribute
+
+    image = (validation_sample[0][0] / 255).astype(np.float32)
+    body = {"instances": [image.tolist()], "value_range": "0-1"}
+    url = "/explain/integrated-gradients?steps=16&samples=4&seed=7&target=3"
+    answer = client.post(url, json=body).json()
+    assert answer["smoothing"] == {"samples": 4, "noise": 0.15, "kind": "mean", "seed": 7}
+    assert answer["gradient_evaluations"] == 1 + 4 * (16 + 2)
+    assert answer["completeness"]["relative_delta"] < 0.01
+    copies = Smoothing(4, 0.15, "mean", 7).images(image)
+    runs = [attribute(committed_model.gradients, copy, target=3, steps=16) for copy in copies]
+    expected = np.mean([run.attributions for run in runs], axis=0)
+    np.testing.assert_allclose(array_of(answer["attributions"]), expected, rtol=1e-4, atol=1e-7)
+    assert answer["completeness"]["output_at_input"] == pytest.approx(np.mean([r.output_at_input for r in runs]))
+    plain = client.post("/explain/integrated-gradients?steps=16&target=3", json=body).json()
+    assert plain["smoothing"] is None and plain["probabilities"] == answer["probabilities"]
+    assert client.post(url, json=body).json()["attributions"] == answer["attributions"]  # the seed repeats it
+    picture = client.post(url + "&format=png", json=body)
+    assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
+
+
+def test_integrated_gradients_refuse_smoothing_that_breaks_completeness(client, sample_jpeg):
+    square = assert_error(
+        client.post("/explain/integrated-gradients?samples=2&smooth=square", content=sample_jpeg, headers=JPEG),
+        422,
+        "invalid_input",
+    )
+    assert square["details"]["valid_smooth"] == ["mean"]
+    assert_error(
+        client.post("/explain/integrated-gradients?samples=2&tolerance=0.01", content=sample_jpeg, headers=JPEG),
+        422,
+        "invalid_input",
+    )
+    too_many = assert_error(
+        client.post("/explain/integrated-gradients?samples=64&steps=1024", content=sample_jpeg, headers=JPEG),
+        422,
+        "invalid_input",
+    )
+    assert too_many["details"]["max_rows"] == 16384

@@ -58,6 +58,9 @@ def test_results_restore_shapes(client, sample_jpeg):
     assert isinstance(attribution, Attribution)
     assert attribution.attributions.shape == (32, 32, 3) and attribution.label == "cat"
     assert attribution.completeness.relative_delta < 0.01
+    smoothed = client.integrated_gradients(sample_jpeg, steps=8, target="cat", samples=2, seed=3)
+    assert smoothed.smoothing == {"samples": 2, "noise": 0.15, "kind": "mean", "seed": 3}
+    assert smoothed.gradient_evaluations == 1 + 2 * (8 + 2) and attribution.smoothing is None
     interior = client.interior_gradients(sample_jpeg, alphas=[0.25, 1.0])
     assert interior.gradients.shape == (2, 32, 32, 3) and interior.score == "probability"
     on_logit = client.integrated_gradients(sample_jpeg, steps=64, target="cat", score="logit")

@@ -134,12 +134,16 @@ class _Builder:
         as_png: bool,
         model: str | None,
         score: Score,
+        samples: int = 0,
+        noise: float = 0.15,
+        seed: int = 0,
     ) -> _Call[Any]:
         named = isinstance(baseline, str)
         params = [("steps", str(steps)), ("method", method), ("baseline", baseline if named else "upload")]
         params += [("score", score)]
         params += [("target", str(target))] if target is not None else []
         params += [("tolerance", repr(tolerance))] if tolerance is not None else []
+        params += [("samples", str(samples)), ("noise", repr(noise)), ("seed", str(seed))] if samples else []
         params += rq.model_params(model, None) + rq.png_params(as_png)
         spec = rq.RequestSpec("POST", "/explain/integrated-gradients", params, binary=as_png)
         spec = rq.image_body(spec, image, None if named else baseline)
@@ -341,11 +345,17 @@ class Client(_Builder):
         *,
         model: str | None = None,
         score: Score = "probability",
+        samples: int = 0,
+        noise: float = 0.15,
+        seed: int = 0,
     ) -> Attribution | ImageResult:
         """Attributions (H, W, C) like the input, with the completeness check; `baseline` a name or an
-        image; `score="logit"` attributes the target's logit instead of its probability."""
+        image; `score="logit"` attributes the target's logit instead of its probability; `samples`
+        > 0 averages over that many noisy copies (SmoothGrad, `noise` x the image's range, `seed`)."""
         return self._send(
-            self._integrated_gradients(image, target, steps, baseline, method, tolerance, as_png, model, score)
+            self._integrated_gradients(
+                image, target, steps, baseline, method, tolerance, as_png, model, score, samples, noise, seed
+            )
         )
 
     def interior_gradients(
@@ -526,9 +536,14 @@ class AsyncClient(_Builder):
         *,
         model: str | None = None,
         score: Score = "probability",
+        samples: int = 0,
+        noise: float = 0.15,
+        seed: int = 0,
     ) -> Attribution | ImageResult:
         return await self._send(
-            self._integrated_gradients(image, target, steps, baseline, method, tolerance, as_png, model, score)
+            self._integrated_gradients(
+                image, target, steps, baseline, method, tolerance, as_png, model, score, samples, noise, seed
+            )
         )
 
     async def interior_gradients(

@@ -206,6 +206,7 @@ def parse_attribution(body: dict[str, Any]) -> Attribution:
         model=_ref(body),
         tolerance=from_body(Tolerance, body["tolerance"]) if body.get("tolerance") else None,
         score=body.get("score", "probability"),
+        smoothing=body.get("smoothing"),
     )
 
 

@@ -157,6 +157,7 @@ class Attribution:
     model: ModelRef
     tolerance: Tolerance | None = None
     score: str = "probability"  # what was differentiated: "probability" or "logit"
+    smoothing: dict[str, Any] | None = None  # SmoothGrad's samples, noise, kind and seed, when asked
 
 
 @dataclass(frozen=True)

@@ -178,6 +178,11 @@ class IntegratedGradientsResponse(BaseModel):
     attributions: ArrayPayload = Field(description="(H, W, C) float32, the model's input shape")
     completeness: Completeness
     tolerance: ToleranceOut | None = Field(None, description="present when the request gave a tolerance")
+    smoothing: dict[str, Any] | None = Field(
+        None,
+        description="SmoothGrad (samples > 0): samples, noise, kind, seed; the attributions are the mean of each "
+        "noisy copy's, and completeness compares their sum with the mean score of the copies",
+    )
     evaluation: EvaluationOut | None = Field(None, description="present when the request asked `evaluate`")
     probabilities: ArrayPayload = Field(description="the class probabilities at the input, whatever the score")
     classes: list[str]

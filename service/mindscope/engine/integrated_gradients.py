@@ -11,9 +11,11 @@ doubles until the relative completeness error is under the tolerance or `max_ste
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from mindscope.engine.explain.explanation import Smoothing
 from mindscope.engine.explain.rows import GradientFn, gradient_rows
 from mindscope.engine.quadrature import RULES
 from mindscope.errors import InvalidInput
@@ -151,6 +153,51 @@ def attribute(
         if tolerance is None or result.relative_delta <= tolerance or steps * 2 > (max_steps or steps):
             return result
         steps *= 2
+
+
+def smoothed_attribute(
+    gradient_fn: GradientFn,
+    image: np.ndarray,
+    smoothing: Smoothing,
+    target: int | None = None,
+    baseline: np.ndarray | None = None,
+    **options: Any,
+) -> IntegratedGradientsResult:
+    """SmoothGrad of integrated gradients: `attribute` on each of `smoothing`'s noisy copies of the
+    image (each its own path from the same baseline, for the same target), then their mean.
+
+    Completeness still holds, for the mean: the attributions sum to the mean of F over the copies
+    minus F(baseline), which `output_at_input` is; `scores` stay the image's own. Only the mean
+    combines so (a mean of squares or a variance has no such sum), so other kinds are refused.
+    """
+    if smoothing.samples == 0:
+        return attribute(gradient_fn, image, target=target, baseline=baseline, **options)
+    if smoothing.kind != "mean":
+        raise InvalidInput(
+            f"integrated gradients combine noisy samples by their mean only (smooth=mean): a {smoothing.kind} "
+            "of attributions no longer sums to the change in the score, which the completeness check measures",
+            valid_smooth=["mean"],
+        )
+    if options.get("tolerance") is not None:
+        raise InvalidInput("tolerance refines one path; with samples, give steps instead", samples=smoothing.samples)
+    image = np.asarray(image, np.float32)
+    _, clean = gradient_fn(image[None], np.zeros(1, np.int32))
+    target = int(np.argmax(clean[0])) if target is None else target
+    results = [
+        attribute(gradient_fn, noisy, target=target, baseline=baseline, **options) for noisy in smoothing.images(image)
+    ]
+    first = results[0]
+    return IntegratedGradientsResult(
+        attributions=smoothing.combine(np.stack([r.attributions for r in results])),
+        baseline=first.baseline,
+        target=target,
+        method=first.method,
+        steps=first.steps,
+        gradient_evaluations=1 + sum(r.gradient_evaluations for r in results),
+        output_at_input=float(np.mean([r.output_at_input for r in results], dtype=np.float64)),
+        output_at_baseline=first.output_at_baseline,
+        scores=clean[0],
+    )
 
 
 @dataclass(frozen=True)

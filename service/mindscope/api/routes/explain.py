@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -39,9 +39,9 @@ from mindscope.engine.explain.occlusion import occlusion, windows
 from mindscope.engine.explain.xrai import xrai
 from mindscope.engine.integrated_gradients import (
     IntegratedGradientsResult,
-    attribute,
     interior_gradients,
     make_baseline,
+    smoothed_attribute,
 )
 from mindscope.engine.loaded_model import LoadedModel
 from mindscope.engine.quadrature import RULES
@@ -199,6 +199,25 @@ async def evaluation_request(
 EvaluateDep = Annotated[Evaluate, Depends(evaluation_request)]
 
 
+async def smoothing_within_caps(
+    settings: SettingsDep,
+    samples: Annotated[
+        int, Query(description="SmoothGrad: noisy copies to average, 0 (off) to the cap (MINDSCOPE_MAX_SAMPLES)")
+    ] = 0,
+    noise: Annotated[float, Query(gt=0, le=1, description="SmoothGrad: noise sigma / (max - min of the image)")] = 0.15,
+    smooth: Annotated[
+        Literal["mean", "square", "var"],
+        Query(description="SmoothGrad: how samples combine: mean (SmoothGrad), square (SquareGrad), var (VarGrad)"),
+    ] = "mean",
+    seed: Annotated[int, Query(ge=0, le=2**32 - 1, description="SmoothGrad: the noise's seed")] = 0,
+) -> Smoothing:
+    settings_cap("samples", samples, 0, settings.max_samples, "MINDSCOPE_MAX_SAMPLES")
+    return Smoothing(samples, noise, smooth, seed)
+
+
+SmoothingDep = Annotated[Smoothing, Depends(smoothing_within_caps)]
+
+
 @router.post(
     "/integrated-gradients",
     response_model=IntegratedGradientsResponse,
@@ -219,6 +238,7 @@ def explain_integrated_gradients(
     settings: SettingsDep,
     steps: StepsDep,
     evaluate: EvaluateDep,
+    smoothing: SmoothingDep,
     target: TargetQuery = None,
     score: ScoreQuery = "probability",
     method: Method = "gauss_legendre",
@@ -239,10 +259,20 @@ def explain_integrated_gradients(
     else:
         baseline_pixels = make_baseline(baseline, image.pixels)
 
+    rows = max(1, smoothing.samples) * steps
+    if rows > settings.max_rows:
+        raise InvalidInput(
+            f"samples x steps = {rows} model rows; at most {settings.max_rows} (MINDSCOPE_MAX_ROWS) are computed "
+            "for one explanation: ask for fewer samples or steps",
+            rows=rows,
+            max_rows=settings.max_rows,
+        )
+
     def integrate(model: LoadedModel, index: int | None) -> IntegratedGradientsResult:
-        return attribute(
+        return smoothed_attribute(
             model.gradients_for(score),
             image.pixels,
+            smoothing,
             target=index,
             baseline=baseline_pixels,
             steps=steps,
@@ -265,6 +295,14 @@ def explain_integrated_gradients(
     if wants_png(request, format):
         label = loaded.class_names[result.target]
         caption = AttributionCaption(label, result.output_at_input, method, result.steps, result.relative_delta, score)
+        if smoothing.samples:
+            at_input = result.scores[result.target]
+            caption = replace(
+                caption,
+                headline=f"Integrated gradients: why '{label}' ({caption.symbol} = {at_input:.3f}) - {method}, "
+                f"{result.steps} steps, SmoothGrad of {smoothing.samples} samples, noise {smoothing.noise:g}, "
+                f"completeness error {result.relative_delta:.1e}",
+            )
         response = picture_response(
             attribution_figure(image.pixels, result.attributions, caption, sign, clip_percentile, trust_of(evaluation))
         )
@@ -286,6 +324,7 @@ def explain_integrated_gradients(
             relative_delta=result.relative_delta,
         ),
         tolerance=reached,
+        smoothing=smoothing.describe().get("smoothing"),
         evaluation=evaluation,
         probabilities=ArrayPayload.of(result.scores if score == "probability" else softmax(result.scores)),
         classes=list(loaded.class_names),
@@ -391,23 +430,6 @@ def explain_interior_gradients(
 # target, score, SmoothGrad and picture options (`MethodRequest`).
 
 
-async def smoothing_within_caps(
-    settings: SettingsDep,
-    samples: Annotated[
-        int, Query(description="SmoothGrad: noisy copies to average, 0 (off) to the cap (MINDSCOPE_MAX_SAMPLES)")
-    ] = 0,
-    noise: Annotated[float, Query(gt=0, le=1, description="SmoothGrad: noise sigma / (max - min of the image)")] = 0.15,
-    smooth: Annotated[
-        Literal["mean", "square", "var"],
-        Query(description="SmoothGrad: how samples combine: mean (SmoothGrad), square (SquareGrad), var (VarGrad)"),
-    ] = "mean",
-    seed: Annotated[int, Query(ge=0, le=2**32 - 1, description="SmoothGrad: the noise's seed")] = 0,
-) -> Smoothing:
-    settings_cap("samples", samples, 0, settings.max_samples, "MINDSCOPE_MAX_SAMPLES")
-    return Smoothing(samples, noise, smooth, seed)
-
-
-SmoothingDep = Annotated[Smoothing, Depends(smoothing_within_caps)]
 Compute = Callable[[LoadedModel, np.ndarray, int], Explanation]  # (model, image, target) -> its map
 TITLES = {
     "vanilla-gradients": "Vanilla gradients",
