@@ -257,3 +257,25 @@ def test_model_work_past_the_deadline_is_refused_on_every_protocol(tmp_path, com
         assert grpc.is_server_ready()  # and the service goes on
     finally:
         running.stop()
+
+
+def test_v2_json_takes_base64_images_and_binary_data_output_returns_every_output_binary(server, validation_sample):
+    """The two forms no client library above sends: BYTES as base64 strings in JSON, and the
+    request-wide `binary_data_output` parameter."""
+    jpeg = validation_sample[2][1].read_bytes()
+    native = httpx.post(f"{server.base_url}/predict", content=jpeg, headers={"Content-Type": "image/jpeg"}).json()
+    body = {
+        "id": "req-7",
+        "inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(jpeg).decode()]}],
+        "outputs": [{"name": "probabilities"}, {"name": "conv9"}],
+        "parameters": {"binary_data_output": True},
+    }
+    answer = httpx.post(f"{server.base_url}/v2/models/{MODEL}/infer", json=body)
+    assert answer.status_code == 200 and answer.headers["content-type"] == "application/octet-stream"
+    length = int(answer.headers["inference-header-content-length"])
+    header, blobs = json.loads(answer.content[:length]), answer.content[length:]
+    assert header["id"] == "req-7" and header["model_version"] == "4"
+    probabilities, conv9 = header["outputs"]
+    assert probabilities["parameters"]["binary_data_size"] == 40 and conv9["shape"] == [1, 8, 8, 10]
+    assert len(blobs) == 40 + conv9["parameters"]["binary_data_size"] == 40 + 640 * 4
+    np.testing.assert_allclose(np.frombuffer(blobs[:40], "<f4"), native["probabilities"]["data"], **TOLERANCE)
