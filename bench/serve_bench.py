@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import socket
 import statistics
@@ -27,6 +28,9 @@ import httpx
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import write_section  # noqa: E402
+
 JPEG = {"Content-Type": "image/jpeg"}
 ROUNDS = 3  # served measurements per concurrency, each paired with an in-process one
 FLOOR_REQUESTS = 20_000  # the bare app answers ~10k/s: enough seconds for per-thread CPU clocks
@@ -375,8 +379,19 @@ def main() -> None:
     report = "\n".join(lines) + "\n"
     print(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
+    write_report(args.out, report)
     plot(served, forward, args.out.with_suffix(".png"))
+
+
+def write_report(path: Path, report: str) -> None:
+    """Put this script's preamble and sections into `path`, keeping the sections the other
+    bench scripts wrote there (write_section: each in its place, or at the end)."""
+    preamble, *sections = re.split(r"^(?=## )", report, flags=re.M)
+    document = path.read_text() if path.exists() else ""
+    start = document.find("\n## ")
+    path.write_text(preamble.rstrip("\n") + "\n\n" + (document[start + 1 :] if start >= 0 else ""))
+    for section in sections:
+        write_section(path, section.strip("\n"))
 
 
 def budget_lines(
