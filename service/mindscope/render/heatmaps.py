@@ -93,7 +93,7 @@ def attribution_figure(
     values, cmap, low, high = attribution_map(attributions, sign, clip_percentile)
     panels = 4 if trust is not None else 3
     figure = new_figure(16.0 if panels == 4 else 12.0, 4.7)
-    axes = figure.subplots(1, panels, gridspec_kw={"width_ratios": [1, 1.25, 1, 1.3][:panels]})
+    axes = figure.subplots(1, panels, gridspec_kw={"width_ratios": [1, 1.25, 1, 1.45][:panels]})
     shown = np.clip(image, 0, 1).squeeze()
     grey = None if shown.ndim == 3 else "gray"
     axes[0].imshow(shown, cmap=grey, vmin=0, vmax=1, interpolation="nearest")
@@ -153,7 +153,7 @@ def _trust_panel(ax: Axes, trust: Trust, label: str) -> None:
     title = "how far to trust the map"
     if trust.sanity is not None:
         title += f"\nsanity: rank corr. with untrained model {trust.sanity:.2f} (low is good)"
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=9)
     if not trust.curves:
         ax.text(0.5, 0.5, "no curves asked\n(evaluate=deletion,insertion)", ha="center", va="center", fontsize=9)
 
