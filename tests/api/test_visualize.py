@@ -52,3 +52,16 @@ def test_bad_layers_channels_and_steps_are_clear_errors(client):
         "MINDSCOPE_MAX_STEPS"
         in assert_error(client.get("/visualize/conv9/1?steps=100000"), 422, "invalid_input")["message"]
     )
+
+
+def test_a_grid_ascends_its_channels_together_and_each_picture_is_its_own(committed_model):
+    """A grid's channels share one batched ascent; each channel's picture is the one it gets
+    alone (the same start and jitters from the seed), to float rounding."""
+    from mindscope.engine.visualize import Visualizer
+
+    together = Visualizer(committed_model).visualize_many("conv6", [4, 1, 7], steps=24, seed=5)
+    alone = Visualizer(committed_model).visualize("conv6", 1, steps=24, seed=5)
+    assert [v.channel for v in together] == [4, 1, 7]
+    np.testing.assert_allclose(together[1].image, alone.image, atol=2e-3)
+    assert together[1].activation == pytest.approx(alone.activation, rel=1e-2)
+    assert not np.allclose(together[0].image, together[2].image)  # each row followed its own channel

@@ -79,15 +79,15 @@ class Visualizer:
         self._cache: OrderedDict[tuple[Any, ...], Visualization] = OrderedDict()
         self._cache_size = cache_size
 
-    def image(self, spectrum: tf.Tensor) -> tf.Tensor:
-        """Parameters (2, C, H, W//2+1) -> image (1, H, W, C) in [0, 1]."""
+    def image(self, spectra: tf.Tensor) -> tf.Tensor:
+        """Parameters (N, 2, C, H, W//2+1) -> images (N, H, W, C) in [0, 1]."""
         height, width, channels = self.shape
-        complex_spectrum = tf.complex(spectrum[0], spectrum[1]) * tf.cast(self._scale, tf.complex64)
-        pixels = tf.signal.irfft2d(complex_spectrum, fft_length=[height, width])  # (C, H, W)
-        pixels = tf.transpose(pixels, [1, 2, 0]) / 4.0
+        complex_spectra = tf.complex(spectra[:, 0], spectra[:, 1]) * tf.cast(self._scale, tf.complex64)
+        pixels = tf.signal.irfft2d(complex_spectra, fft_length=[height, width])  # (N, C, H, W)
+        pixels = tf.transpose(pixels, [0, 2, 3, 1]) / 4.0
         if channels == 3:
-            pixels = tf.reshape(tf.reshape(pixels, [-1, 3]) @ tf.constant(COLOR_SQRT.T), [height, width, 3])
-        return tf.sigmoid(pixels)[None]
+            pixels = tf.reshape(tf.reshape(pixels, [-1, 3]) @ tf.constant(COLOR_SQRT.T), tf.shape(pixels))
+        return tf.sigmoid(pixels)
 
     def _step_fn(self, layer: str) -> Any:
         with self._lock:
@@ -97,53 +97,77 @@ class Visualizer:
             tapped = tap(self.loaded.model, [layer])
             preprocess = self.loaded.input_spec.apply
 
-            def objective(images: tf.Tensor, channel: tf.Tensor) -> tf.Tensor:
+            def objective(images: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:
+                """Each image's mean activation of its own channel: (N,)."""
                 (output,) = tapped(preprocess(images))
-                return tf.reduce_mean(output[..., channel])
+                selected = tf.gather(output, channels, axis=-1, batch_dims=1)  # (N, h, w)
+                return tf.reduce_mean(tf.reshape(selected, [tf.shape(selected)[0], -1]), axis=1)
 
             @tf.function
-            def step(spectrum: tf.Tensor, channel: tf.Tensor, shift: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            def step(spectra: tf.Tensor, channels: tf.Tensor, shift: tf.Tensor) -> tf.Tensor:
                 with tf.GradientTape() as tape:
-                    tape.watch(spectrum)
-                    images = tf.roll(self.image(spectrum), shift, axis=[1, 2])
-                    value = objective(images, channel)
-                return value, tape.gradient(value, spectrum)
+                    tape.watch(spectra)
+                    images = tf.roll(self.image(spectra), shift, axis=[1, 2])
+                    # Rows do not interact, so the gradient of the sum is each row's own.
+                    total = tf.reduce_sum(objective(images, channels))
+                return tape.gradient(total, spectra)
 
             self._steps[layer] = (step, tf.function(objective))
             return self._steps[layer]
 
     def visualize(self, layer: str, channel: int, steps: int = 256, seed: int = 0, jitter: int = 2) -> Visualization:
-        key = (layer, channel, steps, seed, jitter)
+        return self.visualize_many(layer, [channel], steps, seed, jitter)[0]
+
+    def visualize_many(
+        self, layer: str, channels: list[int], steps: int = 256, seed: int = 0, jitter: int = 2
+    ) -> list[Visualization]:
+        """Each channel's picture: the cached ones as they are, the others in one batched ascent.
+
+        Every channel's ascent starts from `seed`'s start and takes `seed`'s jitters, so a channel's
+        picture is the same whichever others it is computed with (to float rounding)."""
+        found: dict[int, Visualization] = {}
         with self._lock:
-            cached = self._cache.get(key)
-            if cached is not None:
-                self._cache.move_to_end(key)
-                return cached
+            for channel in channels:
+                cached = self._cache.get((layer, channel, steps, seed, jitter))
+                if cached is not None:
+                    self._cache.move_to_end((layer, channel, steps, seed, jitter))
+                    found[channel] = cached
+        missing = list(dict.fromkeys(c for c in channels if c not in found))
+        if missing:
+            for result in self._ascend(layer, missing, steps, seed, jitter):
+                found[result.channel] = result
+                with self._lock:
+                    self._cache[(layer, result.channel, steps, seed, jitter)] = result
+                    while len(self._cache) > self._cache_size:
+                        self._cache.popitem(last=False)
+        return [found[channel] for channel in channels]
+
+    def _ascend(self, layer: str, channels: list[int], steps: int, seed: int, jitter: int) -> list[Visualization]:
         step, objective = self._step_fn(layer)
-        height, width, channels = self.shape
+        height, width, colours = self.shape
         rng = np.random.default_rng(seed)
-        start = rng.normal(0, 0.01, (2, channels, height, width // 2 + 1)).astype(np.float32)
-        spectrum, adam = start, _Adam(start.shape, LEARNING_RATE)
+        start = rng.normal(0, 0.01, (2, colours, height, width // 2 + 1)).astype(np.float32)
+        spectra = np.repeat(start[None], len(channels), axis=0)
+        adam = _Adam(spectra.shape, LEARNING_RATE)
         work = current_work()
-        target = tf.constant(channel, tf.int32)
+        targets = tf.constant(channels, tf.int32)
         for _ in range(steps):
             work.check()
             shift = rng.integers(-jitter, jitter + 1, 2).astype(np.int32) if jitter else np.zeros(2, np.int32)
-            _, gradient = step(tf.constant(spectrum), target, tf.constant(shift))
-            spectrum = adam.ascend(spectrum, gradient.numpy())
-        image = self.image(tf.constant(spectrum))
-        activation = float(objective(image, target))
-        result = Visualization(layer, channel, image.numpy()[0], activation, steps, seed)
-        with self._lock:
-            self._cache[key] = result
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return result
+            gradient = step(tf.constant(spectra), targets, tf.constant(shift))
+            spectra = adam.ascend(spectra, gradient.numpy())
+        images = self.image(tf.constant(spectra))
+        activations = objective(images, targets).numpy()
+        return [
+            Visualization(layer, channel, image, float(activation), steps, seed)
+            for channel, image, activation in zip(channels, images.numpy(), activations, strict=True)
+        ]
 
     def activation(self, layer: str, channel: int, images: np.ndarray) -> np.ndarray:
         """The channel's mean activation on each of float32 (N, H, W, C) images."""
         _, objective = self._step_fn(layer)
-        return np.asarray([float(objective(tf.constant(x[None]), tf.constant(channel))) for x in images])
+        channels = tf.constant(np.full(len(images), channel, np.int32))
+        return np.asarray(objective(tf.constant(np.asarray(images, np.float32)), channels), np.float64)
 
 
 _VISUALIZERS_LOCK = threading.Lock()

@@ -39,7 +39,7 @@ def features(
     if bad:
         raise InvalidInput(f"{layer.name} has channels 0-{available - 1}; got {bad}", layer=layer.name)
     visualizer = visualizer_for(loaded)
-    found = [visualizer.visualize(layer.name, c, steps, seed) for c in channels]
+    found = visualizer.visualize_many(layer.name, channels, steps, seed)
     noise = noise_image(loaded.input_shape, seed)
     on_noise = [float(visualizer.activation(layer.name, c, noise)[0]) for c in channels]
     if wants_png(request, format):
