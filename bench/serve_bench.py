@@ -391,7 +391,7 @@ def main() -> None:
     print(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_report(args.out, report)
-    plot(served, forward, args.out.with_suffix(".png"))
+    plot(served, forward, args.out.with_suffix(".png"), loaded.ref.label)
 
 
 def write_report(path: Path, report: str) -> None:
@@ -459,7 +459,12 @@ def budget_lines(
     ]
 
 
-def plot(served: dict[int, tuple[float, float, float]], forward: dict[int, tuple[float, float]], path: Path) -> None:
+def plot(
+    served: dict[int, tuple[float, float, float]],
+    forward: dict[int, tuple[float, float]],
+    path: Path,
+    model: str = "",
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -470,14 +475,17 @@ def plot(served: dict[int, tuple[float, float, float]], forward: dict[int, tuple
     left.bar([str(c) for c in levels], [served[c][0] for c in levels], label="served /predict")
     best = max((32, 256), key=lambda size: forward[size][1])
     left.axhline(forward[best][1], color="tab:orange", linestyle="--", label=f"in-process bs {best}")
-    left.set_xlabel("concurrent clients")
+    left.set_xlabel("concurrent clients (keep-alive connections, one JPEG per request)")
     left.set_ylabel("images/s")
-    left.legend()
+    left.set_title("throughput: served vs the model alone")
+    left.legend(loc="center left")
     right.plot(levels, [served[c][1] * 1000 for c in levels], marker="o", label="p50")
     right.plot(levels, [served[c][2] * 1000 for c in levels], marker="o", label="p99")
     right.set_xlabel("concurrent clients")
-    right.set_ylabel("latency ms")
+    right.set_ylabel("latency per request, ms")
+    right.set_title("served /predict latency")
     right.legend()
+    figure.suptitle(f"mindscope POST /predict on this machine ({model}, {os.cpu_count()} CPUs, make bench)")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
 
