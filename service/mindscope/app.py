@@ -31,6 +31,7 @@ from mindscope.api.routes import (
     visualize,
     weights,
 )
+from mindscope.api.v2_fast_path import V2InferFastPath
 from mindscope.config import Settings
 from mindscope.engine.registry import ModelRegistry
 from mindscope.engine.store import ModelStore
@@ -115,7 +116,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The standard protocols check the key route by route: their health routes stay open.
     app.include_router(v1.router)
     app.include_router(v2.router)
-    # The last added runs first: request id and log, body-size cap, lifetime, then the fast path.
+    # The last added runs first: request id and log, body-size cap, lifetime, then the fast paths.
+    app.add_middleware(V2InferFastPath, state=app.state)
     app.add_middleware(PredictFastPath, state=app.state)
     app.add_middleware(
         RequestLifetime, timeout_s=settings.request_timeout_s, on_disconnect=app.state.metrics.disconnects.inc

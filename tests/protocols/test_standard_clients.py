@@ -279,3 +279,6 @@ def test_v2_json_takes_base64_images_and_binary_data_output_returns_every_output
     assert probabilities["parameters"]["binary_data_size"] == 40 and conv9["shape"] == [1, 8, 8, 10]
     assert len(blobs) == 40 + conv9["parameters"]["binary_data_size"] == 40 + 640 * 4
     np.testing.assert_allclose(np.frombuffer(blobs[:40], "<f4"), native["probabilities"]["data"], **TOLERANCE)
+    # Answered ahead of FastAPI's routing (api/v2_fast_path.py), yet logged and counted under its route.
+    metrics = httpx.get(f"{server.base_url}/metrics").text
+    assert 'route="/v2/models/{name}/infer",status="200"' in metrics

@@ -17,7 +17,9 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 
 from mindscope import __version__
 from mindscope.api.deps import RegistryDep, SettingsDep, require_api_key, serving_model
+from mindscope.api.limits import DecodeBudget
 from mindscope.api.protocol_errors import PROTOCOL_ERRORS, ProtocolRoute, protocol_not_found
+from mindscope.config import Settings
 from mindscope.engine.loaded_model import LoadedModel
 from mindscope.errors import InvalidInput, InvalidJSON, ModelNotFound
 from mindscope.protocols.tensors import (
@@ -106,11 +108,20 @@ async def model_infer(
     request: Request, registry: RegistryDep, settings: SettingsDep, name: ModelName, version: str | None = None
 ) -> Response:
     loaded = await protocol_model(registry, name, version)
-    header, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))
+    body, length = await request.body(), request.headers.get(HEADER_LENGTH)
+    return await answer_infer(loaded, body, length, settings, request.app.state.decode_budget)
+
+
+async def answer_infer(
+    loaded: LoadedModel, body: bytes, header_length: str | None, settings: Settings, budget: DecodeBudget
+) -> Response:
+    """An inference request's body -> its response. The route and the fast path
+    (`api.v2_fast_path`) both answer through here."""
+    header, binary = split_body(body, header_length)
     inputs = _input_tensors(header, binary)
     if len(inputs) != 1:
         raise InvalidInput(f"{loaded.ref.label} takes one input; got {len(inputs)}")
-    limits = InferLimits(settings.max_batch_instances, settings.max_image_pixels, request.app.state.decode_budget)
+    limits = InferLimits(settings.max_batch_instances, settings.max_image_pixels, budget)
     images = await images_from(loaded, inputs[0], limits)
     requested = header.get("outputs") or []
     if not isinstance(requested, list) or not all(isinstance(o, dict) and "name" in o for o in requested):
