@@ -254,6 +254,7 @@ def check_every_endpoint(http: httpx.Client, case: Case) -> None:
     assert completeness["relative_delta"] < 0.01, (case.name, completeness)
     check_logit_attributions(http, case, query, body, pixels, explained)
     check_every_method(http, case, query, body, shape)
+    check_standard_protocols(http, case, pixels, expected)
 
     # What a channel looks for, in the model's own input shape, inside a nested backbone too.
     feature = http.get(f"/visualize/{case.inner_layer}/1?{query}&steps=16").json()
@@ -262,6 +263,32 @@ def check_every_endpoint(http: httpx.Client, case: Case) -> None:
     assert heatmap.status_code == 200
     interior = http.post(f"/explain/interior-gradients?{query}&alphas=0.25&alphas=1", content=body, headers=PNG).json()
     assert array_of(interior["gradients"]).shape == (2, *shape)
+
+
+def check_standard_protocols(http: httpx.Client, case: Case, pixels: np.ndarray, expected: np.ndarray) -> None:
+    """V1 and V2 take the model's own input (its range: x * 255, mean/std...) and answer as Keras."""
+    metadata = http.get(f"/v2/models/{case.name}").json()
+    (tensor,) = metadata["inputs"]
+    assert tensor["datatype"] == "FP32" and tensor["shape"] == [-1, *pixels.shape]
+    raw = np.asarray(case.preprocess(pixels[None]), np.float32)
+    body = {
+        "inputs": [
+            {"name": tensor["name"], "shape": list(raw.shape), "datatype": "FP32", "data": raw.ravel().tolist()}
+        ],
+        "outputs": [{"name": "probabilities"}, {"name": case.inner_layer}],
+    }
+    answer = http.post(f"/v2/models/{case.name}/infer", json=body)
+    assert answer.status_code == 200, answer.text
+    probabilities, inner = answer.json()["outputs"]
+    assert np.allclose(probabilities["data"], expected, atol=1e-4), case.name
+    reference = case.inner_reference(pixels)
+    assert inner["shape"] == [1, *reference.shape]
+    assert np.allclose(np.reshape(inner["data"], reference.shape), reference, atol=1e-3), case.name
+    rows = http.post(f"/v1/models/{case.name}:predict", json={"instances": raw.tolist()}).json()
+    assert np.allclose(rows["predictions"][0], expected, atol=1e-4), case.name
+    body["inputs"][0]["name"] = "pixels"
+    refused = http.post(f"/v2/models/{case.name}/infer", json=body)
+    assert refused.status_code == 422 and repr(tensor["name"]) in refused.json()["error"]
 
 
 def check_logit_attributions(http: httpx.Client, case: Case, query: str, body: bytes, pixels, explained) -> None:
