@@ -304,3 +304,48 @@ class FeaturesResponse(BaseModel):
     seed: int
     features: list[FeatureOut]
     model: ModelRefOut
+
+
+# The standard protocols' answers, in their own shapes (api/routes/v1.py, v2.py).
+
+
+class TensorMetadataOut(BaseModel):
+    name: str
+    datatype: str = Field(examples=["FP32"])
+    shape: list[int] = Field(description="-1: any size (the batch)")
+
+
+class ServerMetadataV2Response(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class ServerLiveV2Response(BaseModel):
+    live: bool
+
+
+class ModelMetadataV2Response(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadataOut] = Field(description="the model's one input, under its Keras input layer's name")
+    outputs: list[TensorMetadataOut] = Field(description="probabilities, then every activation layer by name")
+
+
+class VersionStatusOut(BaseModel):
+    version: str
+    state: Literal["AVAILABLE"]
+    status: dict[str, str] = Field(examples=[{"error_code": "OK", "error_message": ""}])
+
+
+class ModelStatusV1Response(BaseModel):
+    """TF Serving's model status, with KServe V1's `name` and `ready` beside it."""
+
+    model_version_status: list[VersionStatusOut]
+    name: str
+    ready: bool
+
+
+class ModelListV1Response(BaseModel):
+    models: list[str]

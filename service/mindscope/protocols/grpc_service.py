@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import grpc
 import numpy as np
+from starlette.datastructures import Headers
 
 from mindscope import __version__
 from mindscope.api.deps import check_api_key, serving_model
@@ -60,14 +61,6 @@ _CODES = {
 }
 
 
-class Headers(dict[str, str]):
-    """gRPC metadata as the API-key check reads HTTP headers."""
-
-    @classmethod
-    def of(cls, context: grpc.aio.ServicerContext) -> Headers:
-        return cls({key.lower(): value for key, value in context.invocation_metadata() or () if isinstance(value, str)})
-
-
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, registry: ModelRegistry, settings: Settings, budget: DecodeBudget, metrics: Metrics) -> None:
         self.registry = registry
@@ -91,7 +84,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self.metrics.in_flight.inc()
         try:
             if secured and self.settings.api_key is not None:
-                check_api_key(Headers.of(context), self.settings)  # type: ignore[arg-type]
+                metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+                check_api_key(Headers(headers=metadata), self.settings)  # gRPC metadata, as HTTP headers
             with request_work(request):
                 return await work()
         except MindscopeError as exc:
@@ -202,7 +196,7 @@ def input_tensor(request: pb.ModelInferRequest, index: int) -> InputTensor:
 async def start_grpc_server(
     port: int, host: str, registry: ModelRegistry, settings: Settings, budget: DecodeBudget, metrics: Metrics
 ) -> grpc.aio.Server:
-    """Listen on `host:port` (0: a free port; `server.bound_port` says which)."""
+    """Listen on `host:port`; the server, started."""
     limit = settings.max_body_bytes
     server = grpc.aio.server(
         options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", 64 * 1024 * 1024)]
@@ -212,6 +206,5 @@ async def start_grpc_server(
     if bound == 0:
         raise OSError(f"gRPC cannot listen on {host}:{port}; set --grpc-port to a free port, or 0 to turn it off")
     await server.start()
-    server.bound_port = bound
     logger.info("gRPC (Open Inference Protocol) listening on %s:%d", host, bound)
     return server

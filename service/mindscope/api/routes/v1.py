@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 
 from mindscope.api.deps import RegistryDep, SettingsDep, require_api_key, serving_model
 from mindscope.api.protocol_errors import PROTOCOL_ERRORS, ProtocolRoute, protocol_error, protocol_not_found
+from mindscope.api.schemas import ModelListV1Response, ModelStatusV1Response, VersionStatusOut
 from mindscope.engine.loaded_model import LoadedModel
 from mindscope.errors import InvalidInput, InvalidJSON
 from mindscope.protocols.tensors import (
@@ -38,23 +39,18 @@ SIGNATURE = "serving_default"
 
 
 @router.get("/models", dependencies=secured, summary="The stored models (KServe V1)")
-def list_models(registry: RegistryDep) -> dict[str, list[str]]:
-    return {"models": registry.store.names()}
+def list_models(registry: RegistryDep) -> ModelListV1Response:
+    return ModelListV1Response(models=registry.store.names())
 
 
 @router.get("/models/{name}", dependencies=secured, summary="Model status (TF Serving), and ready (KServe V1)")
 @router.get("/models/{name}/versions/{version}", dependencies=secured, summary="One version's status")
-async def model_status(registry: RegistryDep, name: ModelName, version: int | None = None) -> dict[str, Any]:
+async def model_status(registry: RegistryDep, name: ModelName, version: int | None = None) -> ModelStatusV1Response:
     loaded = await serving_model(registry, name, version)
     versions = [version] if version is not None else registry.store.versions(loaded.ref.name)[::-1]
-    return {
-        "model_version_status": [
-            {"version": str(v), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
-            for v in versions
-        ],
-        "name": loaded.ref.name,
-        "ready": True,
-    }
+    ok = {"error_code": "OK", "error_message": ""}
+    statuses = [VersionStatusOut(version=str(v), state="AVAILABLE", status=ok) for v in versions]
+    return ModelStatusV1Response(model_version_status=statuses, name=loaded.ref.name, ready=True)
 
 
 @router.get("/models/{name}/metadata", dependencies=secured, summary="The model's signature (TF Serving)")

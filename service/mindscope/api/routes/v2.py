@@ -19,6 +19,12 @@ from mindscope import __version__
 from mindscope.api.deps import RegistryDep, SettingsDep, require_api_key, serving_model
 from mindscope.api.limits import DecodeBudget
 from mindscope.api.protocol_errors import PROTOCOL_ERRORS, ProtocolRoute, protocol_not_found
+from mindscope.api.schemas import (
+    ModelMetadataV2Response,
+    ServerLiveV2Response,
+    ServerMetadataV2Response,
+    TensorMetadataOut,
+)
 from mindscope.config import Settings
 from mindscope.engine.loaded_model import LoadedModel
 from mindscope.errors import InvalidInput, InvalidJSON, ModelNotFound
@@ -45,13 +51,13 @@ secured = [Depends(require_api_key)]
 
 
 @router.get("", dependencies=secured, summary="Server metadata")
-def server_metadata() -> dict[str, Any]:
-    return {"name": "mindscope", "version": __version__, "extensions": EXTENSIONS}
+def server_metadata() -> ServerMetadataV2Response:
+    return ServerMetadataV2Response(name="mindscope", version=__version__, extensions=EXTENSIONS)
 
 
 @router.get("/health/live", summary="The server answers")
-def server_live() -> dict[str, bool]:
-    return {"live": True}
+def server_live() -> ServerLiveV2Response:
+    return ServerLiveV2Response(live=True)
 
 
 @router.get("/health/ready", summary="The default model is loaded (503 until then)")
@@ -76,19 +82,19 @@ ModelName = Annotated[str, Path(max_length=64)]
 
 @router.get("/models/{name}", dependencies=secured, summary="Model metadata: inputs and outputs")
 @router.get("/models/{name}/versions/{version}", dependencies=secured, summary="Model metadata of one version")
-async def model_metadata(registry: RegistryDep, name: ModelName, version: str | None = None) -> dict[str, Any]:
+async def model_metadata(registry: RegistryDep, name: ModelName, version: str | None = None) -> ModelMetadataV2Response:
     loaded = await protocol_model(registry, name, version)
     return metadata_of(loaded, registry.store.versions(loaded.ref.name))
 
 
-def metadata_of(loaded: LoadedModel, versions: list[int]) -> dict[str, Any]:
-    return {
-        "name": loaded.ref.name,
-        "versions": [str(v) for v in versions],
-        "platform": PLATFORM,
-        "inputs": [vars(spec) for spec in model_inputs(loaded)],
-        "outputs": [vars(spec) for spec in model_outputs(loaded)],
-    }
+def metadata_of(loaded: LoadedModel, versions: list[int]) -> ModelMetadataV2Response:
+    return ModelMetadataV2Response(
+        name=loaded.ref.name,
+        versions=[str(v) for v in versions],
+        platform=PLATFORM,
+        inputs=[TensorMetadataOut(**vars(spec)) for spec in model_inputs(loaded)],
+        outputs=[TensorMetadataOut(**vars(spec)) for spec in model_outputs(loaded)],
+    )
 
 
 @router.get("/models/{name}/ready", dependencies=secured, summary="The model is loaded")
