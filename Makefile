@@ -5,27 +5,36 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test test-slow lint train bench gallery protos
+.PHONY: install install-dev serve test test-slow lint train bench gallery protos
 
-$(BIN)/mindscope: pyproject.toml clients/python/pyproject.toml
+# Two sets in one .venv: serving needs only the service (`make serve`); the tests add the test tools,
+# Ray, the SDK and the peers they check against (`make test`). See README's "Install sizes".
+$(BIN)/mindscope: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev: $(BIN)/mindscope pyproject.toml clients/python/pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,ray]' -e 'clients/python[all]'
 	touch $@
 
 install: $(BIN)/mindscope
 
+install-dev: $(VENV)/.dev
+
+# The gRPC port follows the HTTP one (PORT + 1) unless GRPC_PORT names it (0 turns gRPC off).
 serve: install
-	$(BIN)/mindscope serve --host $(HOST) --port $(PORT)
+	$(BIN)/mindscope serve --host $(HOST) --port $(PORT) $(if $(GRPC_PORT),--grpc-port $(GRPC_PORT))
 
 # The explorer's tests need a Chromium: the system's, else Debian's package, else Playwright's download.
-test: install
+test: install-dev
 	@browser=$$(PYTHON=$(BIN)/python tests/tools/ensure_browser.sh) && MINDSCOPE_CHROMIUM=$$browser $(BIN)/python -m pytest
 
-test-slow: install
+test-slow: install-dev
 	$(BIN)/python -m pytest -m slow
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check service tests clients
 	$(BIN)/ruff format --check service tests clients
 	$(BIN)/mypy
@@ -45,7 +54,7 @@ bench: .venv-bench/bin/python
 	.venv-bench/bin/python bench/serve_bench.py
 
 # Every picture the API draws, from a real server, into docs/images/ (README shows them).
-gallery: install
+gallery: install-dev
 	$(BIN)/python bench/gallery.py
 
 # The gRPC message and service modules, from the Open Inference Protocol's .proto. grpcio-tools

@@ -37,9 +37,11 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _listen(host: str, port: int) -> socket.socket | None:
+def _listen(host: str, port: int, what: str = "HTTP", option: str = "--port") -> socket.socket | None:
     """The listening socket, bound before anything loads; None (and one line on stderr) when the
-    address is taken or not ours, so a busy port never gets as far as loading models."""
+    address is taken or not ours, so a busy port never gets as far as loading models.
+
+    No SO_REUSEPORT: a second server on a taken port must fail, not share its calls."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -48,33 +50,45 @@ def _listen(host: str, port: int) -> socket.socket | None:
     except OSError as exc:
         sock.close()
         print(
-            f"mindscope serve: cannot listen on {host}:{port}: {exc.strerror}; choose another --port", file=sys.stderr
+            f"mindscope serve: cannot listen for {what} on {host}:{port}: {exc.strerror}; choose another {option}",
+            file=sys.stderr,
         )
         return None
     return sock
 
 
-DEFAULT_GRPC_PORT = 8001
+def grpc_port_for(http_port: int, given: int | None) -> int:
+    """The gRPC port: the one given (--grpc-port, else MINDSCOPE_GRPC_PORT; 0 is off), else the
+    HTTP port + 1 (8001 beside 8000, Triton's pair), so two servers on one machine never collide."""
+    if given is not None:
+        return given
+    return http_port + 1 if http_port < 65535 else 0
 
 
 def _serve(args: argparse.Namespace) -> int:
     sock = _listen(args.host, args.port)
     if sock is None:
         return 1
-    import uvicorn
-
-    from mindscope.api.http_protocol import header_timeout_protocol
-    from mindscope.app import create_app
-    from mindscope.config import Settings
+    from mindscope.config import Settings  # light: TensorFlow loads only once both ports are ours
 
     settings = Settings()
     if args.model_store:
         settings = settings.model_copy(update={"model_store_dir": Path(args.model_store)})
-    # gRPC beside HTTP: --grpc-port, else MINDSCOPE_GRPC_PORT, else 8001 (Triton's); 0 turns it off.
-    grpc_port = args.grpc_port if args.grpc_port is not None else settings.grpc_port
-    settings = settings.model_copy(
-        update={"grpc_port": DEFAULT_GRPC_PORT if grpc_port is None else grpc_port, "grpc_host": args.host}
-    )
+    grpc_port = grpc_port_for(args.port, args.grpc_port if args.grpc_port is not None else settings.grpc_port)
+    if grpc_port:
+        # Checked here, like the HTTP port, so a taken gRPC port stops the start with one line; the
+        # gRPC server itself binds without SO_REUSEPORT, so a port taken in between fails it too.
+        probe = _listen(args.host, grpc_port, "gRPC", "--grpc-port (0 turns gRPC off)")
+        if probe is None:
+            sock.close()
+            return 1
+        probe.close()
+    settings = settings.model_copy(update={"grpc_port": grpc_port, "grpc_host": args.host})
+    import uvicorn
+
+    from mindscope.api.http_protocol import header_timeout_protocol
+    from mindscope.app import create_app
+
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler that
     # was installed before it; a handler that ignores it makes a clean shutdown exit with status 0.
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -191,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--grpc-port",
         type=int,
-        help=f"Open Inference Protocol gRPC port (default: MINDSCOPE_GRPC_PORT or {DEFAULT_GRPC_PORT}; 0: off)",
+        help="Open Inference Protocol gRPC port (default: MINDSCOPE_GRPC_PORT, else --port + 1; 0: off)",
     )
     serve.add_argument("--model-store", help="model store folder (default: MINDSCOPE_MODEL_STORE_DIR or ./model_store)")
     serve.set_defaults(run=_serve)

@@ -199,7 +199,13 @@ async def start_grpc_server(
     """Listen on `host:port`; the server, started."""
     limit = settings.max_body_bytes
     server = grpc.aio.server(
-        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", 64 * 1024 * 1024)]
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            # gRPC sets SO_REUSEPORT by default: a second server on a taken port would then share
+            # its calls with the first instead of failing.
+            ("grpc.so_reuseport", 0),
+        ]
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(registry, settings, budget, metrics), server)
     bound = server.add_insecure_port(f"{host}:{port}")
