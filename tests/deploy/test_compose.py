@@ -67,3 +67,15 @@ def test_dockerfile_serves_on_the_exposed_port_with_the_real_command():
     assert (parsed.host, parsed.port) == ("0.0.0.0", 8000)
     for path in re.findall(r"^COPY (\S+)", dockerfile, flags=re.M):
         assert (REPO / path).exists(), path
+
+
+def test_the_image_installs_the_serving_set_only():
+    """The image is for serving: the package and its runtime dependencies, GPU TensorFlow on request,
+    never the test tools (`dev`) or Ray."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    (install,) = re.findall(r"^RUN pip install (.*)$", dockerfile, flags=re.M)
+    assert install == '--no-cache-dir ".${TF_EXTRA:+[$TF_EXTRA]}"'
+    assert re.search(r'^ARG TF_EXTRA=""$', dockerfile, flags=re.M)
+    makefile = (REPO / "Makefile").read_text()
+    serve_install = re.search(r"^\$\(BIN\)/mindscope: .*\n((?:\t.*\n)+)", makefile, flags=re.M).group(1)
+    assert "pip install --quiet -e .\n" in serve_install and "dev" not in serve_install
