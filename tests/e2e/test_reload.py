@@ -80,3 +80,49 @@ def test_new_versions_swap_in_under_load_and_corrupt_ones_do_not(tmp_path, commi
         server.stop()
     assert statuses and set(statuses) == {200}
     assert versions == {1, 2}
+
+
+def test_admin_reload_swaps_the_default_and_a_named_model_skips_a_half_copied_version(
+    tmp_path, committed_store, sample_jpeg
+):
+    """No polling: the default changes only through POST /admin/reload (with the key). A model named
+    without a version is its newest complete version, found on each request; one still being copied
+    (its digests do not match yet) is passed over until the copy is whole."""
+    source = committed_store.entry_dir(committed_store.resolve())
+    store = tmp_path / "store"
+    shutil.copytree(source, store / "cifar10-allcnn" / "1")
+    shutil.copytree(source, store / "second" / "1")
+    server = start_server(tmp_path, store, MINDSCOPE_API_KEY=KEY, MINDSCOPE_DEFAULT_MODEL="cifar10-allcnn")
+    headers = {"X-API-Key": KEY, "Content-Type": "image/jpeg"}
+
+    def predicted_version(query=""):
+        response = httpx.post(f"{server.base_url}/predict{query}", content=sample_jpeg, headers=headers, timeout=60)
+        assert response.status_code == 200, response.text
+        return response.json()["model"]["version"]
+
+    try:
+        server.wait_ready()
+        assert predicted_version() == 1
+        drop_version(source, store, 2)
+        assert predicted_version() == 1  # the default waits for a reload
+        swapped = httpx.post(f"{server.base_url}/admin/reload", headers={"X-API-Key": KEY}, timeout=120)
+        assert swapped.status_code == 200
+        assert swapped.json() == {"serving": {"name": "cifar10-allcnn", "version": 2}, "changed": True}
+        assert predicted_version() == 2 and serving_version(server.base_url) == 2
+
+        assert predicted_version("?model=second") == 1
+        # A copy in progress: metadata.json is there, model.keras only half written.
+        half = store / "second" / "2"
+        shutil.copytree(source, half)
+        model = half / "model.keras"
+        whole = model.read_bytes()
+        model.write_bytes(whole[: len(whole) // 2])
+        assert predicted_version("?model=second") == 1
+        assert predicted_version("?model=second") == 1
+        assert server.log.read_text().count("passing over second/2 until its files change") == 1
+        pinned = httpx.post(f"{server.base_url}/predict?model=second&version=2", content=sample_jpeg, headers=headers)
+        assert_error(pinned, 503, "model_integrity_error")
+        model.write_bytes(whole)  # the copy finishes
+        assert predicted_version("?model=second") == 2
+    finally:
+        server.stop()

@@ -36,6 +36,7 @@ class ModelRegistry:
         self.gradient_batching = gradient_batching
         self._loaded: dict[ModelRef, LoadedModel] = {}
         self._failed: dict[ModelRef, str] = {}
+        self._incomplete: dict[ModelRef, tuple[tuple[tuple[str, int, int], ...], ModelIntegrityError]] = {}
         self._default: LoadedModel | None = None
         self._load_error: str | None = None
         self._stopping = False
@@ -56,8 +57,43 @@ class ModelRegistry:
         self._stopping = True
 
     def get(self, name: str | None = None, version: int | None = None) -> LoadedModel:
-        """The model, loading it first if need be (disk and compilation: seconds, off the event loop)."""
-        return self.serving_for(name, version) or self._load(self.store.resolve(name, version))
+        """The model, loading it first if need be (disk and compilation: seconds, off the event loop).
+
+        A model named without a version is its newest *complete* version in the store, looked up on
+        every request (no reload needed); a version whose files do not all match their digests yet
+        (being copied in) is passed over for the one before, and tried again once its files change.
+        The serving default changes only through `reload_default`."""
+        serving = self.serving_for(name, version)
+        if serving is not None:
+            return serving
+        newest = self.store.resolve(name, version)
+        if version is not None or name is None:
+            return self._load(newest)
+        first_error: ModelIntegrityError | None = None
+        for candidate in reversed(self.store.versions(newest.name)):
+            ref = ModelRef(newest.name, candidate)
+            try:
+                return self._load_unless_incomplete(ref)
+            except ModelIntegrityError as exc:
+                first_error = first_error or exc
+        assert first_error is not None  # resolve() found at least one version
+        raise first_error
+
+    def _load_unless_incomplete(self, ref: ModelRef) -> LoadedModel:
+        """`_load`, remembering a failure until the entry's files change (no digest per request)."""
+        if ref in self._loaded:
+            return self._loaded[ref]
+        files = self.store.file_stamp(ref)
+        failed = self._incomplete.get(ref)
+        if failed is not None and failed[0] == files:
+            raise failed[1]
+        try:
+            return self._load(ref)
+        except ModelIntegrityError as exc:
+            if failed is None:
+                logger.warning("passing over %s until its files change: %s", ref.label, exc.message)
+            self._incomplete[ref] = (files, exc)
+            raise
 
     def serving_for(self, name: str | None = None, version: int | None = None) -> LoadedModel | None:
         """The serving default when the request asks for it (no name, or its name and no version);

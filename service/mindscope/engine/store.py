@@ -173,6 +173,14 @@ class ModelStore:
     def entry_dir(self, ref: ModelRef) -> Path:
         return self.root / ref.name / str(ref.version)
 
+    def file_stamp(self, ref: ModelRef) -> tuple[tuple[str, int, int], ...]:
+        """Each file of the entry with its size and modification time: changes when a copy moves on."""
+        folder = self.entry_dir(ref)
+        try:
+            return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()))
+        except OSError:
+            return ()
+
     def read_metadata(self, ref: ModelRef) -> dict[str, Any]:
         path = self.entry_dir(ref) / METADATA_FILE
         try:
