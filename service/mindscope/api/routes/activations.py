@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from mindscope.api.codecs import IMAGE_REQUEST_BODY, wants_png
-from mindscope.api.deps import DecodedDep, FormatQuery, ModelDep
+from mindscope.api.deps import CommaSeparated, DecodedDep, FormatQuery, ModelDep
 from mindscope.api.errors import ERROR_RESPONSES
 from mindscope.api.responses import PNG_RESPONSE, layer_out, model_ref, picture_response
 from mindscope.api.schemas import ActivationsResponse, ArrayPayload, ChannelStatistics
@@ -43,7 +43,9 @@ def read_activations(
     loaded: ModelDep,
     decoded: DecodedDep,
     channels: Annotated[
-        list[int] | None, Query(max_length=512, description="channel indices; default: the first 27")
+        list[int] | None,
+        Query(max_length=512, description="channel indices, comma-separated or repeated; default: the first 27"),
+        CommaSeparated,
     ] = None,
     format: FormatQuery = None,
 ) -> ActivationsResponse | Response:

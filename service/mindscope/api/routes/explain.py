@@ -9,7 +9,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from mindscope.api.codecs import IMAGE_REQUEST_BODY, DecodedRequest, wants_png
-from mindscope.api.deps import DecodedDep, FormatQuery, ModelDep, SettingsDep, settings_cap
+from mindscope.api.deps import CommaSeparated, DecodedDep, FormatQuery, ModelDep, SettingsDep, settings_cap
 from mindscope.api.errors import ERROR_RESPONSES
 from mindscope.api.responses import PNG_RESPONSE, model_ref, picture_response
 from mindscope.api.schemas import (
@@ -180,16 +180,17 @@ class Evaluate:
 
 async def evaluation_request(
     evaluate: Annotated[
-        str | None,
+        list[str] | None,
         Query(
-            max_length=64,
-            description="scores of the map, comma-separated: deletion, insertion (probability curves and their "
-            "areas), sanity (rank correlation with the same method on the untrained model)",
+            max_length=8,
+            description="scores of the map, comma-separated or repeated: deletion, insertion (probability curves "
+            "and their areas), sanity (rank correlation with the same method on the untrained model)",
         ),
+        CommaSeparated,
     ] = None,
     evaluate_steps: Annotated[int, Query(ge=2, le=256, description="points of the deletion/insertion curves")] = 16,
 ) -> Evaluate:
-    asked = tuple(part for part in (evaluate or "").split(",") if part)
+    asked = tuple(dict.fromkeys(evaluate or ()))
     unknown = [part for part in asked if part not in EVALUATIONS]
     if unknown:
         raise InvalidInput(f"unknown evaluation {unknown[0]!r}", valid_evaluations=list(EVALUATIONS))
@@ -395,7 +396,9 @@ def explain_interior_gradients(
     target: TargetQuery = None,
     score: ScoreQuery = "probability",
     alphas: Annotated[
-        list[float] | None, Query(description="in (0, 1], up to the server's cap (MINDSCOPE_MAX_ALPHAS)")
+        list[float] | None,
+        Query(description="in (0, 1], comma-separated or repeated, up to the server's cap (MINDSCOPE_MAX_ALPHAS)"),
+        CommaSeparated,
     ] = None,
     format: FormatQuery = None,
 ) -> InteriorGradientsResponse | Response:

@@ -38,6 +38,13 @@ ModelName = Annotated[str, Path(max_length=64)]
 SIGNATURE = "serving_default"
 
 
+def _query_value(value: object) -> str:
+    """A JSON parameter as the query string carries it: lists comma-separated, booleans lower-case."""
+    if isinstance(value, list):
+        return ",".join(_query_value(item) for item in value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 @router.get("/models", dependencies=secured, summary="The stored models (KServe V1)")
 def list_models(registry: RegistryDep) -> ModelListV1Response:
     return ModelListV1Response(models=registry.store.names())
@@ -158,7 +165,7 @@ async def explain(
         raise InvalidInput('"method" names one of GET /explain\'s methods, e.g. "integrated-gradients"')
     if not isinstance(parameters, dict):
         raise InvalidInput('"parameters" is an object of the method\'s query parameters, e.g. {"steps": 32}')
-    query = {**{k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in parameters.items()}}
+    query = {k: _query_value(v) for k, v in parameters.items()}
     query |= {"model": loaded.ref.name, "version": str(loaded.ref.version)}
     forwarded = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "x-api-key")}
     explanations = []

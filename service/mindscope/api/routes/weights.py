@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from mindscope.api.codecs import wants_png
-from mindscope.api.deps import FormatQuery, ModelDep
+from mindscope.api.deps import CommaSeparated, FormatQuery, ModelDep
 from mindscope.api.errors import ERROR_RESPONSES
 from mindscope.api.responses import PNG_RESPONSE, model_ref, picture_response
 from mindscope.api.schemas import (
@@ -44,7 +44,9 @@ def read_weight_histograms(
         Stage | None, Query(description="default: both, or trained for a model stored without initial weights")
     ] = None,
     layers: Annotated[
-        list[str] | None, Query(max_length=32, description="names or indices, repeated or comma-separated")
+        list[str] | None,
+        Query(max_length=32, description="names or indices, comma-separated or repeated"),
+        CommaSeparated,
     ] = None,
     bins: Annotated[int, Query(ge=2, le=1000)] = 50,
     weights: Annotated[
@@ -56,7 +58,7 @@ def read_weight_histograms(
     ] = None,
     format: FormatQuery = None,
 ) -> WeightHistogramsResponse | Response:
-    names = [part for item in layers for part in item.split(",") if part] if layers else None
+    names = layers or None
     chosen_weights = weight_set(loaded, weights)
     chosen = resolve_stage(chosen_weights, stage)
     if wants_png(request, format):
