@@ -65,7 +65,8 @@ class Settings(BaseSettings):
         None,
         ge=0,
         le=65535,
-        description="the Open Inference Protocol's gRPC port; `mindscope serve` makes it its HTTP port + 1 when unset; 0: off",
+        description="the Open Inference Protocol's gRPC port; `mindscope serve` makes it its HTTP port + 1 "
+        "when unset; 0: off",
     )
     grpc_host: str = Field("127.0.0.1", description="the address gRPC listens on (`mindscope serve --host` sets it)")
 

@@ -244,3 +244,29 @@ def test_integrated_gradients_refuse_smoothing_that_breaks_completeness(client, 
         "invalid_input",
     )
     assert too_many["details"]["max_rows"] == 16384
+
+
+def test_occlusion_values_are_the_mean_fall_in_probability_computed_by_hand(client, sample_jpeg, committed_store):
+    """Against Keras itself: with 8x8 patches every 4 pixels, each pixel's value is the mean over the
+    patches covering it of p(target | image) - p(target | that patch set to 0.5)."""
+    import io
+
+    import keras
+    from PIL import Image
+
+    body = client.post(
+        "/explain/occlusion?target=cat&size=8&stride=4&value=0.5", content=sample_jpeg, headers=JPEG
+    ).json()
+    assert body["values"] == "mean fall in the target's probability when a 8x8 patch of 0.5 covers the pixel"
+    model = keras.saving.load_model(committed_store.entry_dir(committed_store.resolve()) / "model.keras")
+    image = np.asarray(Image.open(io.BytesIO(sample_jpeg)).convert("RGB"), np.float32) / 255
+    original = float(model(image[None])[0, 3])
+    falls, covering = np.zeros((32, 32)), np.zeros((32, 32))
+    for r in range(0, 25, 4):
+        for c in range(0, 25, 4):
+            hidden = image.copy()
+            hidden[r : r + 8, c : c + 8] = 0.5
+            falls[r : r + 8, c : c + 8] += original - float(model(hidden[None])[0, 3])
+            covering[r : r + 8, c : c + 8] += 1
+    np.testing.assert_allclose(array_of(body["attributions"])[..., 0], falls / covering, atol=2e-5)
+    assert np.abs(array_of(body["attributions"])).max() <= 1  # probability units

@@ -65,3 +65,10 @@ def test_a_grid_ascends_its_channels_together_and_each_picture_is_its_own(commit
     np.testing.assert_allclose(together[1].image, alone.image, atol=2e-3)
     assert together[1].activation == pytest.approx(alone.activation, rel=1e-2)
     assert not np.allclose(together[0].image, together[2].image)  # each row followed its own channel
+
+
+def test_the_class_layer_grid_shows_every_class_by_default_and_others_eight(client):
+    classes = client.get("/visualize/conv9?steps=8").json()["features"]
+    assert [f["channel"] for f in classes] == list(range(10))  # ship and truck included
+    assert len(client.get("/visualize/conv3?steps=8").json()["features"]) == 8
+    assert len(client.get("/visualize/conv9?steps=8&count=3").json()["features"]) == 3

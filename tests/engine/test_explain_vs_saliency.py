@@ -137,7 +137,12 @@ def test_occlusion_matches(case):
     ours = occlusion(loaded.predict, image, target, size=6, stride=1, value=0.5)
     theirs = saliency.Occlusion().GetMask(image, pair_model(loaded), {TARGET_KEY: target}, size=6, value=0.5)
     assert ours.forward_evaluations == 27 * 27 + 1
-    np.testing.assert_allclose(ours.attributions[..., 0], theirs[..., 0], atol=1e-5)
+    # PAIR sums the falls of the patches over a pixel; ours is their mean: times the patch count.
+    covering = np.zeros((32, 32))
+    for r in range(27):
+        for c in range(27):
+            covering[r : r + 6, c : c + 6] += 1
+    np.testing.assert_allclose(ours.attributions[..., 0] * covering, theirs[..., 0], atol=1e-5)
 
 
 def test_smoothgrad_agrees_in_expectation(case):

@@ -205,6 +205,10 @@ class ExplanationResponse(BaseModel):
         description="(H, W, C) float32 like the input, or (H, W, 1) for a map of pixels (grad-cam, occlusion)"
     )
     parameters: dict[str, Any] = Field(description="what the method was computed with, defaults included")
+    values: str = Field(
+        description="what one value of `attributions` is: an attribution to the score, or (occlusion) the mean "
+        "fall in the target's probability when a patch hides the pixel"
+    )
     regions: ArrayPayload | None = Field(
         None, description="xrai: (H, W) int64, each pixel's region by rank of importance, 1 = the most important"
     )

@@ -62,10 +62,21 @@ def animation_frames(loaded: LoadedModel, image: np.ndarray, layer_keys: tuple[s
     return [_selected(layer, outputs[layer.index - 1][0], select_channels(layer, None)) for layer in layers]
 
 
+def is_class_layer(loaded: LoadedModel, layer: LayerInfo) -> bool:
+    """The last layer with one channel per class (the All-CNN's conv9, whose pooled channels are the
+    class scores): its channels are named by class and compared on one scale."""
+    return layer.index == len(loaded.layers) and layer.output_shape[-1] == len(loaded.class_names)
+
+
 def channel_labels(loaded: LoadedModel, result: LayerActivations) -> list[str]:
-    """A label per selected channel: its index, and its class name where the last layer has one
-    channel per class (the All-CNN's conv9, whose pooled channels are the class scores)."""
-    last = result.layer.index == len(loaded.layers)
-    if last and result.layer.output_shape[-1] == len(loaded.class_names):
-        return [f"{c} {loaded.class_names[c]}" for c in result.channels]
-    return [f"ch {c}" for c in result.channels]
+    """A label per selected channel: its index, and its class name on the class layer; a channel
+    that is one value everywhere says so (it draws as a flat panel)."""
+    named = is_class_layer(loaded, result.layer)
+    labels = []
+    for position, c in enumerate(result.channels):
+        label = f"{c} {loaded.class_names[c]}" if named else f"ch {c}"
+        tile = result.values[..., position]
+        if tile.size and float(tile.min()) == float(tile.max()):
+            label += f": all {float(tile.min()):.3g}"
+        labels.append(label)
+    return labels

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from mindscope.render.figures import encode, new_figure
 
@@ -45,23 +46,41 @@ def _short(name: str, limit: int = 22) -> str:
     return name if len(name) <= limit else f"{name[: limit // 2 - 1]}~{name[-(limit // 2) :]}"
 
 
+def _constant(values: np.ndarray) -> float | None:
+    """The one value every element has, or None."""
+    low, high = float(values.min()), float(values.max())
+    return low if high <= low else None
+
+
 def histogram_figure(panels: Sequence[WeightPanel], bins: int, note: str | None = None) -> bytes:
     """One row per layer; per weight tensor of the layer (kernel and bias; BatchNorm's four) one
-    panel per stage, left to right, each on its own x-axis and as a density, so a layer with 1,280
-    weights reads as well as one with 73,728 and the narrow initial weights as well as the trained
-    ones. PNG 1400 px wide, 190 px per layer."""
+    panel per stage, left to right, each on its own x-axis, counting the weights in each bin, so the
+    narrow initial weights read as well as the trained ones. A column whose tensors are all one
+    constant (biases before training: all 0) is said once in the title, not drawn. PNG 1400 px wide,
+    190 px per layer."""
     layers: dict[str, list[WeightPanel]] = {}
     for panel in panels:
         layers.setdefault(panel.layer, []).append(panel)
     stages = list(dict.fromkeys(stage for p in panels for stage in p.stages))
-    columns = max(len(tensors) for tensors in layers.values()) * len(stages)
-    figure = new_figure(14.0, 1.2 + 1.9 * len(layers))
-    axes = figure.subplots(len(layers), columns, squeeze=False)
+    width = max(len(tensors) for tensors in layers.values())
+    columns: list[tuple[int, str]] = []
+    said: list[str] = []
+    for position in range(width):
+        for stage in stages:
+            cells = [t[position] for t in layers.values() if position < len(t) and stage in t[position].stages]
+            constants = {_constant(np.asarray(c.stages[stage])) for c in cells}
+            if cells and None not in constants and len(constants) == 1:
+                where = "every layer" if len(cells) == len(layers) else ", ".join(c.layer for c in cells)
+                value = next(iter(constants))
+                said.append(f"{cells[0].parameter} {STAGE_TITLES.get(stage, stage)}: all = {value:g} in {where}")
+            else:
+                columns.append((position, stage))
+    figure = new_figure(14.0, 1.4 + 1.9 * len(layers))
+    axes = figure.subplots(len(layers), max(len(columns), 1), squeeze=False)
+    small = len(columns) > 4
     for row, (layer, tensors) in enumerate(layers.items()):
-        for col in range(columns):
+        for col, (position, stage) in enumerate(columns):
             ax = axes[row][col]
-            position, stage_index = divmod(col, len(stages))
-            stage = stages[stage_index]
             if position >= len(tensors) or stage not in tensors[position].stages:
                 ax.set_axis_off()
                 continue
@@ -69,28 +88,26 @@ def histogram_figure(panels: Sequence[WeightPanel], bins: int, note: str | None 
             values = np.asarray(panel.stages[stage], np.float64).ravel()
             shape = "x".join(map(str, panel.shape))
             title = f"{_short(layer)} {panel.parameter} ({shape}), {STAGE_TITLES.get(stage, stage)}"
-            ax.set_title(title, fontsize=8 if columns <= 4 else 6)
-            low, high = float(values.min()), float(values.max())
-            if high <= low:
-                ax.axvline(low, color=STAGE_COLOURS.get(stage, "tab:blue"))
-                ax.text(0.5, 0.5, f"all {values.size} = {low:g}", transform=ax.transAxes, ha="center", fontsize=8)
+            constant = _constant(values)
+            colour = STAGE_COLOURS.get(stage, "tab:blue")
+            if constant is not None:
+                ax.axvline(constant, color=colour)
+                title += f"\nall {values.size} = {constant:g}"
                 ax.set_yticks([])
             else:
-                ax.hist(values, bins=bins, density=True, color=STAGE_COLOURS.get(stage, "tab:blue"), alpha=0.85)
-                ax.text(
-                    0.98,
-                    0.95,
-                    f"n={values.size}\nstd={values.std():.3g}",
-                    transform=ax.transAxes,
-                    ha="right",
-                    va="top",
-                    fontsize=7,
-                )
+                ax.hist(values, bins=bins, color=colour, alpha=0.85)
+                ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+                title += f"\nn={values.size}, mean={values.mean():.3g}, std={values.std():.3g}"
+            ax.set_title(title, fontsize=6 if small else 8)
             ax.tick_params(labelsize=7)
             ax.set_xlabel(f"{panel.parameter} value", fontsize=7)
             if col == 0:
-                ax.set_ylabel("density", fontsize=8)
-    title = "Weights of each layer before and after training (each panel on its own scale)"
-    figure.suptitle(title if note is None else f"{title}\n{note}", fontsize=12)
-    figure.tight_layout(rect=(0, 0, 1, 0.97 if note is None else 0.95))
+                ax.set_ylabel("count of weights", fontsize=8)
+    lines = ["Weights of each layer before and after training (each panel on its own x-axis; bars count weights)"]
+    if said:
+        lines.append("Not drawn: " + "; ".join(said))
+    if note:
+        lines.append(note)
+    figure.suptitle("\n".join(lines), fontsize=12)
+    figure.tight_layout(rect=(0, 0, 1, 1 - (0.05 + 0.19 * len(lines)) / figure.get_figheight()))
     return encode(figure)

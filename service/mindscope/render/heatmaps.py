@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,6 +33,7 @@ class AttributionCaption:
     relative_delta: float
     score: str = "probability"
     headline: str = ""  # the title, for a method other than integrated gradients
+    values: str = ""  # what a value of the map is, where it is not an attribution (occlusion)
 
     @property
     def symbol(self) -> str:
@@ -99,9 +101,16 @@ def attribution_figure(
     axes[0].imshow(shown, cmap=grey, vmin=0, vmax=1, interpolation="nearest")
     axes[0].set_title("input")
     heat = axes[1].imshow(values, cmap=cmap, norm=Normalize(low, high), interpolation="nearest")
-    axes[1].set_title(f"attributions to {caption.symbol}({caption.label})")
     bar = figure.colorbar(heat, ax=axes[1], fraction=0.046, pad=0.04)
-    bar.set_label(_MEANING[sign], fontsize=9)
+    if caption.values:
+        symbol = f"{caption.symbol}({caption.label})"
+        axes[1].set_title(
+            "\n".join(textwrap.wrap(caption.values.replace("the target's probability", symbol), 44)), fontsize=9
+        )
+        bar.set_label(f"fall in {symbol} (red: hiding the pixel lowers it)", fontsize=9)
+    else:
+        axes[1].set_title(f"attributions to {caption.symbol}({caption.label})")
+        bar.set_label(_MEANING[sign], fontsize=9)
     axes[2].imshow(shown.mean(axis=-1) if shown.ndim == 3 else shown, cmap="gray", vmin=0, vmax=1)
     strength = np.clip(np.abs(values) / high, 0.0, 1.0)
     axes[2].imshow(values, cmap=cmap, norm=Normalize(low, high), alpha=0.8 * strength, interpolation="nearest")
@@ -119,15 +128,17 @@ def attribution_figure(
     )
     figure.text(
         0.5,
-        0.03,
+        0.015,
         ("Each pixel's attribution is summed over its colour channels. " if attributions.shape[-1] > 1 else "")
         + "Colours are clipped at the "
-        f"{clip_percentile:g}th percentile of |attribution| ({high:.2e}): "
+        f"{clip_percentile:g}th percentile of |{'value' if caption.values else 'attribution'}| ({high:.2e}): "
         "stronger pixels show at the end of the scale.",
         ha="center",
         fontsize=9,
     )
-    figure.subplots_adjust(left=0.02, right=0.98 if panels == 3 else 0.99, top=0.84, bottom=0.1, wspace=0.3)
+    # The trust panel's x-axis label needs the room above the footnote.
+    bottom = 0.19 if panels == 4 else 0.1
+    figure.subplots_adjust(left=0.02, right=0.98 if panels == 3 else 0.99, top=0.84, bottom=bottom, wspace=0.3)
     return encode(figure)
 
 

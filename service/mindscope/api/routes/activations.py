@@ -9,7 +9,13 @@ from mindscope.api.deps import CommaSeparated, DecodedDep, FormatQuery, ModelDep
 from mindscope.api.errors import ERROR_RESPONSES
 from mindscope.api.responses import PNG_RESPONSE, layer_out, model_ref, picture_response
 from mindscope.api.schemas import ActivationsResponse, ArrayPayload, ChannelStatistics
-from mindscope.engine.activations import LayerActivations, animation_frames, channel_labels, layer_activations
+from mindscope.engine.activations import (
+    LayerActivations,
+    animation_frames,
+    channel_labels,
+    is_class_layer,
+    layer_activations,
+)
 from mindscope.engine.loaded_model import LoadedModel
 from mindscope.render.grids import ChannelGrid, activation_animation, activation_grid
 
@@ -70,6 +76,11 @@ def read_activations(
 def channel_grid(loaded: LoadedModel, result: LayerActivations) -> ChannelGrid:
     layer, channels = result.layer, result.channels
     height, width, total = layer.output_shape
-    shown = f"channels {channels[0]}-{channels[-1]}" if len(channels) > 1 else f"channel {channels[0]}"
+    contiguous = len(channels) > 1 and list(channels) == list(range(channels[0], channels[-1] + 1))
+    if contiguous:
+        shown = f"channels {channels[0]}-{channels[-1]}"
+    else:
+        listed = ", ".join(map(str, channels)) if len(channels) <= 8 else f"{len(channels)} chosen"
+        shown = f"channel{'s' if len(channels) > 1 else ''} {listed}"
     title = f"{layer.name} (layer {layer.index}): {shown} of {total}, each {height}x{width}"
-    return ChannelGrid(title, result.values, channel_labels(loaded, result))
+    return ChannelGrid(title, result.values, channel_labels(loaded, result), is_class_layer(loaded, layer))

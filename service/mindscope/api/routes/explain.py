@@ -506,6 +506,7 @@ class MethodRequest:
                 0.0,
                 self.score,
                 headline=headline + (f" - {summary}" if summary else ""),
+                values=result.values,
             )
             figure = attribution_figure(
                 image.pixels, result.attributions, caption, sign, self.clip_percentile, trust_of(evaluation)
@@ -517,6 +518,7 @@ class MethodRequest:
             score=self.score,
             attributions=ArrayPayload.of(result.attributions),
             parameters=result.details,
+            values=result.values or f"attribution to the target's {self.score}",
             regions=None if result.regions is None else ArrayPayload.of(result.regions),
             evaluations=EvaluationsOut(gradient=result.gradient_evaluations, forward=result.forward_evaluations + 1),
             evaluation=evaluation,

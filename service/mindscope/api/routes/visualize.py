@@ -11,6 +11,7 @@ from mindscope.api.deps import FormatQuery, ModelDep, SettingsDep, settings_cap
 from mindscope.api.errors import ERROR_RESPONSES
 from mindscope.api.responses import PNG_RESPONSE, layer_out, model_ref, picture_response
 from mindscope.api.schemas import ArrayPayload, FeatureOut, FeaturesResponse
+from mindscope.engine.activations import is_class_layer
 from mindscope.engine.loaded_model import LoadedModel
 from mindscope.engine.visualize import noise_image, visualizer_for
 from mindscope.errors import InvalidInput
@@ -44,8 +45,7 @@ def features(
     on_noise = [float(visualizer.activation(layer.name, c, noise)[0]) for c in channels]
     if wants_png(request, format):
         images = [f.image for f in found]
-        # The last layer's channels are the classes where it has one per class (the All-CNN's conv9).
-        named = layer.index == len(loaded.layers) and available == len(loaded.class_names)
+        named = is_class_layer(loaded, layer)
         labels = [f"channel {c} ({loaded.class_names[c]})" if named else f"channel {c}" for c in channels]
         activations = [f.activation for f in found]
         picture = feature_grid(layer.name, channels, images, activations, on_noise, steps, seed, labels)
@@ -90,11 +90,19 @@ def visualize_layer(
     loaded: ModelDep,
     settings: SettingsDep,
     layer: str,
-    count: Annotated[int, Query(ge=1, le=32, description="how many channels, from channel 0")] = 8,
+    count: Annotated[
+        int | None,
+        Query(
+            ge=1, le=32, description="how many channels, from channel 0; default 8, or every class on the class layer"
+        ),
+    ] = None,
     steps: StepsQuery = 256,
     seed: SeedQuery = 0,
     format: FormatQuery = None,
 ) -> FeaturesResponse | Response:
-    available = loaded.layer(layer).output_shape[-1]
+    info = loaded.layer(layer)
+    available = info.output_shape[-1]
+    if count is None:
+        count = available if is_class_layer(loaded, info) else 8
     channels = list(range(min(count, available)))
     return features(request, loaded, layer, channels, steps, seed, format, settings)

@@ -111,7 +111,7 @@ def histogram_picture(weights: WeightSet, stage: Stage, layers: list[str] | None
         for t in weight_tensors(weights, shown)
     ]
     notes = [weights.note]
-    if len(shown) < len(weights.layers):
+    if not layers and len(shown) < len(weights.layers):
         notes.append(f"the first {len(shown)} of {len(weights.layers)} layers with weights; name others with ?layers=")
     picture = histogram_figure(panels, bins, "; ".join(n for n in notes if n) or None)
     with _PICTURES_LOCK:

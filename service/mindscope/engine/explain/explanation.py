@@ -33,6 +33,8 @@ class Explanation:
     forward_evaluations: int
     details: dict[str, Any] = field(default_factory=dict)
     regions: np.ndarray | None = None  # XRAI: int (H, W), each pixel's region by rank, 1 = most important
+    # What one value of the map is, in words, where it is not an attribution (occlusion: a fall in p).
+    values: str = ""
 
 
 @dataclass(frozen=True)

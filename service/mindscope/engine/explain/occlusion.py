@@ -1,8 +1,10 @@
 """Occlusion (Zeiler & Fergus 2014): slide a `size` x `size` patch of `value` over the image,
-`stride` pixels at a time, and credit every pixel under the patch with how much the target's
-probability fell. Forward passes only: every occluded copy is a row of the model's forward
-batcher, `internal_batch_size` at a time, batched with concurrent predictions. With stride 1 this
-is PAIR saliency's Occlusion; larger strides cost stride^2 times fewer rows.
+`stride` pixels at a time; each pixel's value is the mean fall in the target's probability over
+the patches that cover it, so the map is in probability units (-1 to 1). PAIR saliency sums the
+falls instead: its map is ours times the number of patches covering each pixel. Forward passes
+only: every occluded copy is a row of the model's forward batcher, `internal_batch_size` at a
+time, batched with concurrent predictions. With stride 1 these are PAIR saliency's patches; larger
+strides cost stride^2 times fewer rows.
 """
 
 from __future__ import annotations
@@ -36,11 +38,13 @@ def occlusion(
     value: float = 0.0,
     internal_batch_size: int = 64,
 ) -> Explanation:
-    """float32 (H, W, 1): the summed probability drops of the patches covering each pixel."""
+    """float32 (H, W, 1): per pixel, the mean of p(target | input) - p(target | patch over it) over
+    the patches that cover it (positive: hiding the pixel lowers p)."""
     height, width, _ = image.shape
     corners = windows(height, width, size, stride)
     original = float(forward(image[None])[0, target])
     scores = np.zeros((height, width), np.float64)
+    covering = np.zeros((height, width), np.int64)
     work = current_work()
     for start in range(0, len(corners), internal_batch_size):
         work.check()
@@ -51,5 +55,10 @@ def occlusion(
         drops = original - forward(occluded)[:, target].astype(np.float64)
         for (r, c), drop in zip(part, drops, strict=True):
             scores[r : r + size, c : c + size] += drop
+            covering[r : r + size, c : c + size] += 1
     details = {"size": size, "stride": stride, "value": value, "patches": len(corners), "output_at_input": original}
-    return Explanation("occlusion", target, scores[..., None].astype(np.float32), 0, len(corners) + 1, details)
+    mean = scores / np.maximum(covering, 1)
+    values = f"mean fall in the target's probability when a {size}x{size} patch of {value:g} covers the pixel"
+    return Explanation(
+        "occlusion", target, mean[..., None].astype(np.float32), 0, len(corners) + 1, details, values=values
+    )
