@@ -18,7 +18,8 @@ FLAGS = [
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
+    from playwright import sync_api  # a test dependency: missing, it fails here rather than skip
+
     if not Path(CHROMIUM).exists():
         pytest.fail("no Chromium for the browser tests: run `make test` (it installs one) or set MINDSCOPE_CHROMIUM")
     with sync_api.sync_playwright() as playwright:
@@ -70,7 +71,7 @@ def test_explorer_shows_prediction_layers_and_explanations(browser, server, vali
     assert page.text_content("#layer-name") == "conv6"
 
     page.select_option("#target", "3")
-    page.fill("#steps", "16")
+    page.fill("#param-steps", "16")
     explained = explain_calls(server)
     page.click("#explain")
     page.wait_for_function("() => document.querySelector('#completeness').textContent.includes('16 steps')")
@@ -100,24 +101,24 @@ def test_before_any_upload_nothing_shows_broken(browser, server):
 def test_errors_show_beside_their_control_and_clear_on_success(browser, server, validation_sample):
     page = browser.new_page()
     page.goto(server.base_url + "/")
-    page.wait_for_function("() => Number(document.querySelector('#steps').max) > 2")  # the cap, from GET /explain
-    cap = int(page.get_attribute("#steps", "max"))
+    page.wait_for_function("() => Number(document.querySelector('#param-steps').max) > 2")  # the cap, from GET /explain
+    cap = int(page.get_attribute("#param-steps", "max"))
     listing = httpx.get(f"{server.base_url}/explain").json()["methods"]
     ig = next(m for m in listing if m["name"] == "integrated-gradients")
     assert cap == next(p for p in ig["parameters"] if p["name"] == "steps")["schema"]["maximum"]
-    methods = page.eval_on_selector_all("#method option", "options => options.map(o => o.value)")
+    methods = page.eval_on_selector_all("#param-method option", "options => options.map(o => o.value)")
     assert "riemann_left" in methods and "gauss_legendre" in methods
     page.set_input_files("#file", str(validation_sample[2][0]))
     wait_for_image(page, "#ig")
     wait_for_image(page, "#interior")
-    page.fill("#steps", "1")
+    page.fill("#param-steps", "1")
     page.click("#explain")
     page.wait_for_selector("#explain-error", state="visible")
     assert "steps must be between 2 and" in page.text_content("#explain-error")
     box = page.locator("#explain-error").bounding_box()
     button = page.locator("#explain").bounding_box()
     assert box and button and 0 < box["y"] - button["y"] < 200  # right under the button, not at the page top
-    page.fill("#steps", "16")
+    page.fill("#param-steps", "16")
     page.click("#explain")
     page.wait_for_selector("#explain-error", state="hidden")
     assert page.is_hidden("#prediction-error") and page.is_hidden("#activations-error")
@@ -194,5 +195,88 @@ def test_any_method_with_its_trust_scores(browser, server, validation_sample):
     wait_for_image(page, "#ig")
     text = page.text_content("#trust-scores")
     assert "deletion area" in text and "insertion area" in text and "lower is better" in text
+    assert natural_width(page, "#ig") == 1600  # the map with a fourth panel: the deletion/insertion curves
     assert "grad-cam" in page.text_content("#completeness") and errors == []
+    page.close()
+
+
+def visible_headings(page) -> list[str]:
+    return page.eval_on_selector_all(
+        "h2, h3, figcaption", "nodes => nodes.filter(n => n.offsetParent !== null).map(n => n.textContent.trim())"
+    )
+
+
+def test_before_any_upload_no_heading_stands_over_an_empty_result(browser, server):
+    page = browser.new_page()
+    page.goto(server.base_url + "/")
+    wait_for_image(page, "#histograms")
+    headings = visible_headings(page)
+    assert not any("three layers" in h or "Interior gradients" in h for h in headings), headings
+    page.close()
+
+
+def test_each_method_shows_its_own_parameters_and_grad_cam_takes_a_layer(browser, server, validation_sample):
+    page = browser.new_page()
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
+    page.goto(server.base_url + "/")
+    wait_for_image(page, "#histograms")
+    listing = {m["name"]: m for m in httpx.get(f"{server.base_url}/explain").json()["methods"]}
+
+    def shown() -> set[str]:
+        return set(page.eval_on_selector_all("#params [data-param]", "els => els.map(e => e.dataset.param)"))
+
+    assert {"steps", "baseline", "method"} <= shown()
+    page.select_option("#explainer", "grad-cam")
+    own = {p["name"] for p in listing["grad-cam"]["parameters"]} - {
+        "target", "score", "sign", "clip_percentile", "evaluate", "evaluate_steps", "samples", "noise", "smooth", "seed"
+    }  # fmt: skip
+    assert shown() == own == {"layer"}  # integrated gradients' controls are gone
+    layers = page.eval_on_selector_all("#param-layer option", "options => options.map(o => o.value)")
+    assert layers[0] == "" and "conv6" in layers
+    page.select_option("#explainer", "occlusion")
+    assert shown() == {"size", "stride", "value"}
+    assert page.input_value("#param-size") == str(
+        next(p for p in listing["occlusion"]["parameters"] if p["name"] == "size")["schema"]["default"]
+    )
+    page.select_option("#explainer", "grad-cam")
+    page.select_option("#param-layer", "conv6")
+    page.set_input_files("#file", str(validation_sample[2][0]))
+    page.wait_for_function("() => document.querySelector('#completeness').textContent.includes('layer conv6')")
+    wait_for_image(page, "#ig")
+    assert any("/explain/grad-cam?" in u and "layer=conv6" in u for u in urls)
+    page.close()
+
+
+def test_feature_visualization_draws_the_chosen_channel(browser, server):
+    page = browser.new_page()
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
+    page.goto(server.base_url + "/")
+    page.wait_for_function("() => document.querySelector('#feature-layer').options.length > 0")
+    page.select_option("#feature-layer", "conv3")
+    page.fill("#feature-channel", "5")
+    page.fill("#feature-steps", "16")
+    page.click("#visualize")
+    wait_for_image(page, "#features")
+    assert any("/visualize/conv3/5?" in u and "steps=16" in u for u in urls)
+    assert natural_width(page, "#features") >= 800
+    page.close()
+
+
+def test_an_unreadable_upload_clears_the_last_image_s_results(browser, server, validation_sample, tmp_path):
+    page = browser.new_page()
+    page.goto(server.base_url + "/")
+    wait_for_image(page, "#histograms")
+    page.set_input_files("#file", str(validation_sample[2][0]))
+    page.wait_for_selector("#label", timeout=60_000)
+    wait_for_image(page, "#ig")
+    broken = tmp_path / "notes.png"
+    broken.write_bytes(b"this is not an image")
+    page.set_input_files("#file", str(broken))
+    page.wait_for_selector("#prediction-error", state="visible")
+    assert "invalid_image" in page.text_content("#prediction-error")
+    for selector in ("#activations", "#animation", "#ig", "#interior", "#preview"):
+        assert page.get_attribute(selector, "src") is None, selector
+    assert page.query_selector("#label") is None and "Choose another" in page.text_content("#prediction")
     page.close()
