@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+
 from mindscope.engine.quadrature import RULES
 from mindscope_client._cli import QUADRATURE_RULES
 
@@ -14,10 +16,25 @@ def run_cli(server, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([CLI, "--url", server.base_url, *args], capture_output=True, text=True, timeout=120)
 
 
-def test_predict_prints_the_label(server, validation_sample):
-    path = validation_sample[2][0]
-    done = run_cli(server, "predict", str(path))
-    assert done.returncode == 0 and done.stdout.startswith(f"{path}: ")
+def test_predict_prints_the_services_label_and_confidence(server, validation_sample):
+    for path in validation_sample[2][:3]:
+        native = httpx.post(f"{server.base_url}/predict", files={"file": ("x.jpg", path.read_bytes())}).json()
+        done = run_cli(server, "predict", str(path))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines() == [f"{path}: {native['label']} ({native['confidence']:.1%})"]
+
+
+def test_attribute_takes_the_method_as_a_word_or_a_flag(server, validation_sample):
+    image = str(validation_sample[2][0])
+    positional = run_cli(server, "attribute", image, "grad-cam", "--set", "layer=conv6")
+    flagged = run_cli(server, "attribute", image, "--with", "grad-cam", "--set", "layer=conv6")
+    assert positional.returncode == 0 and flagged.returncode == 0, positional.stderr + flagged.stderr
+    assert positional.stdout.startswith("grad-cam: ") and "layer=conv6" in positional.stdout
+    assert positional.stdout.splitlines()[1:] == flagged.stdout.splitlines()[1:]
+    both = run_cli(server, "attribute", image, "grad-cam", "--with", "occlusion")
+    assert both.returncode == 1 and both.stderr.strip().splitlines() == [
+        "error: two methods given: grad-cam and --with occlusion; give one"
+    ]
 
 
 def test_a_missing_file_is_one_line(server, tmp_path):

@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+REPO = Path(__file__).resolve().parents[2]
+README = REPO / "README.md"
 
 
 def block(marker: str, language: str) -> str:
@@ -21,22 +22,26 @@ def block(marker: str, language: str) -> str:
     return found.group(1)
 
 
-def run(server, tmp_path, validation_sample, marker: str, language: str) -> list[str]:
-    shutil.copy(validation_sample[2][0], tmp_path / "cat.jpg")
+def run(server, tmp_path, marker: str, language: str) -> list[str]:
+    """The block from a repo root holding examples/ (the curl block makes build/try, the Python one
+    runs there)."""
+    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    scratch = tmp_path / "build" / "try"
+    scratch.mkdir(parents=True)
+    shutil.copy(REPO / "examples" / "cat.jpg", scratch / "cat.jpg")
     code = block(marker, language).replace("http://127.0.0.1:8000", server.base_url)
     code = code.replace("127.0.0.1:8001", server.grpc_address)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     command = ["bash", "-euo", "pipefail", "-c", code] if language == "bash" else [sys.executable, "-c", code]
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    cwd = tmp_path if language == "bash" else scratch
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout.splitlines()
 
 
-def test_the_curl_block_answers_as_the_native_api(server, tmp_path, validation_sample):
-    b64, rows, columns, status, metadata, infer = map(
-        json.loads, run(server, tmp_path, validation_sample, "existing-clients", "bash")
-    )
-    jpeg = (tmp_path / "cat.jpg").read_bytes()
+def test_the_curl_block_answers_as_the_native_api(server, tmp_path):
+    b64, rows, columns, status, metadata, infer = map(json.loads, run(server, tmp_path, "existing-clients", "bash"))
+    jpeg = (REPO / "examples" / "cat.jpg").read_bytes()
     native = httpx.post(f"{server.base_url}/predict", content=jpeg, headers={"Content-Type": "image/jpeg"}).json()
     expected = np.array(native["probabilities"]["data"], np.float32)
     np.testing.assert_allclose(b64["predictions"][0], expected, rtol=1e-5, atol=1e-6)
@@ -51,9 +56,9 @@ def test_the_curl_block_answers_as_the_native_api(server, tmp_path, validation_s
     assert conv9["name"] == "conv9" and conv9["shape"] == [1, 8, 8, 10] and len(conv9["data"]) == 640
 
 
-def test_the_triton_grpc_block_prints_the_native_probabilities(server, tmp_path, validation_sample):
-    (printed,) = run(server, tmp_path, validation_sample, "existing-clients-python", "python")
-    jpeg = (tmp_path / "cat.jpg").read_bytes()
+def test_the_triton_grpc_block_prints_the_native_probabilities(server, tmp_path):
+    (printed,) = run(server, tmp_path, "existing-clients-python", "python")
+    jpeg = (REPO / "examples" / "cat.jpg").read_bytes()
     native = httpx.post(f"{server.base_url}/predict", content=jpeg, headers={"Content-Type": "image/jpeg"}).json()
     values = np.array([float(v) for v in printed.strip("[] ").split()], np.float32)
     np.testing.assert_allclose(values, np.round(native["probabilities"]["data"], 3), atol=1.5e-3)

@@ -83,6 +83,9 @@ def _settings(pairs: list[str]) -> dict[str, str]:
 
 
 def _attribute(client: Client, args: argparse.Namespace) -> None:
+    if args.method and args.method_option and args.method != args.method_option:
+        raise MindscopeError(f"two methods given: {args.method} and --with {args.method_option}; give one")
+    args.method = args.method or args.method_option or "vanilla-gradients"
     options: dict[str, Any] = {
         "target": int(args.target) if args.target and args.target.isdigit() else args.target,
         "score": args.score,
@@ -208,13 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
         "attribute", help="any explanation method the server lists (GET /explain), with its trust scores"
     )
     attribute.add_argument("image", help="image file (PNG, JPEG or WebP)")
+    methods = "vanilla-gradients, gradient-x-input, grad-cam, occlusion, blur-ig, guided-ig, xrai (integrated gradients: the explain command)"
     attribute.add_argument(
-        "--with",
-        dest="method",
-        default="vanilla-gradients",
-        help="the method: vanilla-gradients, gradient-x-input, grad-cam, occlusion, blur-ig, guided-ig, xrai "
-        "(integrated gradients: the explain command) (default: %(default)s)",
+        "method",
+        nargs="?",
+        help=f"the method, as `attribute cat.jpg grad-cam` or with --with: {methods} (default: vanilla-gradients)",
     )
+    attribute.add_argument("--with", dest="method_option", metavar="METHOD", help="the method, as a flag")
     attribute.add_argument("--target", help="class index or name (default: the predicted class)")
     attribute.add_argument(
         "--score",

@@ -186,14 +186,14 @@ class _Builder:
         self,
         layer: str | int,
         channel: int | None,
-        count: int,
+        count: int | None,
         steps: int | None,
         seed: int,
         as_png: bool,
         model: str | None,
     ) -> _Call[Any]:
         params = [("seed", str(seed))] + ([("steps", str(steps))] if steps is not None else [])
-        params += [("count", str(count))] if channel is None else []
+        params += [("count", str(count))] if channel is None and count is not None else []
         params += rq.model_params(model, None) + rq.png_params(as_png)
         path = f"/visualize/{layer}" + ("" if channel is None else f"/{channel}")
         spec = rq.RequestSpec("GET", path, params, binary=as_png)
@@ -398,13 +398,14 @@ class Client(_Builder):
         layer: str | int,
         channel: int | None = None,
         *,
-        count: int = 8,
+        count: int | None = None,
         steps: int | None = None,
         seed: int = 0,
         as_png: bool = False,
         model: str | None = None,
     ) -> list[Feature] | ImageResult:
-        """What a channel looks for (one `channel`), or the first `count` channels of a layer."""
+        """What a channel looks for (one `channel`), or the first `count` channels of a layer (default 8,
+        every class on a last layer with one channel per class)."""
         return self._send(self._visualize(layer, channel, count, steps, seed, as_png, model))
 
 
@@ -581,7 +582,7 @@ class AsyncClient(_Builder):
         layer: str | int,
         channel: int | None = None,
         *,
-        count: int = 8,
+        count: int | None = None,
         steps: int | None = None,
         seed: int = 0,
         as_png: bool = False,

@@ -225,6 +225,7 @@ def parse_explanation(body: dict[str, Any]) -> Explanation:
         classes=body["classes"],
         model=_ref(body),
         evaluation=body.get("evaluation"),
+        values=body.get("values", ""),
     )
 
 

@@ -167,6 +167,7 @@ class Explanation:
     attributions: (H, W, C) like the input, or (H, W, 1) for Grad-CAM and occlusion.
     evaluation: with `evaluate=...`, {"deletion": {"fractions", "scores", "area"}, "insertion": ...,
     "sanity": {"rank_correlation", "target"}} as the service sent it; None otherwise.
+    values: what one value of the map is, in words (occlusion: a fall in probability).
     """
 
     method: str
@@ -182,6 +183,7 @@ class Explanation:
     classes: list[str]
     model: ModelRef
     evaluation: dict[str, Any] | None = None
+    values: str = ""
 
 
 @dataclass(frozen=True)

@@ -39,13 +39,20 @@ class ImportReport:
 
     def lines(self) -> list[str]:
         height, width, channels = self.input_shape
+        preprocessing = {
+            "0-1": "pixels are given to the model as 0-1",
+            "0-255": "pixels are given to the model as 0-255",
+            "-1-1": "pixels are given to the model as -1 to 1",
+            "mean-std": "pixels are given to the model as (0-1 value - mean) / std per channel",
+        }.get(self.input_range, f"pixels are given to the model as {self.input_range}")
+        count = self.activation_layers
         return [
             f"wrote {self.entry}",
             f"input: {height}x{width}, {channels} channel{'s' if channels > 1 else ''}; "
-            f"images in [0, 1] are scaled to {self.input_range} ({self.range_source})",
+            f"{preprocessing} ({self.range_source})",
             f"output: {self.output} for {len(self.classes)} classes"
             + ("; the service applies softmax for confidences and attributions" if self.output == "logits" else ""),
-            f"{self.activation_layers} layers with a spatial output (activations); "
+            f"{count} layer{'s' if count != 1 else ''} with a spatial output (activations); "
             + ("initial weights stored (before/after histograms)" if self.initial_weights else "no initial weights"),
         ]
 
