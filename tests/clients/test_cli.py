@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import httpx
-
 from mindscope.engine.quadrature import RULES
 from mindscope_client._cli import QUADRATURE_RULES
 

@@ -211,7 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
         "attribute", help="any explanation method the server lists (GET /explain), with its trust scores"
     )
     attribute.add_argument("image", help="image file (PNG, JPEG or WebP)")
-    methods = "vanilla-gradients, gradient-x-input, grad-cam, occlusion, blur-ig, guided-ig, xrai (integrated gradients: the explain command)"
+    methods = (
+        "vanilla-gradients, gradient-x-input, grad-cam, occlusion, blur-ig, guided-ig, xrai "
+        "(integrated gradients: the explain command)"
+    )
     attribute.add_argument(
         "method",
         nargs="?",
