@@ -84,12 +84,34 @@ def test_integrated_gradients_json(client, sample_jpeg):
     assert body["target"]["index"] == int(array_of(body["probabilities"]).argmax())
 
 
+def independent_baseline(kind: str, image: np.ndarray) -> np.ndarray:
+    """The baseline each name promises, computed here: white ones, scipy's Gaussian blur (sigma 3,
+    mirrored edges, 3 sigma), and uniform noise from numpy's generator seeded 0."""
+    from scipy import ndimage
+
+    if kind == "white":
+        return np.ones_like(image)
+    if kind == "blur":
+        return ndimage.gaussian_filter(image.astype(np.float64), sigma=(3, 3, 0), mode="mirror", truncate=3.0)
+    return np.random.default_rng(0).uniform(0.0, 1.0, image.shape)
+
+
 @pytest.mark.parametrize("baseline", ["white", "blur", "uniform-noise"])
-def test_integrated_gradients_baselines_and_named_target(client, sample_jpeg, baseline):
+def test_integrated_gradients_baselines_and_named_target(client, sample_jpeg, committed_model, baseline):
+    import io
+
+    from PIL import Image
+
     query = f"/explain/integrated-gradients?steps=32&baseline={baseline}&target=cat&method=riemann_trapezoid"
     body = client.post(query, content=sample_jpeg, headers=JPEG).json()
     assert body["target"] == {"index": 3, "label": "cat"} and body["baseline"] == baseline
     assert body["method"] == "riemann_trapezoid"
+    # The baseline really used: F(baseline) is what Keras gives on the baseline computed here.
+    image = np.asarray(Image.open(io.BytesIO(sample_jpeg)).convert("RGB"), np.float32) / 255
+    reference = independent_baseline(baseline, image).astype(np.float32)
+    expected = float(np.asarray(committed_model.model(reference[None], training=False))[0, 3])
+    assert body["completeness"]["output_at_baseline"] == pytest.approx(expected, abs=1e-5)
+    assert body["completeness"]["output_at_input"] != pytest.approx(expected, abs=1e-3)
 
 
 def test_integrated_gradients_with_an_uploaded_baseline(client, sample_jpeg):

@@ -93,14 +93,17 @@ def test_a_full_queue_is_refused_at_once():
 
 
 def test_callers_past_their_deadline_get_504_and_are_not_computed():
+    """The requests' clock is the test's and stands still, so however slowly the pool's thread starts,
+    its caller reaches the gate with its 0.1 s intact; each caller then waits 0.1 s for its row."""
     gate = Gate()
     batcher = DynamicBatcher(gate.identity, BatchingConfig(max_batch_rows=1))
     pool = ThreadPoolExecutor(2)
+    clock = lambda: 0.0  # noqa: E731
     try:
-        running = pool.submit(_within, RequestWork(0.1), batcher.submit, np.ones((1, 1)))
+        running = pool.submit(_within, RequestWork(0.1, clock=clock), batcher.submit, np.ones((1, 1)))
         gate.wait_entered(1)  # holds the worker
         with pytest.raises(DeadlineExceeded) as caught:
-            _within(RequestWork(0.1), batcher.submit, np.full((1, 1), 2.0))  # queued behind it, gives up
+            _within(RequestWork(0.1, clock=clock), batcher.submit, np.full((1, 1), 2.0))  # queued behind, gives up
         assert caught.value.status_code == 504
         gate.open()
         with pytest.raises(DeadlineExceeded):
@@ -183,7 +186,7 @@ def test_coroutine_callers_get_the_same_deadline_and_cancellation():
 
     async def scenario():
         with pytest.raises(DeadlineExceeded):
-            await submit(RequestWork(0.1), 2.0)  # queued behind the running batch, gives up
+            await submit(RequestWork(0.1, clock=lambda: 0.0), 2.0)  # queued behind the running batch, gives up
         work = RequestWork()
         queued = asyncio.create_task(submit(work, 3.0))
         while batcher.depth < 1:
