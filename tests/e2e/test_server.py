@@ -106,7 +106,7 @@ def test_a_busy_port_exits_nonzero_with_one_line_before_loading_anything(tmp_pat
         assert server.process.wait(timeout=120) == 1
         server.stop()
     output = server.log.read_text()
-    assert f"cannot listen on 127.0.0.1:{port}" in output
+    assert f"cannot listen for HTTP on 127.0.0.1:{port}" in output
     assert "now serving" not in output and "Traceback" not in output
 
 

@@ -66,7 +66,9 @@ def _layout(values: np.ndarray | None, columns: int) -> tuple[float, float, floa
         height, width, count = values.shape
         cols = grid_columns(count, columns)
         rows = max(math.ceil(count / cols), 1)
-        grid_height = GRID_WIDTH_IN * (rows * (height + 1) - 1) / (cols * (width + 1) - 1)
+        # A few channels draw as tiles of at most 1.8 inches, not as large as the row would allow.
+        grid_width = min(GRID_WIDTH_IN, 1.8 * cols)
+        grid_height = grid_width * (rows * (height + 1) - 1) / (cols * (width + 1) - 1)
     panel = max(grid_height, 2.6)  # the input needs room too
     total = panel + TOP_IN + BOTTOM_IN
     return total, 1 - TOP_IN / total, BOTTOM_IN / total
