@@ -93,7 +93,7 @@ def _draw(figure: Figure, image: np.ndarray, grid: ChannelGrid | None, columns: 
     tiles = mosaic(grid.values, columns, grid.shared_scale)
     low, high = (float(np.nanmin(tiles)), float(np.nanmax(tiles))) if grid.shared_scale else (0.0, 1.0)
     picture = right.imshow(tiles, cmap=cmap, vmin=low, vmax=high if high > low else low + 1, interpolation="nearest")
-    right.set_anchor("N")
+    right.set_anchor("NW")  # beside the input, however few the tiles
     cols = grid_columns(count, columns)
     for c, label in enumerate(grid.labels):
         row, col = divmod(c, cols)
@@ -109,7 +109,7 @@ def _draw(figure: Figure, image: np.ndarray, grid: ChannelGrid | None, columns: 
         )
     for side in right.spines.values():
         side.set_visible(False)
-    bar = figure.colorbar(picture, ax=right, fraction=0.03, pad=0.01, shrink=0.8)
+    bar = figure.colorbar(picture, ax=right, fraction=0.03, pad=0.01, shrink=0.8, panchor=(0.0, 1.0))
     bar.set_label("activation" if grid.shared_scale else "activation (per-channel scale)", fontsize=9)
     figure.suptitle(grid.title, fontsize=13)
     figure.text(
