@@ -28,9 +28,9 @@ from mindscope.engine.explain.explanation import Smoothing
 from mindscope.engine.explain.grad_cam import grad_cam
 from mindscope.engine.explain.gradients import vanilla_gradients
 from mindscope.engine.explain.guided_ig import guided_integrated_gradients
+from mindscope.engine.explain.integrated_gradients import attribute
 from mindscope.engine.explain.occlusion import occlusion
 from mindscope.engine.explain.xrai import xrai
-from mindscope.engine.integrated_gradients import attribute
 from mindscope.engine.loaded_model import load_model
 from mindscope.engine.store import ModelStore
 from reliability import IMAGE, REPO, start_server

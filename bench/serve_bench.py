@@ -231,8 +231,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     args = parser.parse_args()
 
+    from mindscope.engine.explain.integrated_gradients import attribute
     from mindscope.engine.images import scale_to_unit, to_rgb_array
-    from mindscope.engine.integrated_gradients import attribute
     from mindscope.engine.registry import ModelRegistry
     from mindscope.engine.store import ModelStore
     from PIL import Image

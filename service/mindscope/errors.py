@@ -43,6 +43,11 @@ class UnknownLayer(MindscopeError):
     code = "unknown_layer"
 
 
+class UnknownMethod(MindscopeError):
+    status_code = 404
+    code = "unknown_method"
+
+
 class InitialWeightsMissing(MindscopeError):
     """The model's store entry holds no weights from before training, so there is no "before"."""
 

@@ -205,7 +205,7 @@ def test_integrated_gradients_take_smoothgrad_and_keep_completeness(client, comm
     """samples > 0: the mean of each noisy copy's integrated gradients, as the engine computes them
     one by one, and the completeness check against the copies' mean score."""
     from mindscope.engine.explain.explanation import Smoothing
-    from mindscope.engine.integrated_gradients import attribute
+    from mindscope.engine.explain.integrated_gradients import attribute
 
     image = (validation_sample[0][0] / 255).astype(np.float32)
     body = {"instances": [image.tolist()], "value_range": "0-1"}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from mindscope.engine.integrated_gradients import attribute, gaussian_blur, interior_gradients, make_baseline
+from mindscope.engine.explain.integrated_gradients import attribute, gaussian_blur, interior_gradients, make_baseline
 from mindscope.engine.work import RequestWork, request_work
 from mindscope.errors import DeadlineExceeded, InvalidInput, RequestCancelled
 

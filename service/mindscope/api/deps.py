@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
-from pydantic import BeforeValidator
+from pydantic import BaseModel, BeforeValidator
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 
@@ -124,7 +124,13 @@ def query_names(route: APIRoute) -> frozenset[str]:
 
 
 def _declared_queries(dependant: Dependant) -> set[str]:
-    names = {field.alias for field in dependant.query_params}
+    names = set()
+    for field in dependant.query_params:
+        annotation = field.field_info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):  # a query parameter model
+            names |= {f.alias or name for name, f in annotation.model_fields.items()}
+        else:
+            names.add(field.alias)
     for sub in dependant.dependencies:
         names |= _declared_queries(sub)
     return names

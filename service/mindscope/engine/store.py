@@ -105,6 +105,16 @@ def _framework() -> dict[str, str]:
     return {"keras": keras.__version__, "backend": backend, backend: str(module.__version__)}
 
 
+def parse_version(version: str | None) -> int | None:
+    """A model version as every protocol spells it (a path segment, a gRPC field): None when empty,
+    else a positive integer, or 404 saying so."""
+    if version is None or version == "":
+        return None
+    if not version.isdigit() or int(version) < 1:
+        raise ModelNotFound(f"model versions are positive integers; got {version!r}")
+    return int(version)
+
+
 @dataclass(frozen=True)
 class ModelRef:
     name: str

@@ -28,6 +28,7 @@ from mindscope.api.observability import Metrics
 from mindscope.config import Settings
 from mindscope.engine.loaded_model import LoadedModel
 from mindscope.engine.registry import ModelRegistry
+from mindscope.engine.store import parse_version
 from mindscope.engine.work import RequestWork, request_work
 from mindscope.errors import InvalidInput, MindscopeError, ModelIntegrityError, ModelNotFound, ModelNotReady
 from mindscope.protocols import open_inference_pb2 as pb
@@ -109,9 +110,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         raise AssertionError("unreachable: context.abort raises")
 
     async def _model(self, name: str, version: str) -> LoadedModel:
-        if version and not version.isdigit():
-            raise ModelNotFound(f"model versions are positive integers; got {version!r}")
-        return await serving_model(self.registry, name or None, int(version) if version else None)
+        return await serving_model(self.registry, name or None, parse_version(version))
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
         async def live() -> pb.ServerLiveResponse:

@@ -13,13 +13,20 @@ import binascii
 import json
 from typing import Annotated, Any
 
-import httpx
 import numpy as np
 from fastapi import APIRouter, Depends, Path, Request, Response
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
+from mindscope.api.codecs import DecodedImage
 from mindscope.api.deps import RegistryDep, SettingsDep, require_api_key, serving_model
-from mindscope.api.protocol_errors import PROTOCOL_ERRORS, ProtocolRoute, protocol_error, protocol_not_found
-from mindscope.api.schemas import ModelListV1Response, ModelStatusV1Response, VersionStatusOut
+from mindscope.api.explanations import Answering, ExplainParameters
+from mindscope.api.explanations import answer as explanation_answer
+from mindscope.api.protocol_errors import PROTOCOL_ERRORS, ProtocolRoute, protocol_not_found
+from mindscope.api.schemas import ImageInfo, ModelListV1Response, ModelStatusV1Response, VersionStatusOut
+from mindscope.engine.explain.method import Caps, Context
+from mindscope.engine.explain.registry import method_named
+from mindscope.engine.explain.runner import explain as run_explanation
 from mindscope.engine.loaded_model import LoadedModel
 from mindscope.errors import InvalidInput, InvalidJSON
 from mindscope.protocols.tensors import (
@@ -36,13 +43,6 @@ router = APIRouter(prefix="/v1", tags=["TF Serving / KServe V1"], route_class=Pr
 secured = [Depends(require_api_key)]
 ModelName = Annotated[str, Path(max_length=64)]
 SIGNATURE = "serving_default"
-
-
-def _query_value(value: object) -> str:
-    """A JSON parameter as the query string carries it: lists comma-separated, booleans lower-case."""
-    if isinstance(value, list):
-        return ",".join(_query_value(item) for item in value)
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 @router.get("/models", dependencies=secured, summary="The stored models (KServe V1)")
@@ -153,41 +153,32 @@ async def explain(
     request: Request, registry: RegistryDep, settings: SettingsDep, name: ModelName, version: int | None = None
 ) -> Response:
     """`{"instances": [...], "method": "integrated-gradients", "parameters": {"steps": 32, ...}}`:
-    each instance explained by `POST /explain/{method}` with `parameters` as its query, answered
-    `{"predictions": [...], "explanations": [...]}` (an explanation as that route answers it)."""
+    each instance explained as `POST /explain/{method}` explains it (the same runner and answer),
+    with this request's deadline and id, answered `{"predictions": [...], "explanations": [...]}`."""
     loaded = await serving_model(registry, name, version)
     body = await _body(request)
     limits = InferLimits(settings.max_batch_instances, settings.max_image_pixels, request.app.state.decode_budget)
     images, _ = await _images(loaded, body, limits)
-    method = body.get("method", "integrated-gradients")
-    parameters = body.get("parameters") or {}
-    if not isinstance(method, str) or not method.replace("-", "").isalnum():
+    method_name = body.get("method", "integrated-gradients")
+    if not isinstance(method_name, str):
         raise InvalidInput('"method" names one of GET /explain\'s methods, e.g. "integrated-gradients"')
-    if not isinstance(parameters, dict):
-        raise InvalidInput('"parameters" is an object of the method\'s query parameters, e.g. {"steps": 32}')
-    query = {k: _query_value(v) for k, v in parameters.items()}
-    query |= {"model": loaded.ref.name, "version": str(loaded.ref.version)}
-    forwarded = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "x-api-key")}
-    explanations = []
-    transport = httpx.ASGITransport(app=request.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://mindscope") as client:
-        for image in images:
-            pixels = np.clip(image, 0.0, 1.0).tolist()
-            answer = await client.post(
-                f"/explain/{method}",
-                params=query,
-                json={"instances": [pixels], "value_range": "0-1"},
-                headers=forwarded,
-            )
-            if answer.status_code != 200:
-                error = answer.json().get("error", {})
-                message = error.get("message", answer.text) if isinstance(error, dict) else str(error)
-                return protocol_error(answer.status_code, message)
-            explanations.append(answer.json())
-    probabilities = (await infer(loaded, images, [PROBABILITIES]))[PROBABILITIES]
+    method = method_named(method_name)
+    asked = ExplainParameters.of(method, body.get("parameters") or {})
+    context = Context(asked.score, asked.smoothing(), Caps.of(settings))
+    predictions, explanations = [], []
+    for pixels in images:
+        image = DecodedImage(
+            pixels, ImageInfo(width=pixels.shape[1], height=pixels.shape[0], mode="array", format="array")
+        )
+        explained = await run_in_threadpool(
+            run_explanation, loaded, method, pixels, asked.params, asked.target, context, asked.evaluate()
+        )
+        answered = explanation_answer(loaded, method, asked.params, context, image, explained, Answering())
+        assert isinstance(answered, BaseModel)
+        predictions.append(explained.probabilities.tolist())
+        explanations.append(answered.model_dump(mode="json"))
     return Response(
-        json.dumps({"predictions": probabilities.tolist(), "explanations": explanations}),
-        media_type="application/json",
+        json.dumps({"predictions": predictions, "explanations": explanations}), media_type="application/json"
     )
 
 

@@ -27,7 +27,8 @@ from mindscope.api.schemas import (
 )
 from mindscope.config import Settings
 from mindscope.engine.loaded_model import LoadedModel
-from mindscope.errors import InvalidInput, InvalidJSON, ModelNotFound
+from mindscope.engine.store import parse_version
+from mindscope.errors import InvalidInput, InvalidJSON
 from mindscope.protocols.tensors import (
     InferLimits,
     InputTensor,
@@ -63,14 +64,6 @@ def server_live() -> ServerLiveV2Response:
 @router.get("/health/ready", summary="The default model is loaded (503 until then)")
 def server_ready(registry: RegistryDep) -> Response:
     return _readiness(registry.ready)
-
-
-def parse_version(version: str | None) -> int | None:
-    if version is None or version == "":
-        return None
-    if not version.isdigit() or int(version) < 1:
-        raise ModelNotFound(f"model versions are positive integers; got {version!r}")
-    return int(version)
 
 
 async def protocol_model(registry: RegistryDep, name: str, version: str | None = None) -> LoadedModel:

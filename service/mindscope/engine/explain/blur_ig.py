@@ -14,8 +14,10 @@ import functools
 import math
 
 import numpy as np
+from pydantic import Field
 
 from mindscope.engine.explain.explanation import NO_SMOOTHING, Explanation, Smoothing, smoothed
+from mindscope.engine.explain.method import Context, Method, MethodParams, ModelPort, steps_field
 from mindscope.engine.explain.rows import GradientFn, gradient_rows
 
 
@@ -86,3 +88,38 @@ def blur_integrated_gradients(
 
     details = {"steps": steps, "max_sigma": max_sigma, "grad_step": grad_step, "sqrt": sqrt}
     return smoothed("blur-ig", image, target, smoothing, batched, details)
+
+
+class BlurIGParams(MethodParams):
+    steps: int | None = steps_field(100)
+    max_sigma: float = Field(50.0, gt=0, le=100, description="the strongest blur, in pixels")
+    sqrt: bool = Field(False, description="space the blur levels by their square roots")
+
+
+class BlurIG(Method):
+    name = "blur-ig"
+    title = "Blur integrated gradients"
+    summary = "Blur integrated gradients: integrated gradients along ever stronger Gaussian blurs (Xu et al. 2020)"
+    Params = BlurIGParams
+
+    def what_rows(self) -> str:
+        return "samples x steps"
+
+    def rows(self, port: ModelPort, params: MethodParams, context: Context) -> int:
+        assert isinstance(params, BlurIGParams)
+        return context.caps.steps(params.steps, 100)
+
+    def run(
+        self, port: ModelPort, image: np.ndarray, target: int, params: MethodParams, context: Context
+    ) -> Explanation:
+        assert isinstance(params, BlurIGParams)
+        return blur_integrated_gradients(
+            port.gradients_for(context.score),
+            image,
+            target,
+            context.caps.steps(params.steps, 100),
+            params.max_sigma,
+            sqrt=params.sqrt,
+            smoothing=context.smoothing,
+            internal_batch_size=context.caps.rows_per_chunk,
+        )

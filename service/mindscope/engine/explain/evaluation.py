@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mindscope.engine.work import current_work
+from mindscope.errors import InvalidInput
 
 ForwardFn = Callable[[np.ndarray], np.ndarray]  # images (N, H, W, C) -> probabilities (N, K)
 CURVES = ("deletion", "insertion")
@@ -92,3 +93,53 @@ def _ranks(values: np.ndarray) -> np.ndarray:
     _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
     sums = np.bincount(inverse, weights=ranks)
     return sums[inverse] / counts[inverse]
+
+
+EVALUATIONS = ("deletion", "insertion", "sanity")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The scores a request asked for: its curves by kind, and the sanity check's rank correlation
+    with the same method on the untrained model (None when not asked)."""
+
+    curves: dict[str, Curve]
+    sanity: float | None = None
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    """Which scores to compute on a map (`evaluate=deletion,insertion,sanity`) and the curves' points."""
+
+    asked: tuple[str, ...] = ()
+    steps: int = 16
+
+    def __post_init__(self) -> None:
+        unknown = [kind for kind in self.asked if kind not in EVALUATIONS]
+        if unknown:
+            raise InvalidInput(f"unknown evaluation {unknown[0]!r}", valid_evaluations=list(EVALUATIONS))
+
+    @property
+    def sanity(self) -> bool:
+        return "sanity" in self.asked
+
+    def run(
+        self,
+        forward: ForwardFn,
+        image: np.ndarray,
+        target: int,
+        attributions: np.ndarray,
+        untrained_map: Callable[[], np.ndarray] | None,
+        rows_per_chunk: int,
+    ) -> Evaluation | None:
+        """`untrained_map()`: the same method's map on the untrained model, for the sanity check."""
+        if not self.asked:
+            return None
+        baseline = np.zeros_like(image)
+        curves = {
+            kind: curve(forward, image, baseline, attributions, target, kind, self.steps, rows_per_chunk)
+            for kind in CURVES
+            if kind in self.asked
+        }
+        sanity = spearman(attributions, untrained_map()) if self.sanity and untrained_map is not None else None
+        return Evaluation(curves, sanity)

@@ -35,6 +35,8 @@ class Explanation:
     regions: np.ndarray | None = None  # XRAI: int (H, W), each pixel's region by rank, 1 = most important
     # What one value of the map is, in words, where it is not an attribution (occlusion: a fall in p).
     values: str = ""
+    # A method's own result beside the map (integrated gradients: completeness, steps, baseline).
+    extra: Any = None
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from pydantic import Field
 from skimage.transform import resize
 
 from mindscope.engine.explain.explanation import NO_SMOOTHING, Explanation, Smoothing, smoothed
+from mindscope.engine.explain.method import Context, Method, MethodParams, ModelPort
 from mindscope.engine.work import current_work
 
 # (images (N, H, W, C), targets (N,)) -> (the layer's activations (N, h, w, c), d F[target] / d them, F (N, K))
@@ -46,3 +48,39 @@ def grad_cam(
         return np.stack(maps), len(images), 0
 
     return smoothed("grad-cam", image, target, smoothing, batched, {"layer": layer})
+
+
+class GradCamParams(MethodParams):
+    layer: str | None = Field(
+        None, max_length=200, description="a layer of the model with a spatial output; default: the last one"
+    )
+
+
+class GradCam(Method):
+    name = "grad-cam"
+    title = "Grad-CAM"
+    summary = "Grad-CAM: a layer's channels weighted by their mean gradient, kept where positive, upsampled"
+    Params = GradCamParams
+    sign = "positive"
+    signed = False
+
+    def layer_name(self, port: ModelPort, params: GradCamParams) -> str:
+        """The layer asked for, or the outer model's last layer with a spatial output."""
+        if params.layer is not None:
+            return port.layer(params.layer).name
+        return [info.name for info in port.layers if "/" not in info.name][-1]
+
+    def check(self, port: ModelPort, params: MethodParams, context: Context) -> None:
+        assert isinstance(params, GradCamParams)
+        port.layer_gradients(self.layer_name(port, params), context.score)  # a nested layer is refused here
+
+    def rows(self, port: ModelPort, params: MethodParams, context: Context) -> int:
+        return 1
+
+    def run(
+        self, port: ModelPort, image: np.ndarray, target: int, params: MethodParams, context: Context
+    ) -> Explanation:
+        assert isinstance(params, GradCamParams)
+        layer = self.layer_name(port, params)
+        gradients = port.layer_gradients(layer, context.score)
+        return grad_cam(gradients, layer, image, target, context.smoothing, context.caps.rows_per_chunk)

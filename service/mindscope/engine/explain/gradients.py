@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from mindscope.engine.explain.explanation import NO_SMOOTHING, Explanation, Smoothing, smoothed
+from mindscope.engine.explain.method import Context, Method, MethodParams, ModelPort
 from mindscope.engine.explain.rows import GradientFn, gradient_rows, slices
 
 
@@ -25,3 +26,33 @@ def vanilla_gradients(
 
     name = "gradient-x-input" if times_input else "vanilla-gradients"
     return smoothed(name, image, target, smoothing, batched)
+
+
+class VanillaGradients(Method):
+    name = "vanilla-gradients"
+    title = "Vanilla gradients"
+    summary = "Vanilla gradients: d score / d pixel (SmoothGrad: samples)"
+    Params = MethodParams
+    sign = "absolute"
+
+    def rows(self, port: ModelPort, params: MethodParams, context: Context) -> int:
+        return 1
+
+    def run(
+        self, port: ModelPort, image: np.ndarray, target: int, params: MethodParams, context: Context
+    ) -> Explanation:
+        gradient_fn = port.gradients_for(context.score)
+        return vanilla_gradients(gradient_fn, image, target, context.smoothing, context.caps.rows_per_chunk)
+
+
+class GradientXInput(VanillaGradients):
+    name = "gradient-x-input"
+    title = "Gradient x input"
+    summary = "Gradient x input: each pixel's gradient times its value"
+    sign = "all"
+
+    def run(
+        self, port: ModelPort, image: np.ndarray, target: int, params: MethodParams, context: Context
+    ) -> Explanation:
+        gradient_fn = port.gradients_for(context.score)
+        return vanilla_gradients(gradient_fn, image, target, context.smoothing, context.caps.rows_per_chunk, True)

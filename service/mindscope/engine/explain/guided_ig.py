@@ -12,10 +12,14 @@ SmoothGrad copies walk their paths in step, one gradient row each per step, in o
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from mindscope.engine.explain.explanation import NO_SMOOTHING, Explanation, Smoothing, smoothed
+from mindscope.engine.explain.integrated_gradients import make_baseline
+from mindscope.engine.explain.method import Context, Method, MethodParams, ModelPort, steps_field
 from mindscope.engine.explain.rows import GradientFn, gradient_rows, slices
 
 EPSILON = 1e-9
@@ -93,3 +97,45 @@ def guided_integrated_gradients(
 
     details = {"steps": steps, "fraction": fraction, "max_dist": max_dist}
     return smoothed("guided-ig", image, target, smoothing, batched, details)
+
+
+class GuidedIGParams(MethodParams):
+    steps: int | None = steps_field(200)
+    fraction: float = Field(0.25, gt=0, le=1, description="share of features moved at a time")
+    max_dist: float = Field(
+        0.02, ge=0, le=1, description="how far (fraction of the way) a feature may stray from the straight line"
+    )
+    baseline: Literal["black", "white", "blur", "uniform-noise"] = "black"
+
+
+class GuidedIG(Method):
+    name = "guided-ig"
+    title = "Guided integrated gradients"
+    summary = (
+        "Guided integrated gradients: along a path that moves the least important pixels first "
+        "(Kapishnikov et al. 2021)"
+    )
+    Params = GuidedIGParams
+
+    def what_rows(self) -> str:
+        return "samples x steps"
+
+    def rows(self, port: ModelPort, params: MethodParams, context: Context) -> int:
+        assert isinstance(params, GuidedIGParams)
+        return context.caps.steps(params.steps, 200)
+
+    def run(
+        self, port: ModelPort, image: np.ndarray, target: int, params: MethodParams, context: Context
+    ) -> Explanation:
+        assert isinstance(params, GuidedIGParams)
+        return guided_integrated_gradients(
+            port.gradients_for(context.score),
+            image,
+            target,
+            make_baseline(params.baseline, image),
+            context.caps.steps(params.steps, 200),
+            params.fraction,
+            params.max_dist,
+            context.smoothing,
+            context.caps.rows_per_chunk,
+        )

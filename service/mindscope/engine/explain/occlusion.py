@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from pydantic import Field
 
 from mindscope.engine.explain.explanation import Explanation
+from mindscope.engine.explain.method import Context, Method, MethodParams, ModelPort, within
 from mindscope.engine.work import current_work
 
 ForwardFn = Callable[[np.ndarray], np.ndarray]  # images (N, H, W, C) -> probabilities (N, K)
@@ -62,3 +64,39 @@ def occlusion(
     return Explanation(
         "occlusion", target, mean[..., None].astype(np.float32), 0, len(corners) + 1, details, values=values
     )
+
+
+class OcclusionParams(MethodParams):
+    size: int = Field(4, ge=1, description="the patch's height and width in pixels")
+    stride: int = Field(1, ge=1, description="pixels between patches (1: every position, as PAIR)")
+    value: float = Field(0.0, ge=0, le=1, description="the patch's pixel value, 0 (black) to 1 (white)")
+
+
+class Occlusion(Method):
+    name = "occlusion"
+    title = "Occlusion"
+    summary = "Occlusion: how much the target's probability falls when a patch covers each pixel"
+    Params = OcclusionParams
+    smooths = False
+    signed = False
+    scores = ("probability",)
+
+    def what_rows(self) -> str:
+        return "patches"
+
+    def check(self, port: ModelPort, params: MethodParams, context: Context) -> None:
+        assert isinstance(params, OcclusionParams)
+        height, width, _ = port.input_shape
+        within("size", params.size, 1, min(height, width), "the model's input size")
+
+    def rows(self, port: ModelPort, params: MethodParams, context: Context) -> int:
+        assert isinstance(params, OcclusionParams)
+        height, width, _ = port.input_shape
+        return len(windows(height, width, params.size, params.stride))
+
+    def run(
+        self, port: ModelPort, image: np.ndarray, target: int, params: MethodParams, context: Context
+    ) -> Explanation:
+        assert isinstance(params, OcclusionParams)
+        chunk = context.caps.rows_per_chunk
+        return occlusion(port.predict, image, target, params.size, params.stride, params.value, chunk)

@@ -15,13 +15,15 @@
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
 from skimage import segmentation
 from skimage.morphology import dilation, disk
 from skimage.transform import resize
 
 from mindscope.engine.explain.explanation import Explanation
+from mindscope.engine.explain.integrated_gradients import attribute
+from mindscope.engine.explain.method import Context, Method, MethodParams, ModelPort, steps_field
 from mindscope.engine.explain.rows import GradientFn
-from mindscope.engine.integrated_gradients import attribute
 
 SCALES = (50, 100, 150, 250, 500, 1200)
 SIGMA = 0.8
@@ -105,3 +107,32 @@ def xrai(
     details = {"steps": steps, "baselines": "black and white", "regions": int(ranks.max())}
     evaluations = sum(m.gradient_evaluations for m in maps)
     return Explanation("xrai", target, gains[..., None].astype(np.float32), evaluations, 0, details, ranks)
+
+
+class XraiParams(MethodParams):
+    steps: int | None = steps_field(32)
+    min_pixel_diff: int = Field(50, ge=1, le=10_000, description="a region must add at least this many new pixels")
+
+
+class Xrai(Method):
+    name = "xrai"
+    title = "XRAI regions"
+    summary = "XRAI: integrated gradients (black and white baselines) gathered over image regions, ranked"
+    Params = XraiParams
+    smooths = False
+    signed = False
+
+    def what_rows(self) -> str:
+        return "2 baselines x steps"
+
+    def rows(self, port: ModelPort, params: MethodParams, context: Context) -> int:
+        assert isinstance(params, XraiParams)
+        return 2 * context.caps.steps(params.steps, 32)
+
+    def run(
+        self, port: ModelPort, image: np.ndarray, target: int, params: MethodParams, context: Context
+    ) -> Explanation:
+        assert isinstance(params, XraiParams)
+        steps = context.caps.steps(params.steps, 32)
+        gradient_fn = port.gradients_for(context.score)
+        return xrai(gradient_fn, image, target, steps, params.min_pixel_diff, context.caps.rows_per_chunk)
