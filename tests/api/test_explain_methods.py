@@ -14,6 +14,7 @@ METHODS = {
     "blur-ig": ("steps=16&max_sigma=6", (32, 32, 3), 16, 0),
     "guided-ig": ("steps=16", (32, 32, 3), 16, 0),
     "xrai": ("steps=8", (32, 32, 1), 2 * (8 + 2), 0),  # two paths, each with its two ends
+    "shap": ("max_evals=64", (32, 32, 3), 0, 64),
 }
 
 
@@ -270,3 +271,32 @@ def test_occlusion_values_are_the_mean_fall_in_probability_computed_by_hand(clie
             covering[r : r + 8, c : c + 8] += 1
     np.testing.assert_allclose(array_of(body["attributions"])[..., 0], falls / covering, atol=2e-5)
     assert np.abs(array_of(body["attributions"])).max() <= 1  # probability units
+
+
+def test_shap_over_http_equals_the_shap_library_on_the_keras_model(client, sample_jpeg, committed_store):
+    """Independent of the service: shap's own PartitionExplainer on the Keras model loaded here."""
+    import io
+
+    import keras
+    import shap
+    from PIL import Image
+
+    query = "max_evals=200&masker=constant&value=0.5&batch_size=10&target=cat"
+    body = client.post(f"/explain/shap?{query}", content=sample_jpeg, headers=JPEG).json()
+    model = keras.saving.load_model(committed_store.entry_dir(committed_store.resolve()) / "model.keras")
+    image = np.asarray(Image.open(io.BytesIO(sample_jpeg)).convert("RGB"), np.float32) / 255
+    explainer = shap.PartitionExplainer(
+        lambda x: np.asarray(model(np.asarray(x, np.float32), training=False)), shap.maskers.Image(0.5, image.shape)
+    )
+    theirs = explainer(image[None], max_evals=200, batch_size=10, outputs=[3], silent=True).values[0][..., 0]
+    ours = array_of(body["attributions"])
+    assert np.corrcoef(ours.ravel(), theirs.ravel())[0, 1] > 0.999
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    # Shapley efficiency, checked in the answer as integrated gradients check completeness.
+    efficiency = body["parameters"]["efficiency"]
+    change = efficiency["output_at_input"] - efficiency["output_masked"]
+    assert efficiency["attribution_sum"] == pytest.approx(change, abs=1e-6) and efficiency["delta"] < 1e-6
+    assert body["evaluations"] == {"gradient": 0, "forward": 200 + 1}  # max_evals, and the prediction
+    assert body["parameters"]["masker"] == "constant" and body["parameters"]["value"] == 0.5
+    blurred = client.post("/explain/shap?max_evals=64", content=sample_jpeg, headers=JPEG).json()
+    assert blurred["parameters"]["masker"] == "blur" and blurred["parameters"]["kernel"] == 8

@@ -20,6 +20,7 @@ LISTS = {
     ("post", "/explain/blur-ig"): ("evaluate", ["deletion", "insertion"], CHEAP),
     ("post", "/explain/guided-ig"): ("evaluate", ["deletion", "insertion"], CHEAP),
     ("post", "/explain/xrai"): ("evaluate", ["deletion", "insertion"], CHEAP),
+    ("post", "/explain/shap"): ("evaluate", ["deletion", "insertion"], {"max_evals": "16"}),
 }
 
 

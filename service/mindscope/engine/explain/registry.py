@@ -11,6 +11,7 @@ from mindscope.engine.explain.guided_ig import GuidedIG
 from mindscope.engine.explain.integrated_gradients import IntegratedGradients
 from mindscope.engine.explain.method import Method
 from mindscope.engine.explain.occlusion import Occlusion
+from mindscope.engine.explain.partition_shap import PartitionShap
 from mindscope.engine.explain.xrai import Xrai
 from mindscope.errors import UnknownMethod
 
@@ -23,6 +24,7 @@ METHODS: tuple[Method, ...] = (
     BlurIG(),
     GuidedIG(),
     Xrai(),
+    PartitionShap(),
 )
 BY_NAME = {method.name: method for method in METHODS}
 
