@@ -3,10 +3,12 @@ gradient of the target's score at the image, alone or times the image."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from mindscope.engine.explain.explanation import NO_SMOOTHING, Explanation, Smoothing, smoothed
-from mindscope.engine.explain.method import Context, Method, MethodParams, ModelPort
+from mindscope.engine.explain.method import Context, Method, MethodParams, ModelPort, Sign
 from mindscope.engine.explain.rows import GradientFn, gradient_rows, slices
 
 
@@ -33,7 +35,7 @@ class VanillaGradients(Method):
     title = "Vanilla gradients"
     summary = "Vanilla gradients: d score / d pixel (SmoothGrad: samples)"
     Params = MethodParams
-    sign = "absolute"
+    sign: ClassVar[Sign] = "absolute"
 
     def rows(self, port: ModelPort, params: MethodParams, context: Context) -> int:
         return 1
@@ -49,7 +51,7 @@ class GradientXInput(VanillaGradients):
     name = "gradient-x-input"
     title = "Gradient x input"
     summary = "Gradient x input: each pixel's gradient times its value"
-    sign = "all"
+    sign: ClassVar[Sign] = "all"
 
     def run(
         self, port: ModelPort, image: np.ndarray, target: int, params: MethodParams, context: Context

@@ -13,6 +13,7 @@ caps, SmoothGrad and the trust scores; front ends never call a method any other 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
 
@@ -26,7 +27,7 @@ from mindscope.errors import InvalidInput
 if TYPE_CHECKING:
     from mindscope.config import Settings
     from mindscope.engine.explain.grad_cam import LayerGradientFn
-    from mindscope.engine.layer_paths import LayerInfo
+    from mindscope.engine.loaded_model import LayerInfo
 
 Score = Literal["probability", "logit"]
 BaseModelT = TypeVar("BaseModelT", bound=BaseModel)
@@ -41,7 +42,7 @@ class ModelPort(Protocol):
     def input_shape(self) -> tuple[int, int, int]: ...
 
     @property
-    def layers(self) -> list[LayerInfo]: ...
+    def layers(self) -> Sequence[LayerInfo]: ...
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """float32 (N, H, W, C) -> probabilities (N, K), through the forward batcher."""

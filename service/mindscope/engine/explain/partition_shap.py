@@ -85,9 +85,7 @@ def partition(shape: tuple[int, int, int]) -> Partition:
 def box_blur(image: np.ndarray, kernel: int) -> np.ndarray:
     """OpenCV's `cv2.blur(image, (kernel, kernel))`: the mean over a kernel x kernel box per channel,
     edges reflected without repeating the edge pixel (BORDER_REFLECT_101)."""
-    return ndimage.uniform_filter(image.astype(np.float64), size=(kernel, kernel, 1), mode="mirror").astype(
-        image.dtype
-    )
+    return ndimage.uniform_filter(image.astype(np.float64), size=(kernel, kernel, 1), mode="mirror").astype(image.dtype)
 
 
 @dataclass(frozen=True)
@@ -133,7 +131,8 @@ def owen_values(
             for _, _, _, low, high, node, weight in queue:
                 dvalues[node] += (high - low) * weight
             break
-        splits, contexts = [], []
+        splits: list[tuple[tuple[int, ...], float, float, int, int, float]] = []
+        contexts: list[tuple[int, ...]] = []
         while queue and len(contexts) < batch_size and evaluations + len(contexts) < budget:
             _, _, context, low, high, node, weight = heapq.heappop(queue)
             if node < features:
@@ -181,7 +180,10 @@ class PartitionShapParams(MethodParams):
     )
     value: float = Field(0.5, ge=0, le=1, description="constant: the hidden pixels' value, 0 (black) to 1 (white)")
     batch_size: int = Field(
-        64, ge=2, le=1024, description="masked images evaluated together (shap's batch_size: it sets the order of splits)"
+        64,
+        ge=2,
+        le=1024,
+        description="masked images evaluated together (shap's batch_size: it sets the order of splits)",
     )
 
 
