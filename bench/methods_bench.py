@@ -222,6 +222,59 @@ def equal_accuracy(loaded, image: np.ndarray, target: int) -> list[str]:
     return lines
 
 
+SHAP_SECTION = "## SHAP against the shap library"
+
+
+def shap_rows(loaded, image: np.ndarray, target: int, repeats: int) -> list[str]:
+    """Owen values, ours against shap's PartitionExplainer with an image masker: the same model
+    (shap's model function is a compiled forward pass on whole batches, its best configuration; ours
+    goes through the served model's forward batcher, as a request does), image, masker, max_evals and
+    batch_size, timed in alternation. Rows are what each side's model function was given."""
+    import shap
+    from mindscope.engine.explain.partition_shap import box_blur, owen_values
+
+    keras_model = loaded.model
+    forward = tf.function(lambda x: keras_model(x, training=False), reduce_retracing=True)
+    counted: list[int] = []
+
+    def theirs_model(x: np.ndarray) -> np.ndarray:
+        counted.append(len(x))
+        return forward(tf.constant(np.asarray(x, np.float32))).numpy()
+
+    def ours_model(x: np.ndarray) -> np.ndarray:
+        counted.append(len(x))
+        return loaded.predict(x)
+
+    lines = []
+    for masker, hidden, evals, batch in (
+        (0.5, np.full_like(image, 0.5), 500, 64),
+        ("blur(8,8)", box_blur(image, 8), 500, 64),
+        ("blur(8,8)", box_blur(image, 8), 2000, 64),
+    ):
+        explainer = shap.PartitionExplainer(theirs_model, shap.maskers.Image(masker, image.shape))
+
+        def ours(hidden=hidden, evals=evals, batch=batch):
+            return owen_values(ours_model, image, hidden, target, evals, batch)
+
+        def theirs(explainer=explainer, evals=evals, batch=batch):
+            return explainer(image[None], max_evals=evals, batch_size=batch, outputs=[target], silent=True)
+
+        counted.clear()
+        ours()
+        our_rows = sum(counted)
+        counted.clear()
+        theirs()
+        their_rows = sum(counted)
+        our_ms, their_ms = paired_ms(ours, theirs, repeats)
+        line = (
+            f"| {masker} | {evals} | {batch} | {our_rows} | {their_rows} | {our_ms:.1f} | {their_ms:.1f} "
+            f"| {their_ms / our_ms:.2f}x |"
+        )
+        print(line, flush=True)
+        lines.append(line)
+    return lines
+
+
 def smoothgrad_served(store: Path, image: bytes, seconds: float) -> list[str]:
     server = start_server(store, Path("/tmp") / "mindscope-methods-bench.log")
     url = f"{server.base}/explain/vanilla-gradients?samples=25&smooth=square"
@@ -248,6 +301,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=20, help="rough length of each SmoothGrad load")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
+    parser.add_argument("--only-shap", action="store_true", help="only the SHAP section")
     args = parser.parse_args()
     store = ModelStore(args.store)
     ref = store.resolve()
@@ -258,6 +312,30 @@ def main() -> None:
     image = np.asarray(Image.open(IMAGE).convert("RGB"), np.float32) / 255.0
     target = int(np.argmax(loaded.predict(image[None])[0]))
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    shap_table = shap_rows(loaded, image, target, args.repeats)
+    write_section(
+        args.out,
+        "\n".join(
+            [
+                SHAP_SECTION,
+                "",
+                f"`python bench/methods_bench.py` ({started}), model {ref.label}, one CIFAR-10 image, its predicted",
+                "class: Owen values over shap's image partition, ours (`engine/explain/partition_shap.py`,",
+                "through the served model's forward batcher) and shap's `PartitionExplainer` with",
+                "`shap.maskers.Image` (its model function a compiled forward pass on whole batches), the same",
+                "masker, max_evals and batch_size; calls alternate, medians of each side. Both give the same",
+                "values (tests/engine/test_partition_shap.py); rows are the images each side's model was given.",
+                "",
+                "| masker | max_evals | batch_size | mindscope rows | shap rows | mindscope ms | shap ms "
+                "| mindscope faster by |",
+                "|---|---|---|---|---|---|---|---|",
+                *shap_table,
+            ]
+        ),
+    )
+    if args.only_shap:
+        loaded.close()
+        return
     table = []
     for method, work, count, ours, theirs in rows(loaded, image, target):
         our_ms, their_ms = paired_ms(ours, theirs, args.repeats)
