@@ -7,11 +7,9 @@ written here, for occlusion the model's forward pass. What is compared is each m
 arithmetic: the maps must correlate at 0.99 or more (Pearson, over every value of the map).
 """
 
-import keras
 import numpy as np
 import pytest
 import saliency.core as saliency
-import tensorflow as tf
 from mindscope.engine.explain.blur_ig import blur, blur_integrated_gradients
 from mindscope.engine.explain.explanation import Smoothing
 from mindscope.engine.explain.grad_cam import grad_cam
@@ -21,7 +19,7 @@ from mindscope.engine.explain.integrated_gradients import attribute
 from mindscope.engine.explain.occlusion import occlusion
 from scipy import ndimage
 
-TARGET_KEY = "target"
+from ..reference import TARGET_KEY, NumpyTwoQuantile, keras_call_model_function
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -36,30 +34,8 @@ def case(committed_model, validation_sample):
 
 
 def pair_model(loaded):
-    """PAIR's call_model_function over the served model's gradient and forward functions, and a
-    Grad-CAM tape of this test's own."""
-    model = loaded.model
-    split = keras.Model(model.input, [model.get_layer("conv9").output, model.output])
-
-    def call(batch, call_model_args=None, expected_keys=None):
-        target = call_model_args[TARGET_KEY]
-        batch = np.asarray(batch, np.float32)
-        targets = np.full(len(batch), target, np.int32)
-        if saliency.base.INPUT_OUTPUT_GRADIENTS in expected_keys:
-            grads, _ = loaded.gradients_now(batch, targets)
-            return {saliency.base.INPUT_OUTPUT_GRADIENTS: grads}
-        if saliency.base.OUTPUT_LAYER_VALUES in expected_keys:
-            return {saliency.base.OUTPUT_LAYER_VALUES: loaded.predict_now(batch)[0][:, target]}
-        images = tf.constant(batch)
-        with tf.GradientTape() as tape:
-            conv, probabilities = split(images, training=False)
-            score = probabilities[:, target]
-        return {
-            saliency.base.CONVOLUTION_LAYER_VALUES: conv.numpy(),
-            saliency.base.CONVOLUTION_OUTPUT_GRADIENTS: tape.gradient(score, conv).numpy(),
-        }
-
-    return call
+    """PAIR's call_model_function over the same Keras model, by this test's own tape (tests/reference.py)."""
+    return keras_call_model_function(loaded.model)
 
 
 def test_vanilla_gradients_match(case):
@@ -97,18 +73,6 @@ def test_blur_is_scipys_gaussian_filter(sigma, shape):
     image = np.random.default_rng(0).uniform(size=shape).astype(np.float32)
     expected = ndimage.gaussian_filter(image, sigma=[sigma, sigma, 0], mode="constant")
     np.testing.assert_allclose(blur(image, sigma), expected, rtol=0, atol=2e-7)
-
-
-class NumpyTwoQuantile:
-    """numpy for saliency 0.2.1's guided_ig module, which calls np.quantile(..., interpolation=),
-    an argument NumPy 2 removed (it is `method=` now); everything else is numpy itself."""
-
-    def __getattr__(self, name):
-        return getattr(np, name)
-
-    @staticmethod
-    def quantile(values, q, interpolation="linear", **kwargs):
-        return np.quantile(values, q, method=interpolation, **kwargs)
 
 
 def test_guided_ig_matches(case, monkeypatch):
