@@ -19,6 +19,7 @@ from starlette.datastructures import Headers
 
 from mindscope.api.codecs import DecodedRequest, read_images
 from mindscope.config import Settings
+from mindscope.engine.explain.method import within
 from mindscope.engine.loaded_model import LoadedModel
 from mindscope.engine.registry import ModelRegistry
 from mindscope.errors import InvalidInput, ModelNotReady, Unauthorized
@@ -98,18 +99,8 @@ FormatQuery = Annotated[
 ]
 
 
-def settings_cap(name: str, value: int, minimum: int, maximum: int, setting: str, unit: str = "") -> int:
-    """`value` if it lies within [minimum, maximum], the cap being a Setting; else 422 saying both."""
-    if minimum <= value <= maximum:
-        return value
-    counted = f"{value} {unit}".strip()
-    raise InvalidInput(
-        f"{name} must be between {minimum} and {maximum} {unit}".rstrip()
-        + f" (this server's cap, {setting}); got {counted}",
-        parameter=name,
-        minimum=minimum,
-        maximum=maximum,
-    )
+# A value within [minimum, maximum], the cap being a Setting; else 422 saying both (the engine's rule).
+settings_cap = within
 
 
 _QUERY_NAMES: dict[int, frozenset[str]] = {}
