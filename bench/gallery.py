@@ -28,7 +28,11 @@ PICTURES = (
     ("animation.gif", "POST", "/activations/animation"),
     ("integrated-gradients.png", "POST", "/explain/integrated-gradients?format=png&steps=64"),
     ("interior-gradients.png", "POST", "/explain/interior-gradients?format=png"),
-    ("integrated-gradients-trust.png", "POST", "/explain/integrated-gradients?format=png&steps=64&evaluate=deletion,insertion,sanity"),
+    (
+        "integrated-gradients-trust.png",
+        "POST",
+        "/explain/integrated-gradients?format=png&steps=64&evaluate=deletion,insertion,sanity",
+    ),
     ("occlusion.png", "POST", "/explain/occlusion?format=png"),
     ("grad-cam.png", "POST", "/explain/grad-cam?format=png"),
     ("weight-histograms.png", "GET", "/weights/histogram?format=png"),

@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 
 import uvicorn
-from mindscope.api.codecs import decode_raw_body
 from mindscope.api.routes.predict import answer_prediction
 from mindscope.app import create_app
 from mindscope.config import Settings
+from mindscope.dataplane.decoding import DecodeLimits, decode_raw_body
 from mindscope.engine.loaded_model import LoadedModel
 from mindscope.engine.registry import ModelRegistry
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -37,7 +37,7 @@ def minimal_app(loaded: LoadedModel, max_pixels: int) -> ASGIApp:
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
             await send({"type": "http.response.body", "body": b""})
             return
-        decoded = await decode_raw_body(body, max_pixels)
+        decoded = await decode_raw_body(body, DecodeLimits(loaded.input_shape, max_pixels))
         await (await answer_prediction(loaded, decoded, png=False))(scope, receive, send)
 
     return app

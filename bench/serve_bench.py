@@ -240,7 +240,7 @@ def main() -> None:
     loaded = ModelRegistry(ModelStore(args.store)).get()
     body = args.image.read_bytes()
     with Image.open(args.image) as picture:
-        image = scale_to_unit(to_rgb_array(picture))
+        image = scale_to_unit(to_rgb_array(picture, (32, 32)))
     lines = [f"# Benchmarks\n\nModel {loaded.ref.label}, {os.cpu_count()} CPUs, one run of `make bench`.\n"]
 
     # In process: the compiled forward at several batch sizes.

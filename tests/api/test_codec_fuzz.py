@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mindscope.api.codecs import decode_array, decode_image_bytes, decode_jpeg, finish_decode, open_image
+from mindscope.dataplane.decoding import (
+    DecodeLimits,
+    decode_array,
+    decode_image_bytes,
+    decode_jpeg,
+    finish_decode,
+    open_image,
+)
 from mindscope.engine.images import scale_to_unit
 from mindscope.errors import (
     InvalidImage,
@@ -20,6 +27,8 @@ from mindscope.errors import (
 from PIL import Image
 
 MAX_PIXELS = 512 * 512
+SHAPE = (32, 32, 3)  # the committed model's input
+LIMITS = DecodeLimits(SHAPE, MAX_PIXELS)
 PNG_HEAD = b"\x89PNG\r\n\x1a\n"
 
 
@@ -27,7 +36,7 @@ PNG_HEAD = b"\x89PNG\r\n\x1a\n"
 @given(st.binary(max_size=2048) | st.binary(max_size=512).map(lambda tail: PNG_HEAD + tail))
 def test_arbitrary_bytes_never_escape_as_unexpected_errors(data):
     try:
-        decoded = decode_image_bytes(data, MAX_PIXELS)
+        decoded = decode_image_bytes(data, LIMITS)
     except MindscopeError as error:
         assert isinstance(error, InvalidImage | UnsupportedMediaType | PayloadTooLarge | NoImage)
     else:
@@ -62,7 +71,7 @@ def test_every_mode_and_size_decodes_to_the_model_input(case):
     if cut is not None:
         data = data[: max(1, int(len(data) * cut))]
     try:
-        decoded = decode_image_bytes(data, MAX_PIXELS)
+        decoded = decode_image_bytes(data, LIMITS)
     except InvalidImage:
         assert cut is not None  # only a truncated file may fail
         return
@@ -88,9 +97,9 @@ def test_jpeg_fast_path_gives_pillows_pixels(mode, width, height, quality, subsa
         buffer, format="JPEG", quality=quality, subsampling=subsampling, progressive=progressive
     )
     data = buffer.getvalue()
-    fast = decode_jpeg(data, MAX_PIXELS)
+    fast = decode_jpeg(data, MAX_PIXELS, SHAPE)
     assert fast is not None
-    by_pillow = finish_decode(open_image(data, MAX_PIXELS))
+    by_pillow = finish_decode(open_image(data, MAX_PIXELS), LIMITS)
     assert np.array_equal(fast.pixels, by_pillow.pixels)
     assert fast.info == by_pillow.info
 
@@ -98,20 +107,20 @@ def test_jpeg_fast_path_gives_pillows_pixels(mode, width, height, quality, subsa
 def test_training_and_serving_decode_cifar_jpegs_to_the_same_pixels(validation_sample):
     images, _, paths = validation_sample  # decoded as training decodes its data
     for image, path in zip(images, paths, strict=True):
-        assert np.array_equal(decode_image_bytes(path.read_bytes(), MAX_PIXELS).pixels, scale_to_unit(image))
+        assert np.array_equal(decode_image_bytes(path.read_bytes(), LIMITS).pixels, scale_to_unit(image))
 
 
 def test_jpegs_the_fast_path_leaves_alone_still_decode():
     cmyk = io.BytesIO()
     Image.new("CMYK", (40, 30), (0, 255, 0, 0)).save(cmyk, format="JPEG")
-    assert decode_jpeg(cmyk.getvalue(), MAX_PIXELS) is None
-    decoded = decode_image_bytes(cmyk.getvalue(), MAX_PIXELS)
+    assert decode_jpeg(cmyk.getvalue(), MAX_PIXELS, SHAPE) is None
+    decoded = decode_image_bytes(cmyk.getvalue(), LIMITS)
     assert decoded.info.mode == "CMYK" and decoded.pixels.shape == (32, 32, 3)
     large = io.BytesIO()
     Image.new("RGB", (600, 600)).save(large, format="JPEG")
-    assert decode_jpeg(large.getvalue(), MAX_PIXELS) is None  # over the cap: Pillow's 413 answers it
+    assert decode_jpeg(large.getvalue(), MAX_PIXELS, SHAPE) is None  # over the cap: Pillow's 413 answers it
     with pytest.raises(PayloadTooLarge) as refused:
-        decode_image_bytes(large.getvalue(), MAX_PIXELS)
+        decode_image_bytes(large.getvalue(), LIMITS)
     assert refused.value.details["max_pixels"] == MAX_PIXELS
 
 
@@ -125,7 +134,7 @@ def test_jpegs_the_fast_path_leaves_alone_still_decode():
 )
 def test_arbitrary_json_arrays_are_input_errors(value):
     try:
-        decode_array(value, "0-255")
+        decode_array(value, "0-255", SHAPE)
     except InvalidInput:
         return
     raise AssertionError("only a finite (32, 32, 3) array in range decodes")

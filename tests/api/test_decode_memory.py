@@ -6,8 +6,8 @@ import threading
 
 import numpy as np
 import pytest
-from mindscope.api.codecs import decode_bytes, decode_image_bytes, finish_decode, open_image
-from mindscope.api.limits import DecodeBudget
+from mindscope.dataplane.budget import DecodeBudget
+from mindscope.dataplane.decoding import DecodeLimits, decode_bytes, decode_image_bytes, finish_decode, open_image
 from mindscope.engine.images import to_rgb_array
 from mindscope.errors import Overloaded
 from PIL import Image
@@ -69,12 +69,12 @@ def _photo(size: int) -> bytes:
 def test_a_large_jpeg_decodes_reduced_to_nearly_the_same_input():
     data = _photo(4096)
     budget = DecodeBudget(10**9, release_memory=lambda: None)
-    decoded = finish_decode(open_image(data, MAX_PIXELS), budget)
+    decoded = finish_decode(open_image(data, MAX_PIXELS), DecodeLimits((32, 32, 3), MAX_PIXELS, budget=budget))
     # libjpeg decoded it at 1/8 per side: 512x512, 1 MiB reserved instead of 64 MiB.
     assert budget.peak == decode_bytes((512, 512), "RGB")
     assert (decoded.info.width, decoded.info.height) == (4096, 4096)
     with Image.open(io.BytesIO(data)) as full:
-        reference = to_rgb_array(full) / 255.0
+        reference = to_rgb_array(full, (32, 32)) / 255.0
     assert np.abs(decoded.pixels - reference).max() < 3 / 255
 
 
@@ -82,8 +82,8 @@ def test_small_and_mid_sized_jpegs_are_not_reduced():
     for size in (32, 255):
         data = _photo(size)
         with Image.open(io.BytesIO(data)) as full:
-            reference = to_rgb_array(full) / 255.0
-        assert np.abs(decode_image_bytes(data, MAX_PIXELS).pixels - reference).max() < 1e-6
+            reference = to_rgb_array(full, (32, 32)) / 255.0
+        assert np.abs(decode_image_bytes(data, DecodeLimits((32, 32, 3), MAX_PIXELS)).pixels - reference).max() < 1e-6
 
 
 def test_the_event_loop_waits_for_room_without_a_thread():

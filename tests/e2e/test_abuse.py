@@ -12,8 +12,8 @@ import threading
 
 import httpx
 import pytest
-from mindscope.api.codecs import decode_bytes
 from mindscope.config import Settings
+from mindscope.dataplane.decoding import decode_bytes
 from PIL import Image
 
 from ..api.helpers import assert_error

@@ -12,6 +12,8 @@
 import contextlib
 import io
 import json
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import httpx
@@ -23,7 +25,7 @@ from mindscope.config import Settings
 from PIL import Image
 
 from ..api.helpers import array_of, assert_error
-from ..servers import InProcessServer
+from ..servers import InProcessServer, free_port
 
 
 @dataclass
@@ -169,7 +171,9 @@ def served(cases, tmp_path_factory):
         assert done.returncode == 0, done.stderr
         assert f"wrote {store / case.name / '1'}" in done.stdout
         assert ("logits" in done.stdout) == case.logits
-    with InProcessServer(Settings(model_store_dir=store, default_model="digits")) as server:
+    settings = Settings(model_store_dir=store, default_model="digits", grpc_port=free_port())
+    with InProcessServer(settings) as server:
+        server.grpc_address = f"127.0.0.1:{settings.grpc_port}"
         yield server
 
 
@@ -197,10 +201,10 @@ def probabilities(case: Case, pixels: np.ndarray) -> np.ndarray:
 def test_every_endpoint_serves_each_imported_model(served, cases):
     with httpx.Client(base_url=served.base_url, timeout=600) as http:
         for case in cases:
-            check_every_endpoint(http, case)
+            check_every_endpoint(http, served.grpc_address, case)
 
 
-def check_every_endpoint(http: httpx.Client, case: Case) -> None:
+def check_every_endpoint(http: httpx.Client, grpc_address: str, case: Case) -> None:
     shape = tuple(case.model.inputs[0].shape[1:])
     query = f"model={case.name}"
     detail = http.get(f"/models/{case.name}").json()
@@ -254,7 +258,7 @@ def check_every_endpoint(http: httpx.Client, case: Case) -> None:
     assert completeness["relative_delta"] < 0.01, (case.name, completeness)
     check_logit_attributions(http, case, query, body, pixels, explained)
     check_every_method(http, case, query, body, shape)
-    check_standard_protocols(http, case, pixels, expected)
+    check_standard_protocols(http, grpc_address, case, pixels, expected)
 
     # What a channel looks for, in the model's own input shape, inside a nested backbone too.
     feature = http.get(f"/visualize/{case.inner_layer}/1?{query}&steps=16").json()
@@ -265,8 +269,10 @@ def check_every_endpoint(http: httpx.Client, case: Case) -> None:
     assert array_of(interior["gradients"]).shape == (2, *shape)
 
 
-def check_standard_protocols(http: httpx.Client, case: Case, pixels: np.ndarray, expected: np.ndarray) -> None:
-    """V1 and V2 take the model's own input (its range: x * 255, mean/std...) and answer as Keras."""
+def check_standard_protocols(
+    http: httpx.Client, grpc_address: str, case: Case, pixels: np.ndarray, expected: np.ndarray
+) -> None:
+    """V1, V2 REST and V2 gRPC take the model's own input (its range: x * 255, mean/std...) and answer as Keras."""
     metadata = http.get(f"/v2/models/{case.name}").json()
     (tensor,) = metadata["inputs"]
     assert tensor["datatype"] == "FP32" and tensor["shape"] == [-1, *pixels.shape]
@@ -289,6 +295,42 @@ def check_standard_protocols(http: httpx.Client, case: Case, pixels: np.ndarray,
     body["inputs"][0]["name"] = "pixels"
     refused = http.post(f"/v2/models/{case.name}/infer", json=body)
     assert refused.status_code == 422 and repr(tensor["name"]) in refused.json()["error"]
+    # gRPC (tritonclient) answers as Keras too, the inner layer included.
+    probabilities, inner = grpc_infer(grpc_address, case.name, tensor["name"], raw, case.inner_layer)
+    assert np.allclose(probabilities[0], expected, atol=1e-4), case.name
+    assert np.allclose(inner[0], reference, atol=1e-3), case.name
+
+
+# tritonclient.grpc and the service's own gRPC modules both register `inference.*` protobuf messages,
+# so one process cannot hold both: the client runs in its own.
+GRPC_CLIENT = """
+import io, sys
+import numpy as np
+import tritonclient.grpc as triton
+address, model, name, layer = sys.argv[1:5]
+raw = np.load(io.BytesIO(sys.stdin.buffer.read()))
+image = triton.InferInput(name, list(raw.shape), "FP32")
+image.set_data_from_numpy(raw)
+outputs = [triton.InferRequestedOutput("probabilities"), triton.InferRequestedOutput(layer)]
+result = triton.InferenceServerClient(address).infer(model, [image], outputs=outputs)
+out = io.BytesIO()
+np.savez(out, probabilities=result.as_numpy("probabilities"), inner=result.as_numpy(layer))
+sys.stdout.buffer.write(out.getvalue())
+"""
+
+
+def grpc_infer(address: str, model: str, name: str, raw: np.ndarray, layer: str) -> tuple[np.ndarray, np.ndarray]:
+    sent = io.BytesIO()
+    np.save(sent, raw)
+    done = subprocess.run(
+        [sys.executable, "-c", GRPC_CLIENT, address, model, name, layer],
+        input=sent.getvalue(),
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    answer = np.load(io.BytesIO(done.stdout))
+    return answer["probabilities"], answer["inner"]
 
 
 def check_logit_attributions(http: httpx.Client, case: Case, query: str, body: bytes, pixels, explained) -> None:

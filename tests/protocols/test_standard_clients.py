@@ -101,6 +101,22 @@ def test_triton_infer_equals_native_predict(triton, server, pixels, binary, batc
     np.testing.assert_allclose(probabilities, native_probabilities(server, images), **TOLERANCE)
 
 
+def test_triton_infer_equals_keras_itself(triton, pixels, committed_model):
+    """Not only the same server's /predict: the committed model run by Keras in this process."""
+    import keras
+
+    kind, client = triton
+    outputs = [_output(kind, "probabilities", True), _output(kind, "conv6", True)]
+    result = client.infer(MODEL, [_input(kind, pixels[:4], True)], outputs=outputs)
+    model = committed_model.model
+    expected = np.asarray(model(pixels[:4], training=False))
+    np.testing.assert_allclose(result.as_numpy("probabilities"), expected, rtol=1e-4, atol=1e-5)
+    tapped = keras.Model(model.input, model.get_layer("conv6").output)
+    np.testing.assert_allclose(
+        result.as_numpy("conv6"), np.asarray(tapped(pixels[:4], training=False)), rtol=1e-4, atol=1e-4
+    )
+
+
 def test_triton_reads_any_layer_as_an_output(triton, server, pixels):
     kind, client = triton
     outputs = [_output(kind, "probabilities", True), _output(kind, "conv3", True)]

@@ -212,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     attribute.add_argument("image", help="image file (PNG, JPEG or WebP)")
     methods = (
-        "vanilla-gradients, gradient-x-input, grad-cam, occlusion, blur-ig, guided-ig, xrai "
+        "vanilla-gradients, gradient-x-input, grad-cam, occlusion, blur-ig, guided-ig, xrai, shap, or any other "
+        "GET /explain lists "
         "(integrated gradients: the explain command)"
     )
     attribute.add_argument(

@@ -7,22 +7,21 @@ the thread pool explicitly.
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, BeforeValidator
-from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import Headers
 
-from mindscope.api.codecs import DecodedRequest, read_images
+from mindscope.api.codecs import DecodedRequest, DecodeLimits, read_images
 from mindscope.config import Settings
+from mindscope.dataplane.access import check_api_key
+from mindscope.dataplane.models import serving_model
 from mindscope.engine.explain.method import within
 from mindscope.engine.loaded_model import LoadedModel
 from mindscope.engine.registry import ModelRegistry
-from mindscope.errors import InvalidInput, ModelNotReady, Unauthorized
+from mindscope.errors import InvalidInput
 
 
 async def get_settings(request: Request) -> Settings:
@@ -50,28 +49,8 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 
 
-def check_api_key(headers: Headers, settings: Settings) -> None:
-    """With MINDSCOPE_API_KEY set: `Authorization: Bearer KEY` or `X-API-Key: KEY` on every call."""
-    if settings.api_key is None:
-        return
-    expected = settings.api_key.get_secret_value().encode()
-    header = headers.get("authorization", "")
-    given = header[7:] if header.lower().startswith("bearer ") else headers.get("x-api-key", "")
-    if not hmac.compare_digest(given.encode(), expected):
-        raise Unauthorized("a valid API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'")
-
-
 async def require_api_key(request: Request, settings: SettingsDep) -> None:
     check_api_key(request.headers, settings)
-
-
-async def serving_model(registry: ModelRegistry, name: str | None = None, version: int | None = None) -> LoadedModel:
-    """The model a request asks for: the serving default without a disk access, any other loaded
-    (or loaded now) off the event loop; 503 until the registry is ready."""
-    if not registry.ready:
-        raise ModelNotReady("the model is still loading; retry shortly", retry_after_s=1)
-    serving = registry.serving_for(name, version)
-    return serving if serving is not None else await run_in_threadpool(registry.get, name, version)
 
 
 async def get_model(
@@ -87,9 +66,13 @@ ModelDep = Annotated[LoadedModel, Depends(get_model)]
 
 async def get_decoded(request: Request, settings: SettingsDep, loaded: ModelDep) -> DecodedRequest:
     """The body's images at the input shape of the model the request names (chosen first)."""
-    budget = request.app.state.decode_budget
-    return await read_images(
-        request, settings.max_image_pixels, settings.max_batch_instances, budget, loaded.input_shape
+    return await read_images(request, decode_limits(request, settings, loaded))
+
+
+def decode_limits(request: Request, settings: Settings, loaded: LoadedModel) -> DecodeLimits:
+    """This server's decoding limits for a request to `loaded`."""
+    return DecodeLimits(
+        loaded.input_shape, settings.max_image_pixels, settings.max_batch_instances, request.app.state.decode_budget
     )
 
 

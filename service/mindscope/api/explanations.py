@@ -12,7 +12,6 @@ import numpy as np
 from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from mindscope.api.codecs import DecodedImage
 from mindscope.api.deps import CommaSeparated
 from mindscope.api.responses import model_ref, picture_response
 from mindscope.api.schemas import (
@@ -27,6 +26,7 @@ from mindscope.api.schemas import (
     TargetOut,
     ToleranceOut,
 )
+from mindscope.dataplane.decoding import DecodedImage
 from mindscope.engine.explain.evaluation import Evaluate, Evaluation
 from mindscope.engine.explain.explanation import Smoothing
 from mindscope.engine.explain.integrated_gradients import IntegratedGradientsResult

@@ -16,11 +16,13 @@ from fastapi.routing import APIRoute
 from starlette.datastructures import Headers, State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mindscope.api.codecs import IMAGE_TYPES, accepts_png, content_type, decode_raw_body, read_body
-from mindscope.api.deps import check_api_key, serving_model
+from mindscope.api.codecs import accepts_png, content_type, read_body
 from mindscope.api.errors import domain_error_response
 from mindscope.api.routes.predict import answer_prediction, predict_image, router
 from mindscope.config import Settings
+from mindscope.dataplane.access import check_api_key
+from mindscope.dataplane.decoding import IMAGE_TYPES, DecodeLimits, decode_raw_body
+from mindscope.dataplane.models import serving_model
 from mindscope.engine.registry import ModelRegistry
 from mindscope.errors import MindscopeError
 
@@ -42,12 +44,8 @@ class PredictFastPath:
         try:
             check_api_key(Headers(scope=scope), settings)
             loaded = await serving_model(registry)
-            decoded = await decode_raw_body(
-                await read_body(Request(scope, receive)),
-                settings.max_image_pixels,
-                self.state.decode_budget,
-                loaded.input_shape,
-            )
+            limits = DecodeLimits(loaded.input_shape, settings.max_image_pixels, 1, self.state.decode_budget)
+            decoded = await decode_raw_body(await read_body(Request(scope, receive)), limits)
             response = await answer_prediction(loaded, decoded, png=False)
         except MindscopeError as exc:
             response = domain_error_response(exc)

@@ -7,6 +7,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from mindscope.dataplane.decoding import ImageInfo
+
 
 class ArrayPayload(BaseModel):
     shape: list[int]
@@ -33,18 +35,6 @@ class ErrorResponse(BaseModel):
 class ModelRefOut(BaseModel):
     name: str
     version: int
-
-
-class ImageInfo(BaseModel):
-    """What the service received, before conversion to the model's 32x32 RGB input."""
-
-    width: int
-    height: int
-    mode: str = Field(examples=["RGB", "RGBA", "L", "P", "array"])
-    format: str = Field(examples=["PNG", "JPEG", "WEBP", "array"])
-    exif_orientation: int = Field(
-        1, ge=1, le=8, description="EXIF Orientation found; anything but 1 was applied (the image turned upright)"
-    )
 
 
 class Prediction(BaseModel):

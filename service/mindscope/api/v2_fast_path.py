@@ -17,9 +17,9 @@ from starlette.datastructures import Headers, State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mindscope.api.codecs import read_body
-from mindscope.api.deps import check_api_key
 from mindscope.api.protocol_errors import protocol_error
 from mindscope.api.routes.v2 import HEADER_LENGTH, answer_infer, model_infer, protocol_model, router
+from mindscope.dataplane.access import check_api_key
 from mindscope.errors import MindscopeError
 
 INFER = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")

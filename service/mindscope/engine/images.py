@@ -5,10 +5,6 @@ from __future__ import annotations
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-INPUT_SIZE = (32, 32)  # (width, height) of the CIFAR-10 models mindscope trains
-CIFAR_INPUT_SHAPE = (32, 32, 3)  # (height, width, channels)
-
-
 # Modes with an alpha channel (premultiplied ones included), composited on white.
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -48,7 +44,7 @@ def to_eight_bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(scaled, 0, 255).round().astype(np.uint8), mode="L")
 
 
-def to_rgb_array(image: Image.Image, size: tuple[int, int] = INPUT_SIZE) -> np.ndarray:
+def to_rgb_array(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
     """Convert a PIL image of any mode and size to uint8 (H, W, 3) RGB at `size` (width, height).
 
     Wide greyscale modes are scaled to 8 bits (`to_eight_bit`); CMYK and palettes convert as
@@ -67,7 +63,7 @@ def to_rgb_array(image: Image.Image, size: tuple[int, int] = INPUT_SIZE) -> np.n
     return np.asarray(rgb, dtype=np.uint8)
 
 
-def to_model_array(image: Image.Image, shape: tuple[int, int, int] = CIFAR_INPUT_SHAPE) -> np.ndarray:
+def to_model_array(image: Image.Image, shape: tuple[int, int, int]) -> np.ndarray:
     """A PIL image of any mode and size -> uint8 (H, W, C) for a model whose input is `shape`
     (height, width, channels): RGB as `to_rgb_array` makes it, then greyscale (ITU-R 601 luma, as
     Pillow converts) when the model takes one channel."""

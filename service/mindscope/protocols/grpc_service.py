@@ -22,19 +22,13 @@ import numpy as np
 from starlette.datastructures import Headers
 
 from mindscope import __version__
-from mindscope.api.deps import check_api_key, serving_model
-from mindscope.api.limits import DecodeBudget
 from mindscope.api.observability import Metrics
 from mindscope.config import Settings
-from mindscope.engine.loaded_model import LoadedModel
-from mindscope.engine.registry import ModelRegistry
-from mindscope.engine.store import parse_version
-from mindscope.engine.work import RequestWork, request_work
-from mindscope.errors import InvalidInput, MindscopeError, ModelIntegrityError, ModelNotFound, ModelNotReady
-from mindscope.protocols import open_inference_pb2 as pb
-from mindscope.protocols import open_inference_pb2_grpc as pb_grpc
-from mindscope.protocols.tensors import (
-    InferLimits,
+from mindscope.dataplane.access import check_api_key
+from mindscope.dataplane.budget import DecodeBudget
+from mindscope.dataplane.decoding import DecodeLimits
+from mindscope.dataplane.models import serving_model
+from mindscope.dataplane.tensors import (
     InputTensor,
     check_outputs,
     images_from,
@@ -44,6 +38,13 @@ from mindscope.protocols.tensors import (
     numeric_array,
     split_bytes_elements,
 )
+from mindscope.engine.loaded_model import LoadedModel
+from mindscope.engine.registry import ModelRegistry
+from mindscope.engine.store import parse_version
+from mindscope.engine.work import RequestWork, request_work
+from mindscope.errors import InvalidInput, MindscopeError, ModelIntegrityError, ModelNotFound, ModelNotReady
+from mindscope.protocols import open_inference_pb2 as pb
+from mindscope.protocols import open_inference_pb2_grpc as pb_grpc
 
 logger = logging.getLogger("mindscope.grpc")
 Reply = TypeVar("Reply")
@@ -66,7 +67,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, registry: ModelRegistry, settings: Settings, budget: DecodeBudget, metrics: Metrics) -> None:
         self.registry = registry
         self.settings = settings
-        self.limits = InferLimits(settings.max_batch_instances, settings.max_image_pixels, budget)
+        self.budget = budget
         self.metrics = metrics
         self._counters: dict[tuple[str, str], Any] = {}  # the metrics' children by (route, status)
         self._latencies: dict[str, Any] = {}
@@ -161,7 +162,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 raise InvalidInput(f"{loaded.ref.label} takes one input; got {len(request.inputs)}")
             if request.raw_input_contents and len(request.raw_input_contents) != len(request.inputs):
                 raise InvalidInput("raw_input_contents must hold one entry per input")
-            images = await images_from(loaded, input_tensor(request, 0), self.limits)
+            limits = DecodeLimits(
+                loaded.input_shape, self.settings.max_image_pixels, self.settings.max_batch_instances, self.budget
+            )
+            images = await images_from(loaded, input_tensor(request, 0), limits)
             names = check_outputs(loaded, [output.name for output in request.outputs])
             results = await infer(loaded, images, names)
             response = pb.ModelInferResponse(

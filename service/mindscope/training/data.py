@@ -43,9 +43,12 @@ class LabelledImages:
         return LabelledImages(self.images[indices], self.labels[indices], self.class_names, self.description)
 
 
+IMAGE_SIZE = (32, 32)  # (width, height): the All-CNN trains on CIFAR-10's 32x32 images
+
+
 def _decode(path: Path) -> np.ndarray:
     with Image.open(path) as image:
-        return to_rgb_array(upright(image)[0])
+        return to_rgb_array(upright(image)[0], IMAGE_SIZE)
 
 
 def list_image_folder(root: Path, per_class_limit: int | None = None) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:

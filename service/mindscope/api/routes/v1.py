@@ -18,26 +18,26 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from mindscope.api.codecs import DecodedImage
-from mindscope.api.deps import RegistryDep, SettingsDep, require_api_key, serving_model
+from mindscope.api.deps import RegistryDep, SettingsDep, decode_limits, require_api_key
 from mindscope.api.explanations import Answering, ExplainParameters
 from mindscope.api.explanations import answer as explanation_answer
 from mindscope.api.protocol_errors import PROTOCOL_ERRORS, ProtocolRoute, protocol_not_found
-from mindscope.api.schemas import ImageInfo, ModelListV1Response, ModelStatusV1Response, VersionStatusOut
-from mindscope.engine.explain.method import Caps, Context
-from mindscope.engine.explain.registry import method_named
-from mindscope.engine.explain.runner import explain as run_explanation
-from mindscope.engine.loaded_model import LoadedModel
-from mindscope.errors import InvalidInput, InvalidJSON
-from mindscope.protocols.tensors import (
+from mindscope.api.schemas import ModelListV1Response, ModelStatusV1Response, VersionStatusOut
+from mindscope.dataplane.decoding import DecodedImage, DecodeLimits, ImageInfo
+from mindscope.dataplane.models import serving_model
+from mindscope.dataplane.tensors import (
     PROBABILITIES,
-    InferLimits,
     InputTensor,
     images_from,
     infer,
     input_name,
     numeric_array,
 )
+from mindscope.engine.explain.method import Caps, Context
+from mindscope.engine.explain.registry import method_named
+from mindscope.engine.explain.runner import explain as run_explanation
+from mindscope.engine.loaded_model import LoadedModel
+from mindscope.errors import InvalidInput, InvalidJSON
 
 router = APIRouter(prefix="/v1", tags=["TF Serving / KServe V1"], route_class=ProtocolRoute, responses=PROTOCOL_ERRORS)
 secured = [Depends(require_api_key)]
@@ -93,7 +93,7 @@ async def _body(request: Request) -> dict[str, Any]:
     return body
 
 
-async def _images(loaded: LoadedModel, body: dict[str, Any], limits: InferLimits) -> tuple[np.ndarray, str]:
+async def _images(loaded: LoadedModel, body: dict[str, Any], limits: DecodeLimits) -> tuple[np.ndarray, str]:
     """The images of a row (`instances`) or columnar (`inputs`) body, and which it was."""
     if "instances" in body:
         rows, form = body["instances"], "instances"
@@ -140,8 +140,7 @@ async def predict(
     request: Request, registry: RegistryDep, settings: SettingsDep, name: ModelName, version: int | None = None
 ) -> dict[str, Any]:
     loaded = await serving_model(registry, name, version)
-    limits = InferLimits(settings.max_batch_instances, settings.max_image_pixels, request.app.state.decode_budget)
-    images, form = await _images(loaded, await _body(request), limits)
+    images, form = await _images(loaded, await _body(request), decode_limits(request, settings, loaded))
     probabilities = (await infer(loaded, images, [PROBABILITIES]))[PROBABILITIES]
     key = "predictions" if form == "instances" else "outputs"
     return {key: probabilities.tolist()}
@@ -157,8 +156,7 @@ async def explain(
     with this request's deadline and id, answered `{"predictions": [...], "explanations": [...]}`."""
     loaded = await serving_model(registry, name, version)
     body = await _body(request)
-    limits = InferLimits(settings.max_batch_instances, settings.max_image_pixels, request.app.state.decode_budget)
-    images, _ = await _images(loaded, body, limits)
+    images, _ = await _images(loaded, body, decode_limits(request, settings, loaded))
     method_name = body.get("method", "integrated-gradients")
     if not isinstance(method_name, str):
         raise InvalidInput('"method" names one of GET /explain\'s methods, e.g. "integrated-gradients"')

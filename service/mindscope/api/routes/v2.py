@@ -16,8 +16,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Path, Request, Response
 
 from mindscope import __version__
-from mindscope.api.deps import RegistryDep, SettingsDep, require_api_key, serving_model
-from mindscope.api.limits import DecodeBudget
+from mindscope.api.deps import RegistryDep, SettingsDep, require_api_key
 from mindscope.api.protocol_errors import PROTOCOL_ERRORS, ProtocolRoute, protocol_not_found
 from mindscope.api.schemas import (
     ModelMetadataV2Response,
@@ -26,11 +25,10 @@ from mindscope.api.schemas import (
     TensorMetadataOut,
 )
 from mindscope.config import Settings
-from mindscope.engine.loaded_model import LoadedModel
-from mindscope.engine.store import parse_version
-from mindscope.errors import InvalidInput, InvalidJSON
-from mindscope.protocols.tensors import (
-    InferLimits,
+from mindscope.dataplane.budget import DecodeBudget
+from mindscope.dataplane.decoding import DecodeLimits
+from mindscope.dataplane.models import serving_model
+from mindscope.dataplane.tensors import (
     InputTensor,
     check_outputs,
     images_from,
@@ -40,6 +38,9 @@ from mindscope.protocols.tensors import (
     numeric_array,
     split_bytes_elements,
 )
+from mindscope.engine.loaded_model import LoadedModel
+from mindscope.engine.store import parse_version
+from mindscope.errors import InvalidInput, InvalidJSON
 
 HEADER_LENGTH = "inference-header-content-length"
 EXTENSIONS = ["binary_tensor_data"]
@@ -120,7 +121,7 @@ async def answer_infer(
     inputs = _input_tensors(header, binary)
     if len(inputs) != 1:
         raise InvalidInput(f"{loaded.ref.label} takes one input; got {len(inputs)}")
-    limits = InferLimits(settings.max_batch_instances, settings.max_image_pixels, budget)
+    limits = DecodeLimits(loaded.input_shape, settings.max_image_pixels, settings.max_batch_instances, budget)
     images = await images_from(loaded, inputs[0], limits)
     requested = header.get("outputs") or []
     if not isinstance(requested, list) or not all(isinstance(o, dict) and "name" in o for o in requested):

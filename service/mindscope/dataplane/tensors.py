@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from mindscope.api.codecs import decode_raw_body
-from mindscope.api.limits import DecodeBudget
+from mindscope.dataplane.decoding import DecodeLimits, decode_raw_body
 from mindscope.engine.loaded_model import LoadedModel
 from mindscope.errors import InvalidInput, PayloadTooLarge, UnknownLayer
 
@@ -65,13 +64,6 @@ class InputTensor:
     datatype: str
     shape: list[int]
     values: np.ndarray | list[bytes]
-
-
-@dataclass(frozen=True)
-class InferLimits:
-    max_instances: int
-    max_image_pixels: int
-    decode_budget: DecodeBudget
 
 
 def numeric_array(datatype: str, shape: list[int], data: bytes | list[Any] | np.ndarray) -> np.ndarray:
@@ -141,7 +133,7 @@ def to_unit_range(loaded: LoadedModel, values: np.ndarray) -> np.ndarray:
     return values
 
 
-async def images_from(loaded: LoadedModel, tensor: InputTensor, limits: InferLimits) -> np.ndarray:
+async def images_from(loaded: LoadedModel, tensor: InputTensor, limits: DecodeLimits) -> np.ndarray:
     """The input tensor as float32 (N, H, W, C) images in [0, 1] of the model's input shape."""
     expected_name = input_name(loaded)
     if tensor.name != expected_name:
@@ -167,10 +159,7 @@ async def images_from(loaded: LoadedModel, tensor: InputTensor, limits: InferLim
             )
         # As a raw /predict body: small images on the event loop, large ones off it within the budget.
         shape = loaded.input_shape
-        decoded = [
-            (await decode_raw_body(data, limits.max_image_pixels, limits.decode_budget, shape)).images[0].pixels
-            for data in elements
-        ]
+        decoded = [(await decode_raw_body(data, limits)).images[0].pixels for data in elements]
         return np.stack(decoded) if decoded else np.zeros((0, *shape), np.float32)
     values = tensor.values
     assert isinstance(values, np.ndarray)
