@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from mindscope.engine.layer_paths import spatial_layer_names, walk
-from mindscope.engine.loaded_model import INPUT_RANGES
+from mindscope.engine.model_inputs import INPUT_RANGES
 from mindscope.engine.store import ModelStore, StoreEntryFiles, sha256_file, write_store_entry
 
 

@@ -134,3 +134,23 @@ def tap(model: keras.Model, paths: list[str]) -> Callable[[Any], list[Any]]:
         return [found[p] for p in paths]
 
     return outputs
+
+
+def logit_tensor(model: keras.Model) -> Any | None:
+    """The model's pre-softmax scores in its graph, when its softmax is a layer of its own
+    (keras.layers.Softmax, or Activation("softmax")) applied last over the class axis; None
+    otherwise."""
+    last = model.layers[-1]
+    softmax = isinstance(last, keras.layers.Softmax) or (
+        isinstance(last, keras.layers.Activation) and getattr(last.activation, "__name__", "") == "softmax"
+    )
+    call = node(model, last) if softmax and len(model.outputs) == 1 else None
+    if call is None or len(call.input_tensors[0].shape) != 2:
+        return None
+    return call.input_tensors[0]
+
+
+def logit_model(model: keras.Model) -> keras.Model | None:
+    """The model up to its softmax (`logit_tensor`), or None."""
+    logits = logit_tensor(model)
+    return None if logits is None else keras.Model(graph_input(model), logits)

@@ -4,9 +4,8 @@ forward, activation and gradient functions every request calls, behind their bat
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import keras
 import numpy as np
@@ -19,12 +18,15 @@ from mindscope.engine.layer_paths import (
     graph_input,
     graph_output,
     graph_outputs,
-    node,
+    logit_model,
+    logit_tensor,
     output_shape,
     spatial_layer_names,
     tap,
     weighted_layer_names,
 )
+from mindscope.engine.model_calls import BatchedGradients, BatchedLayerGradients, Compiled
+from mindscope.engine.model_inputs import InputSpec
 from mindscope.engine.store import ModelRef, ModelStore
 from mindscope.errors import InitialWeightsMissing, InvalidInput, UnknownClass, UnknownLayer
 
@@ -37,105 +39,6 @@ class LayerInfo:
 
 
 SCORES = ("probability", "logit")
-
-
-class BatchedGradients:
-    """d score[target] / d image per row, batched with the rows of concurrent explanations.
-
-    The score is the target class's probability, or its logit (the pre-softmax score) with
-    `score="logit"`. Call it with (images float32 (N, H, W, C), targets int32 (N,)) for (gradients
-    like images, scores (N, classes)); `in_order` queues a whole path of such parts at once and
-    yields their results in order (`DynamicBatcher.submit_in_order`). Rows of both scores share
-    batches: each row carries which one it differentiates.
-    """
-
-    def __init__(self, batcher: DynamicBatcher, score: str = "probability") -> None:
-        self.batcher = batcher
-        self.score = score
-        self._on_logit = np.int32(score == "logit")
-
-    def __call__(self, images: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        grads, scores = self.batcher.submit(*self._row_arrays(images, targets))
-        return grads, scores
-
-    def in_order(self, parts: list[tuple[np.ndarray, np.ndarray]]) -> Generator[tuple[np.ndarray, np.ndarray]]:
-        typed = [self._row_arrays(images, targets) for images, targets in parts]
-        return cast(Generator[tuple[np.ndarray, np.ndarray]], self.batcher.submit_in_order(typed))
-
-    def _row_arrays(self, images: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        targets = np.asarray(targets, np.int32)
-        return np.asarray(images, np.float32), targets, np.full(len(targets), self._on_logit, np.int32)
-
-
-class BatchedLayerGradients:
-    """A layer's activations and the gradient of the target's score with respect to them, per row
-    (`LoadedModel.layer_gradients`)."""
-
-    def __init__(self, batcher: DynamicBatcher, score: str) -> None:
-        self.batcher = batcher
-        self._on_logit = np.int32(score == "logit")
-
-    def __call__(self, images: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        targets = np.asarray(targets, np.int32)
-        flags = np.full(len(targets), self._on_logit, np.int32)
-        activations, grads, scores = self.batcher.submit(np.asarray(images, np.float32), targets, flags)
-        return activations, grads, scores
-
-
-class Compiled:
-    """A function compiled by tf.function for one input signature, called through its concrete
-    function: the same graph, without tf.function's matching of each call's arguments against its
-    signatures (half a millisecond of a one-image call here). Traced on first use."""
-
-    def __init__(self, fn: Any, signature: list[tf.TensorSpec]) -> None:
-        self._function = tf.function(fn, input_signature=signature)
-        self._concrete: Any = None
-
-    def __call__(self, *args: tf.Tensor) -> Any:
-        concrete = self._concrete
-        if concrete is None:  # two threads may both trace it once: the same graph either way
-            concrete = self._concrete = self._function.get_concrete_function()
-        return concrete(*args)
-
-
-INPUT_RANGES = ("0-1", "0-255", "-1-1", "mean-std")
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What the model takes: its input shape, and how an image in [0, 1] becomes its input.
-
-    `range`: "0-1" (as decoded), "0-255", "-1-1", or "mean-std" ((x - mean) / std per channel,
-    x in [0, 1]); read from metadata `preprocessing.input_range` ("0-1" when absent, as for the
-    models mindscope trains). The service decodes every image to [0, 1] and applies this inside
-    the compiled functions, so attributions are always per pixel of the image in [0, 1].
-    """
-
-    shape: tuple[int, int, int]  # (height, width, channels)
-    range: str = "0-1"
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-
-    @classmethod
-    def from_metadata(cls, metadata: dict[str, Any]) -> InputSpec:
-        height, width, channels = metadata["input_shape"]
-        preprocessing = metadata.get("preprocessing") or {}
-        mean, std = preprocessing.get("mean"), preprocessing.get("std")
-        return cls(
-            (int(height), int(width), int(channels)),
-            preprocessing.get("input_range", "0-1"),
-            None if mean is None else tuple(float(m) for m in mean),
-            None if std is None else tuple(float(s) for s in std),
-        )
-
-    def apply(self, images: tf.Tensor) -> tf.Tensor:
-        if self.range == "0-255":
-            return images * 255.0
-        if self.range == "-1-1":
-            return images * 2.0 - 1.0
-        if self.range == "mean-std":
-            return (images - tf.constant(self.mean, tf.float32)) / tf.constant(self.std, tf.float32)
-        return images
 
 
 @dataclass
@@ -422,26 +325,6 @@ class LoadedModel:
         if self._logits is not None:  # the logit rows' function too
             self.gradients_now(blank, np.zeros(1, np.int32), np.ones(1, np.int32))
         self.predict_now(np.zeros((self.forward_batching.max_batch_rows, *self.input_shape), np.float32))
-
-
-def logit_tensor(model: keras.Model) -> Any | None:
-    """The model's pre-softmax scores in its graph, when its softmax is a layer of its own
-    (keras.layers.Softmax, or Activation("softmax")) applied last over the class axis; None
-    otherwise."""
-    last = model.layers[-1]
-    softmax = isinstance(last, keras.layers.Softmax) or (
-        isinstance(last, keras.layers.Activation) and getattr(last.activation, "__name__", "") == "softmax"
-    )
-    call = node(model, last) if softmax and len(model.outputs) == 1 else None
-    if call is None or len(call.input_tensors[0].shape) != 2:
-        return None
-    return call.input_tensors[0]
-
-
-def logit_model(model: keras.Model) -> keras.Model | None:
-    """The model up to its softmax (`logit_tensor`), or None."""
-    logits = logit_tensor(model)
-    return None if logits is None else keras.Model(graph_input(model), logits)
 
 
 def layer_table(model: keras.Model, names: list[str]) -> tuple[LayerInfo, ...]:
