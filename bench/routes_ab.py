@@ -11,8 +11,6 @@ both alike; the table gives each side's median latency and their ratio.
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,6 +21,7 @@ from pathlib import Path
 import httpx
 from reliability import IMAGE, REPO
 from report import write_section  # bench/ is the script's folder
+from serve_bench import _start as start_server
 
 SECTION = "## Explanation routes before and after a change"
 ROUTES = (
@@ -38,24 +37,10 @@ ROUTES = (
 )
 
 
-def serve(service: Path, store: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(service), "MINDSCOPE_MODEL_STORE_DIR": str(store)}
-    command = [sys.executable, "-m", "mindscope.cli", "serve", "--port", str(port), "--grpc-port", "0"]
-    process = subprocess.Popen(command, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                return process, base
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise TimeoutError(f"the server from {service} did not become ready: {log}")
+def serve(service: Path, store: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`mindscope serve` from the `service/` folder given (first on PYTHONPATH), on a free port."""
+    command = [sys.executable, "-m", "mindscope.cli", "serve", "--port", "{port}", "--grpc-port", "0"]
+    return start_server(command, {"PYTHONPATH": str(service), "MINDSCOPE_MODEL_STORE_DIR": str(store)})
 
 
 def main() -> None:
@@ -74,8 +59,8 @@ def main() -> None:
         servers = []
         try:
             servers = [
-                serve(tree / "service", args.store, Path(scratch) / "old.log"),
-                serve(REPO / "service", args.store, Path(scratch) / "new.log"),
+                serve(tree / "service", args.store),
+                serve(REPO / "service", args.store),
             ]
             times: dict[tuple[str, str], tuple[list[float], list[float]]] = {r: ([], []) for r in ROUTES}
             with httpx.Client(timeout=120) as http:

@@ -90,3 +90,12 @@ def test_attribute_runs_any_method_and_prints_its_scores(server, validation_samp
     assert (tmp_path / "occlusion.png").read_bytes()[:4] == b"\x89PNG"
     bad = run_cli(server, "attribute", str(validation_sample[2][0]), "--set", "layer")
     assert bad.returncode == 1 and "NAME=VALUE" in bad.stderr
+
+
+def test_methods_lists_the_servers_registry_with_each_methods_own_parameters(server):
+    listed = httpx.get(f"{server.base_url}/explain").json()["methods"]
+    done = run_cli(server, "methods")
+    assert done.returncode == 0, done.stderr
+    names = [line.split(":")[0] for line in done.stdout.splitlines() if not line.startswith(" ")]
+    assert names == [m["name"] for m in listed] and "shap" in names
+    assert "  --set max_evals=...  (default 500)" in done.stdout and "  --set layer=..." in done.stdout

@@ -150,6 +150,24 @@ def _histogram(client: Client, args: argparse.Namespace) -> None:
         _write(client.weight_histograms(as_png=True), args.png)
 
 
+def _methods(client: Client, args: argparse.Namespace) -> None:
+    """The server's explanation methods (its registry, through GET /explain), each with its own
+    parameters and their defaults: what `attribute --with` and `--set` take."""
+    shared = {"target", "score", "sign", "clip_percentile", "evaluate", "evaluate_steps"}
+    for method in client.explain_methods():
+        print(f"{method['name']}: {method['summary']}")
+        for parameter in method["parameters"]:
+            if parameter["name"] in shared:
+                continue
+            schema = parameter["schema"]
+            default = schema.get("default")
+            print(
+                f"  --set {parameter['name']}=...  (default {default})"
+                if default is not None
+                else f"  --set {parameter['name']}=..."
+            )
+
+
 def _models(client: Client, args: argparse.Namespace) -> None:
     listing = client.models()
     print(
@@ -249,6 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list stored models")
     models.set_defaults(run=_models)
+
+    methods_command = commands.add_parser(
+        "methods", help="the server's explanation methods and their parameters (GET /explain), for attribute"
+    )
+    methods_command.set_defaults(run=_methods)
     return parser
 
 
