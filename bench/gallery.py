@@ -35,6 +35,7 @@ PICTURES = (
     ),
     ("occlusion.png", "POST", "/explain/occlusion?format=png"),
     ("grad-cam.png", "POST", "/explain/grad-cam?format=png"),
+    ("shap.png", "POST", "/explain/shap?format=png"),
     ("weight-histograms.png", "GET", "/weights/histogram?format=png"),
     ("visualize-conv3-5.png", "GET", "/visualize/conv3/5?format=png"),
     ("visualize-conv9.png", "GET", "/visualize/conv9?format=png"),

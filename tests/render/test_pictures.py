@@ -175,6 +175,7 @@ def test_occlusion_says_its_values_are_a_fall_in_probability(monkeypatch):
         0.0,
         headline="Occlusion: why 'cat'",
         values="mean fall in the target's probability when a 4x4 patch of 0 covers the pixel",
+        scale="fall in the target's probability (red: hiding the pixel lowers it)",
     )
     heatmaps.attribution_figure(rng.uniform(size=(32, 32, 3)), rng.uniform(-0.2, 0.5, (32, 32, 1)), caption)
     words = texts(built[0])
@@ -263,3 +264,27 @@ def test_the_first_animation_frame_names_what_follows_instead_of_repeating_the_i
     first = built[0]
     assert sum(len(ax.images) for ax in first.axes) == 1  # the input, once
     assert "next: conv3, conv6" in texts(first)
+
+
+def test_shap_pictures_say_their_values_are_shares_and_check_efficiency(client, sample_jpeg):
+    """Through the service: the panel and the colour bar say what an Owen value is (not occlusion's
+    words), and the title gives the efficiency error as IG's gives its completeness error."""
+    built = []
+    encode = figures.encode
+
+    def keep(figure, *args):
+        built.append(figure)
+        return encode(figure, *args)
+
+    import pytest
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(heatmaps, "encode", keep)
+        answer = client.post(
+            "/explain/shap?max_evals=64&format=png", content=sample_jpeg, headers={"Content-Type": "image/jpeg"}
+        )
+    assert answer.status_code == 200
+    words = " ".join(texts(built[0]).split())
+    assert "Owen values: each pixel's share of p(" in words and "share of p(" in words and "red raises it" in words
+    assert "hiding the pixel" not in words and "efficiency error" in words
+    assert_readable(built[0])

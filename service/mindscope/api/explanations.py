@@ -159,6 +159,9 @@ def answer(
             for k, v in result.details.items()
             if not isinstance(v, dict) and k != "output_at_input"  # the title gives p already
         )
+        efficiency = result.details.get("efficiency")
+        if efficiency:
+            summary += f", efficiency error {efficiency['delta']:.1e}"
         smoothing = result.details.get("smoothing")
         if smoothing:
             smoothed = (
@@ -168,7 +171,15 @@ def answer(
         probability = float(explained.probabilities[index])
         headline = f"{method.title}: why '{label}' (p = {probability:.3f})" + (f" - {summary}" if summary else "")
         caption = AttributionCaption(
-            label, probability, result.method, 0, 0.0, context.score, headline=headline, values=result.values
+            label,
+            probability,
+            result.method,
+            0,
+            0.0,
+            context.score,
+            headline=headline,
+            values=result.values,
+            scale=result.scale,
         )
         sign = answering.sign or method.sign
         figure = attribution_figure(

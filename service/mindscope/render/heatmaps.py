@@ -33,7 +33,8 @@ class AttributionCaption:
     relative_delta: float
     score: str = "probability"
     headline: str = ""  # the title, for a method other than integrated gradients
-    values: str = ""  # what a value of the map is, where it is not an attribution (occlusion)
+    values: str = ""  # what a value of the map is, where it is not a plain attribution (occlusion, SHAP)
+    scale: str = ""  # the colour bar's label for such values
 
     @property
     def symbol(self) -> str:
@@ -107,7 +108,7 @@ def attribution_figure(
         axes[1].set_title(
             "\n".join(textwrap.wrap(caption.values.replace("the target's probability", symbol), 44)), fontsize=9
         )
-        bar.set_label(f"fall in {symbol} (red: hiding the pixel lowers it)", fontsize=9)
+        bar.set_label(caption.scale.replace("the target's probability", symbol) or _MEANING[sign], fontsize=9)
     else:
         axes[1].set_title(f"attributions to {caption.symbol}({caption.label})")
         bar.set_label(_MEANING[sign], fontsize=9)

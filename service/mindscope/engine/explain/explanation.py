@@ -33,8 +33,10 @@ class Explanation:
     forward_evaluations: int
     details: dict[str, Any] = field(default_factory=dict)
     regions: np.ndarray | None = None  # XRAI: int (H, W), each pixel's region by rank, 1 = most important
-    # What one value of the map is, in words, where it is not an attribution (occlusion: a fall in p).
+    # What one value of the map is, in words, where it is not a plain attribution (occlusion: a fall
+    # in p), and the colour bar's label for it; "the target's probability" is named in pictures.
     values: str = ""
+    scale: str = ""
     # A method's own result beside the map (integrated gradients: completeness, steps, baseline).
     extra: Any = None
 

@@ -61,8 +61,16 @@ def occlusion(
     details = {"size": size, "stride": stride, "value": value, "patches": len(corners), "output_at_input": original}
     mean = scores / np.maximum(covering, 1)
     values = f"mean fall in the target's probability when a {size}x{size} patch of {value:g} covers the pixel"
+    scale = "fall in the target's probability (red: hiding the pixel lowers it)"
     return Explanation(
-        "occlusion", target, mean[..., None].astype(np.float32), 0, len(corners) + 1, details, values=values
+        "occlusion",
+        target,
+        mean[..., None].astype(np.float32),
+        0,
+        len(corners) + 1,
+        details,
+        values=values,
+        scale=scale,
     )
 
 

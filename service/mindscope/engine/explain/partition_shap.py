@@ -225,7 +225,15 @@ class PartitionShap(Method):
                 "delta": abs(total - change),
             },
         }
-        values = "Owen value: the target's probability the pixel's channel adds, shared within its group"
+        values = "Owen values: each pixel's share of the target's probability minus its value with all hidden"
+        scale = "share of the target's probability (red raises it, blue lowers it)"
         return Explanation(
-            self.name, target, found.values.astype(np.float32), 0, found.evaluations, details, values=values
+            self.name,
+            target,
+            found.values.astype(np.float32),
+            0,
+            found.evaluations,
+            details,
+            values=values,
+            scale=scale,
         )
