@@ -264,6 +264,9 @@ def test_model_work_past_the_deadline_is_refused_on_every_protocol(tmp_path, com
         url = f"{running.base_url}/v1/models/{MODEL}:predict"
         late = httpx.post(url, json={"instances": pixels[:1].tolist()})
         assert late.status_code == 504 and "longer than" in late.json()["error"]
+        explain = f"{running.base_url}/v1/models/{MODEL}:explain"  # the runner works within the caller's deadline
+        late = httpx.post(explain, json={"instances": pixels[:1].tolist(), "method": "vanilla-gradients"})
+        assert late.status_code == 504 and "longer than" in late.json()["error"]
         http = triton_http.InferenceServerClient(running.base_url.removeprefix("http://"))
         with pytest.raises(InferenceServerException, match="longer than"):
             http.infer(MODEL, [_input("http", pixels[:1], True)])

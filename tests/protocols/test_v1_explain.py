@@ -78,3 +78,15 @@ def test_unknown_parameters_and_methods_are_refused_in_the_protocols_shape(clien
     body = {"instances": [pixels.tolist()], "method": "grad-cam", "parameters": {"noise": 2}}
     refused = client.post(f"/v1/models/{MODEL}:explain", json=body)
     assert refused.status_code == 422 and "noise" in refused.json()["error"]
+
+
+def test_v1_parameters_take_a_class_index_as_a_number_and_a_list_as_a_comma_string(client, pixels):
+    body = {
+        "instances": [pixels.tolist()],
+        "method": "vanilla-gradients",
+        "parameters": {"target": 3, "evaluate": "deletion,insertion"},
+    }
+    answer = client.post(f"/v1/models/{MODEL}:explain", json=body)
+    assert answer.status_code == 200, answer.text
+    (explanation,) = answer.json()["explanations"]
+    assert explanation["target"]["index"] == 3 and set(explanation["evaluation"]) >= {"deletion", "insertion"}

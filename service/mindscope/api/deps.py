@@ -36,6 +36,8 @@ async def get_registry(request: Request) -> ModelRegistry:
 
 def split_commas(values: object) -> object:
     """`?channels=0,1,2`, `?channels=0&channels=1&channels=2` and any mix of the two are one list."""
+    if isinstance(values, str):  # JSON parameters (V1 :explain) may give the comma form as one string
+        values = [values]
     if not isinstance(values, list):
         return values
     return [part.strip() for value in values for part in str(value).split(",") if part.strip()]

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from mindscope.api.deps import CommaSeparated
 from mindscope.api.responses import model_ref, picture_response
@@ -51,55 +51,70 @@ IG_HEADERS = {
 SMOOTH_NAMES = {"mean": "SmoothGrad", "square": "SquareGrad", "var": "VarGrad"}
 
 
-class SharedParameters(BaseModel):
-    """What every method takes beside its own parameters, when they come as JSON (the V1 protocol's
-    `parameters`); the REST routes take the same as query parameters."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    target: str | int | None = None
-    score: Score = "probability"
-    evaluate: Annotated[list[str], CommaSeparated] = []
-    evaluate_steps: int = Field(16, ge=2, le=256)
-    samples: int = Field(0, ge=0)
-    noise: float = Field(0.15, gt=0, le=1)
-    smooth: Literal["mean", "square", "var"] = "mean"
-    seed: int = Field(0, ge=0, le=2**32 - 1)
+def _as_text(value: object) -> object:
+    """A class index sent as a JSON number is the same as its digits in a query string."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-SMOOTHING_KEYS = ("samples", "noise", "smooth", "seed")
+class AskParameters(BaseModel):
+    """What every method takes beside its own parameters: the REST routes read them from the query
+    (a query model), the V1 protocol from its JSON `parameters`; one set of bounds for both."""
+
+    target: Annotated[str | None, BeforeValidator(_as_text)] = Field(
+        None, max_length=64, description="class index or name; default: the predicted class"
+    )
+    score: Score = Field(
+        "probability",
+        description="what to attribute: the target's probability, or its logit (pre-softmax score; for models "
+        "that output logits or end in a separate softmax layer; GET /models/{name} lists a model's scores)",
+    )
+    evaluate: Annotated[list[str] | None, CommaSeparated] = Field(
+        None,
+        max_length=8,
+        description="scores of the map, comma-separated or repeated: deletion, insertion (probability curves "
+        "and their areas), sanity (rank correlation with the same method on the untrained model)",
+    )
+    evaluate_steps: int = Field(16, ge=2, le=256, description="points of the deletion/insertion curves")
+
+    def evaluation(self) -> Evaluate:
+        return Evaluate(tuple(dict.fromkeys(self.evaluate or ())), self.evaluate_steps)
+
+
+class SmoothingParameters(BaseModel):
+    """SmoothGrad, for the methods that take it."""
+
+    samples: int = Field(
+        0, description="SmoothGrad: noisy copies to average, 0 (off) to the cap (MINDSCOPE_MAX_SAMPLES)"
+    )
+    noise: float = Field(0.15, gt=0, le=1, description="SmoothGrad: noise sigma / (max - min of the image)")
+    smooth: Literal["mean", "square", "var"] = Field(
+        "mean", description="SmoothGrad: how samples combine: mean (SmoothGrad), square (SquareGrad), var (VarGrad)"
+    )
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="SmoothGrad: the noise's seed")
+
+    def smoothing(self) -> Smoothing:
+        return Smoothing(self.samples, self.noise, self.smooth, self.seed)
 
 
 @dataclass(frozen=True)
 class ExplainParameters:
-    """A JSON `parameters` object split into the method's own and the shared ones, each validated."""
+    """A JSON `parameters` object split into the method's own, the shared ones and SmoothGrad's,
+    each validated by the same models the REST routes read from the query."""
 
     params: MethodParams
-    shared: SharedParameters
+    ask: AskParameters
+    smoothing: Smoothing
 
     @classmethod
     def of(cls, method: Method, values: object) -> ExplainParameters:
         if not isinstance(values, dict):
             raise InvalidInput('"parameters" is an object of the method\'s parameters, e.g. {"steps": 32}')
-        shared_names = set(SharedParameters.model_fields) - (set() if method.smooths else set(SMOOTHING_KEYS))
-        own = {k: v for k, v in values.items() if k not in shared_names}
-        shared = {k: v for k, v in values.items() if k in shared_names}
-        return cls(method.parse(own), validated(SharedParameters, shared, "parameters"))
-
-    @property
-    def target(self) -> str | int | None:
-        return self.shared.target
-
-    @property
-    def score(self) -> Score:
-        return self.shared.score
-
-    def smoothing(self) -> Smoothing:
-        s = self.shared
-        return Smoothing(s.samples, s.noise, s.smooth, s.seed)
-
-    def evaluate(self) -> Evaluate:
-        return Evaluate(tuple(dict.fromkeys(self.shared.evaluate)), self.shared.evaluate_steps)
+        shared = set(AskParameters.model_fields)
+        smoothing = set(SmoothingParameters.model_fields) if method.smooths else set()
+        own = {k: v for k, v in values.items() if k not in shared | smoothing}
+        ask = validated(AskParameters, {k: v for k, v in values.items() if k in shared}, "parameters")
+        smooth = validated(SmoothingParameters, {k: v for k, v in values.items() if k in smoothing}, "parameters")
+        return cls(method.parse(own), ask, smooth.smoothing())
 
 
 @dataclass(frozen=True)

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from mindscope.api.codecs import IMAGE_REQUEST_BODY, wants_png
 from mindscope.api.deps import CommaSeparated, DecodedDep, FormatQuery, ModelDep, SettingsDep, settings_cap
 from mindscope.api.errors import ERROR_RESPONSES
-from mindscope.api.explanations import IG_HEADERS, Answering, answer
+from mindscope.api.explanations import IG_HEADERS, Answering, AskParameters, SmoothingParameters, answer
 from mindscope.api.responses import PNG_RESPONSE, model_ref, picture_response
 from mindscope.api.schemas import (
     ArrayPayload,
@@ -27,8 +27,7 @@ from mindscope.api.schemas import (
     ParameterOut,
     TargetOut,
 )
-from mindscope.engine.explain.evaluation import Evaluate
-from mindscope.engine.explain.explanation import NO_SMOOTHING, Smoothing
+from mindscope.engine.explain.explanation import NO_SMOOTHING
 from mindscope.engine.explain.integrated_gradients import interior_gradients
 from mindscope.engine.explain.method import Caps, Context, Method, Score, Sign
 from mindscope.engine.explain.registry import METHODS
@@ -52,39 +51,6 @@ ScoreQuery = Annotated[
 ClipQuery = Annotated[float, Query(ge=50, le=100, description="PNG: colours clip at this percentile of |value|")]
 
 
-async def evaluation_request(
-    evaluate: Annotated[
-        list[str] | None,
-        Query(
-            max_length=8,
-            description="scores of the map, comma-separated or repeated: deletion, insertion (probability curves "
-            "and their areas), sanity (rank correlation with the same method on the untrained model)",
-        ),
-        CommaSeparated,
-    ] = None,
-    evaluate_steps: Annotated[int, Query(ge=2, le=256, description="points of the deletion/insertion curves")] = 16,
-) -> Evaluate:
-    return Evaluate(tuple(dict.fromkeys(evaluate or ())), evaluate_steps)
-
-
-async def smoothing_request(
-    samples: Annotated[
-        int, Query(description="SmoothGrad: noisy copies to average, 0 (off) to the cap (MINDSCOPE_MAX_SAMPLES)")
-    ] = 0,
-    noise: Annotated[float, Query(gt=0, le=1, description="SmoothGrad: noise sigma / (max - min of the image)")] = 0.15,
-    smooth: Annotated[
-        Literal["mean", "square", "var"],
-        Query(description="SmoothGrad: how samples combine: mean (SmoothGrad), square (SquareGrad), var (VarGrad)"),
-    ] = "mean",
-    seed: Annotated[int, Query(ge=0, le=2**32 - 1, description="SmoothGrad: the noise's seed")] = 0,
-) -> Smoothing:
-    return Smoothing(samples, noise, smooth, seed)
-
-
-EvaluateDep = Annotated[Evaluate, Depends(evaluation_request)]
-SmoothingDep = Annotated[Smoothing, Depends(smoothing_request)]
-
-
 def method_endpoint(method: Method) -> Callable[..., Any]:
     """The route of one method: its own parameters (a query model), SmoothGrad where it smooths, the
     picture's sign where it may be chosen, and what every method takes."""
@@ -94,20 +60,19 @@ def method_endpoint(method: Method) -> Callable[..., Any]:
         loaded: Any,
         decoded: Any,
         settings: Any,
-        evaluate: Evaluate,
-        target: str | None = None,
-        score: Score = "probability",
+        ask: AskParameters,
         clip_percentile: float = 99.0,
         format: str | None = None,
         params: Any = None,
-        smoothing: Smoothing = NO_SMOOTHING,
+        smoothing: SmoothingParameters | None = None,
         sign: Sign | None = None,
     ) -> Any:
         image = decoded.single()
         baseline = None if decoded.baseline is None else decoded.baseline.pixels
-        context = Context(score, smoothing, Caps.of(settings), baseline)
+        smoothed = NO_SMOOTHING if smoothing is None else smoothing.smoothing()
+        context = Context(ask.score, smoothed, Caps.of(settings), baseline)
         chosen = params if params is not None else method.Params()
-        explained = explain(loaded, method, image.pixels, chosen, target, context, evaluate)
+        explained = explain(loaded, method, image.pixels, chosen, ask.target, context, ask.evaluation())
         answering = Answering(wants_png(request, format), sign, clip_percentile)
         return answer(loaded, method, chosen, context, image, explained, answering)
 
@@ -117,16 +82,15 @@ def method_endpoint(method: Method) -> Callable[..., Any]:
         inspect.Parameter("loaded", keyword, annotation=ModelDep),
         inspect.Parameter("decoded", keyword, annotation=DecodedDep),
         inspect.Parameter("settings", keyword, annotation=SettingsDep),
-        inspect.Parameter("evaluate", keyword, annotation=EvaluateDep),
-        inspect.Parameter("target", keyword, annotation=TargetQuery, default=None),
-        inspect.Parameter("score", keyword, annotation=ScoreQuery, default="probability"),
+        inspect.Parameter("ask", keyword, annotation=Annotated[AskParameters, Query()]),
         inspect.Parameter("clip_percentile", keyword, annotation=ClipQuery, default=99.0),
         inspect.Parameter("format", keyword, annotation=FormatQuery, default=None),
     ]
     if method.Params.model_fields:
         parameters.append(inspect.Parameter("params", keyword, annotation=Annotated[method.Params, Query()]))
     if method.smooths:
-        parameters.append(inspect.Parameter("smoothing", keyword, annotation=SmoothingDep))
+        smoothing = Annotated[SmoothingParameters, Query()]
+        parameters.append(inspect.Parameter("smoothing", keyword, annotation=smoothing, default=None))
     if method.signed:
         parameters.append(inspect.Parameter("sign", keyword, annotation=Sign, default=method.sign))
     endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]

@@ -162,14 +162,15 @@ async def explain(
         raise InvalidInput('"method" names one of GET /explain\'s methods, e.g. "integrated-gradients"')
     method = method_named(method_name)
     asked = ExplainParameters.of(method, body.get("parameters") or {})
-    context = Context(asked.score, asked.smoothing(), Caps.of(settings))
+    context = Context(asked.ask.score, asked.smoothing, Caps.of(settings))
+    evaluate = asked.ask.evaluation()
     predictions, explanations = [], []
     for pixels in images:
         image = DecodedImage(
             pixels, ImageInfo(width=pixels.shape[1], height=pixels.shape[0], mode="array", format="array")
         )
         explained = await run_in_threadpool(
-            run_explanation, loaded, method, pixels, asked.params, asked.target, context, asked.evaluate()
+            run_explanation, loaded, method, pixels, asked.params, asked.ask.target, context, evaluate
         )
         answered = explanation_answer(loaded, method, asked.params, context, image, explained, Answering())
         assert isinstance(answered, BaseModel)
