@@ -25,7 +25,7 @@ from mindscope.config import Settings
 from PIL import Image
 
 from ..api.helpers import array_of, assert_error
-from ..servers import InProcessServer, free_port
+from ..servers import InProcessServer, start_server
 
 
 @dataclass
@@ -171,9 +171,8 @@ def served(cases, tmp_path_factory):
         assert done.returncode == 0, done.stderr
         assert f"wrote {store / case.name / '1'}" in done.stdout
         assert ("logits" in done.stdout) == case.logits
-    settings = Settings(model_store_dir=store, default_model="digits", grpc_port=free_port())
-    with InProcessServer(settings) as server:
-        server.grpc_address = f"127.0.0.1:{settings.grpc_port}"
+    with InProcessServer(Settings(model_store_dir=store, default_model="digits")) as server:
+        server.store = store
         yield server
 
 
@@ -201,10 +200,10 @@ def probabilities(case: Case, pixels: np.ndarray) -> np.ndarray:
 def test_every_endpoint_serves_each_imported_model(served, cases):
     with httpx.Client(base_url=served.base_url, timeout=600) as http:
         for case in cases:
-            check_every_endpoint(http, served.grpc_address, case)
+            check_every_endpoint(http, case)
 
 
-def check_every_endpoint(http: httpx.Client, grpc_address: str, case: Case) -> None:
+def check_every_endpoint(http: httpx.Client, case: Case) -> None:
     shape = tuple(case.model.inputs[0].shape[1:])
     query = f"model={case.name}"
     detail = http.get(f"/models/{case.name}").json()
@@ -258,7 +257,7 @@ def check_every_endpoint(http: httpx.Client, grpc_address: str, case: Case) -> N
     assert completeness["relative_delta"] < 0.01, (case.name, completeness)
     check_logit_attributions(http, case, query, body, pixels, explained)
     check_every_method(http, case, query, body, shape)
-    check_standard_protocols(http, grpc_address, case, pixels, expected)
+    check_standard_protocols(http, case, pixels, expected)
 
     # What a channel looks for, in the model's own input shape, inside a nested backbone too.
     feature = http.get(f"/visualize/{case.inner_layer}/1?{query}&steps=16").json()
@@ -269,10 +268,8 @@ def check_every_endpoint(http: httpx.Client, grpc_address: str, case: Case) -> N
     assert array_of(interior["gradients"]).shape == (2, *shape)
 
 
-def check_standard_protocols(
-    http: httpx.Client, grpc_address: str, case: Case, pixels: np.ndarray, expected: np.ndarray
-) -> None:
-    """V1, V2 REST and V2 gRPC take the model's own input (its range: x * 255, mean/std...) and answer as Keras."""
+def check_standard_protocols(http: httpx.Client, case: Case, pixels: np.ndarray, expected: np.ndarray) -> None:
+    """V1 and V2 REST take the model's own input (its range: x * 255, mean/std...) and answer as Keras."""
     metadata = http.get(f"/v2/models/{case.name}").json()
     (tensor,) = metadata["inputs"]
     assert tensor["datatype"] == "FP32" and tensor["shape"] == [-1, *pixels.shape]
@@ -295,14 +292,30 @@ def check_standard_protocols(
     body["inputs"][0]["name"] = "pixels"
     refused = http.post(f"/v2/models/{case.name}/infer", json=body)
     assert refused.status_code == 422 and repr(tensor["name"]) in refused.json()["error"]
-    # gRPC (tritonclient) answers as Keras too, the inner layer included.
-    probabilities, inner = grpc_infer(grpc_address, case.name, tensor["name"], raw, case.inner_layer)
-    assert np.allclose(probabilities[0], expected, atol=1e-4), case.name
-    assert np.allclose(inner[0], reference, atol=1e-3), case.name
 
 
-# tritonclient.grpc and the service's own gRPC modules both register `inference.*` protobuf messages,
-# so one process cannot hold both: the client runs in its own.
+def test_grpc_serves_each_imported_model_as_keras(served, cases, tmp_path):
+    """The Open Inference Protocol over gRPC, from `mindscope serve` over the same imported store:
+    each model's probabilities and an inner layer equal Keras's, for the model's own input range."""
+    running = start_server(tmp_path, served.store, MINDSCOPE_DEFAULT_MODEL="digits")
+    try:
+        running.wait_ready()
+        for case in cases:
+            shape = tuple(case.model.inputs[0].shape[1:])
+            _, pixels = picture(shape, seed=len(case.name))
+            raw = np.asarray(case.preprocess(pixels[None]), np.float32)
+            (tensor,) = httpx.get(f"{served.base_url}/v2/models/{case.name}").json()["inputs"]
+            probabilities_out, inner = grpc_infer(
+                running.grpc_address, case.name, tensor["name"], raw, case.inner_layer
+            )
+            assert np.allclose(probabilities_out[0], probabilities(case, pixels), atol=1e-4), case.name
+            assert np.allclose(inner[0], case.inner_reference(pixels), atol=1e-3), case.name
+    finally:
+        running.stop()
+
+
+# The client runs in a process of its own: tritonclient.grpc and the service's gRPC modules both
+# register `inference.*` protobuf messages, and an in-process server of another test may hold those.
 GRPC_CLIENT = """
 import io, sys
 import numpy as np
