@@ -14,7 +14,7 @@ from mindscope import __version__
 from mindscope.api.deps import reject_unknown_query, require_api_key
 from mindscope.api.errors import install_error_handlers
 from mindscope.api.limits import BodyLimits, RequestLifetime
-from mindscope.api.observability import Metrics, RequestObserver
+from mindscope.api.observability import RequestObserver
 from mindscope.api.openapi import install_openapi
 from mindscope.api.predict_fast_path import PredictFastPath
 from mindscope.api.routes import (
@@ -34,6 +34,7 @@ from mindscope.api.routes import (
 from mindscope.api.v2_fast_path import V2InferFastPath
 from mindscope.config import Settings
 from mindscope.dataplane.budget import DecodeBudget
+from mindscope.dataplane.metrics import Metrics
 from mindscope.engine.registry import ModelRegistry
 from mindscope.engine.store import ModelStore
 from mindscope.errors import MindscopeError

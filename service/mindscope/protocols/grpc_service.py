@@ -22,11 +22,11 @@ import numpy as np
 from starlette.datastructures import Headers
 
 from mindscope import __version__
-from mindscope.api.observability import Metrics
 from mindscope.config import Settings
 from mindscope.dataplane.access import check_api_key
 from mindscope.dataplane.budget import DecodeBudget
 from mindscope.dataplane.decoding import DecodeLimits
+from mindscope.dataplane.metrics import Metrics
 from mindscope.dataplane.models import serving_model
 from mindscope.dataplane.tensors import (
     InputTensor,
