@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import Field
 
 from mindscope.engine.explain.explanation import NO_SMOOTHING, Explanation, Smoothing, smoothed
-from mindscope.engine.explain.method import Context, Method, MethodParams, ModelPort, steps_field
+from mindscope.engine.explain.method import Context, MethodParams, ModelPort, PathMethod, steps_field
 from mindscope.engine.explain.rows import GradientFn, gradient_rows
 
 
@@ -96,18 +96,12 @@ class BlurIGParams(MethodParams):
     sqrt: bool = Field(False, description="space the blur levels by their square roots")
 
 
-class BlurIG(Method):
+class BlurIG(PathMethod):
     name = "blur-ig"
     title = "Blur integrated gradients"
     summary = "Blur integrated gradients: integrated gradients along ever stronger Gaussian blurs (Xu et al. 2020)"
     Params = BlurIGParams
-
-    def what_rows(self) -> str:
-        return "samples x steps"
-
-    def rows(self, port: ModelPort, params: MethodParams, context: Context) -> int:
-        assert isinstance(params, BlurIGParams)
-        return context.caps.steps(params.steps, 100)
+    default_steps = 100
 
     def run(
         self, port: ModelPort, image: np.ndarray, target: int, params: MethodParams, context: Context
@@ -117,7 +111,7 @@ class BlurIG(Method):
             port.gradients_for(context.score),
             image,
             target,
-            context.caps.steps(params.steps, 100),
+            self.steps(params, context),
             params.max_sigma,
             sqrt=params.sqrt,
             smoothing=context.smoothing,

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from mindscope.engine.explain.explanation import NO_SMOOTHING, Explanation, Smoothing, smoothed
 from mindscope.engine.explain.integrated_gradients import make_baseline
-from mindscope.engine.explain.method import Context, Method, MethodParams, ModelPort, steps_field
+from mindscope.engine.explain.method import Context, MethodParams, ModelPort, PathMethod, steps_field
 from mindscope.engine.explain.rows import GradientFn, gradient_rows, slices
 
 EPSILON = 1e-9
@@ -108,7 +108,7 @@ class GuidedIGParams(MethodParams):
     baseline: Literal["black", "white", "blur", "uniform-noise"] = "black"
 
 
-class GuidedIG(Method):
+class GuidedIG(PathMethod):
     name = "guided-ig"
     title = "Guided integrated gradients"
     summary = (
@@ -116,13 +116,7 @@ class GuidedIG(Method):
         "(Kapishnikov et al. 2021)"
     )
     Params = GuidedIGParams
-
-    def what_rows(self) -> str:
-        return "samples x steps"
-
-    def rows(self, port: ModelPort, params: MethodParams, context: Context) -> int:
-        assert isinstance(params, GuidedIGParams)
-        return context.caps.steps(params.steps, 200)
+    default_steps = 200
 
     def run(
         self, port: ModelPort, image: np.ndarray, target: int, params: MethodParams, context: Context
@@ -133,7 +127,7 @@ class GuidedIG(Method):
             image,
             target,
             make_baseline(params.baseline, image),
-            context.caps.steps(params.steps, 200),
+            self.steps(params, context),
             params.fraction,
             params.max_dist,
             context.smoothing,

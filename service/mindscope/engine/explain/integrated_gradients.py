@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import Field
 
 from mindscope.engine.explain.explanation import Explanation, Smoothing
-from mindscope.engine.explain.method import Context, Method, MethodParams, ModelPort, steps_field
+from mindscope.engine.explain.method import Context, MethodParams, ModelPort, PathMethod, steps_field
 from mindscope.engine.explain.rows import GradientFn, gradient_rows
 from mindscope.engine.quadrature import RULES
 from mindscope.errors import InvalidInput
@@ -245,24 +245,18 @@ class IntegratedGradientsParams(MethodParams):
     )
 
 
-class IntegratedGradients(Method):
+class IntegratedGradients(PathMethod):
     name = "integrated-gradients"
     title = "Integrated gradients"
     summary = "Integrated gradients of the target's probability or logit, with the completeness check"
     Params = IntegratedGradientsParams
+    default_steps = 50
     answer = "integrated-gradients"
-
-    def what_rows(self) -> str:
-        return "samples x steps"
 
     def check(self, port: ModelPort, params: MethodParams, context: Context) -> None:
         assert isinstance(params, IntegratedGradientsParams)
         if params.baseline == "upload" and context.baseline_image is None:
             raise InvalidInput("baseline=upload needs a baseline image (multipart field or JSON 'baseline')")
-
-    def rows(self, port: ModelPort, params: MethodParams, context: Context) -> int:
-        assert isinstance(params, IntegratedGradientsParams)
-        return context.caps.steps(params.steps, 50)
 
     def run(
         self, port: ModelPort, image: np.ndarray, target: int, params: MethodParams, context: Context
@@ -279,7 +273,7 @@ class IntegratedGradients(Method):
             context.smoothing,
             target=target,
             baseline=baseline,
-            steps=context.caps.steps(params.steps, 50),
+            steps=self.steps(params, context),
             method=params.method,
             internal_batch_size=context.caps.rows_per_chunk,
             tolerance=params.tolerance,

@@ -168,3 +168,20 @@ class Method(ABC):
         self, port: ModelPort, image: np.ndarray, target: int, params: MethodParams, context: Context
     ) -> Explanation:
         """float32 (H, W, C) image in [0, 1] (the model's input) -> its map for class `target`."""
+
+
+class PathMethod(Method):
+    """A method that walks `paths` paths of `steps` points each (integrated gradients and its
+    kin): one gradient row a point, the steps from the request or the method's default, capped."""
+
+    default_steps: ClassVar[int]
+    paths: ClassVar[int] = 1
+
+    def steps(self, params: MethodParams, context: Context) -> int:
+        return context.caps.steps(getattr(params, "steps", None), self.default_steps)
+
+    def what_rows(self) -> str:
+        return "samples x steps" if self.paths == 1 else f"{self.paths} baselines x steps"
+
+    def rows(self, port: ModelPort, params: MethodParams, context: Context) -> int:
+        return self.paths * self.steps(params, context)

@@ -22,7 +22,7 @@ from skimage.transform import resize
 
 from mindscope.engine.explain.explanation import Explanation
 from mindscope.engine.explain.integrated_gradients import attribute
-from mindscope.engine.explain.method import Context, Method, MethodParams, ModelPort, steps_field
+from mindscope.engine.explain.method import Context, MethodParams, ModelPort, PathMethod, steps_field
 from mindscope.engine.explain.rows import GradientFn
 
 SCALES = (50, 100, 150, 250, 500, 1200)
@@ -114,25 +114,20 @@ class XraiParams(MethodParams):
     min_pixel_diff: int = Field(50, ge=1, le=10_000, description="a region must add at least this many new pixels")
 
 
-class Xrai(Method):
+class Xrai(PathMethod):
     name = "xrai"
     title = "XRAI regions"
     summary = "XRAI: integrated gradients (black and white baselines) gathered over image regions, ranked"
     Params = XraiParams
+    default_steps = 32
+    paths = 2
     smooths = False
     signed = False
-
-    def what_rows(self) -> str:
-        return "2 baselines x steps"
-
-    def rows(self, port: ModelPort, params: MethodParams, context: Context) -> int:
-        assert isinstance(params, XraiParams)
-        return 2 * context.caps.steps(params.steps, 32)
 
     def run(
         self, port: ModelPort, image: np.ndarray, target: int, params: MethodParams, context: Context
     ) -> Explanation:
         assert isinstance(params, XraiParams)
-        steps = context.caps.steps(params.steps, 32)
+        steps = self.steps(params, context)
         gradient_fn = port.gradients_for(context.score)
         return xrai(gradient_fn, image, target, steps, params.min_pixel_diff, context.caps.rows_per_chunk)
