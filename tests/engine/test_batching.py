@@ -338,3 +338,50 @@ def test_an_idle_lane_runs_a_lone_caller_in_its_own_thread_and_a_busy_one_queues
         gate.open()
         pool.shutdown()
         batcher.close()
+
+
+def test_a_jobs_calls_wait_behind_online_calls_and_never_share_their_batch():
+    """Background calls (a job's) queued before online ones still run after them, in batches of their
+    own; admission estimates for requests count only online rows."""
+    gate = Gate()
+    batches: list[list[float]] = []
+
+    def record(x):
+        gate.identity(x)
+        batches.append(sorted({float(v) for v in x[:, 0]}))
+        return (x,)
+
+    config = BatchingConfig(max_batch_rows=8, background_quiet_s=0.0)
+    batcher = DynamicBatcher(record, config)
+    pool = ThreadPoolExecutor(5)
+    job = RequestWork(background=True)
+    try:
+        blocker = pool.submit(batcher.submit, np.full((8, 1), -1.0))
+        gate.wait_entered(1)
+        queued_job = [pool.submit(_within, job, batcher.submit, np.full((2, 1), 1.0)) for _ in range(2)]
+        wait_until(lambda: batcher.depth == 2)
+        online = [pool.submit(batcher.submit, np.full((2, 1), 0.0)) for _ in range(2)]
+        wait_until(lambda: batcher.depth == 4)
+        batcher.stats.rows_per_s = 1.0
+        # 8 running + 4 queued online rows + 1: the job's 4 queued rows are not in a request's way
+        assert batcher.estimate_s(1) == pytest.approx(13.0)
+        gate.open()
+        for future in (blocker, *queued_job, *online):
+            future.result(60)
+    finally:
+        gate.open()
+        pool.shutdown()
+        batcher.close()
+    assert batches == [[-1.0], [0.0], [1.0]]
+
+
+def test_a_job_waits_for_a_quiet_moment_after_the_last_request():
+    batcher = DynamicBatcher(lambda x: (x,), BatchingConfig(max_batch_rows=8, background_quiet_s=0.3))
+    try:
+        started = time.monotonic()
+        batcher.submit(np.ones((1, 1)))  # an online request: the job must now wait 0.3 s
+        with request_work(RequestWork(background=True)):
+            batcher.submit(np.ones((1, 1)))
+        assert time.monotonic() - started >= 0.3
+    finally:
+        batcher.close()

@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, BeforeValidator
+from pydantic import BaseModel
 
 from mindscope.api.codecs import DecodedRequest, DecodeLimits, read_images
 from mindscope.config import Settings
@@ -33,19 +33,6 @@ async def get_registry(request: Request) -> ModelRegistry:
     registry: ModelRegistry = request.app.state.registry
     return registry
 
-
-def split_commas(values: object) -> object:
-    """`?channels=0,1,2`, `?channels=0&channels=1&channels=2` and any mix of the two are one list."""
-    if isinstance(values, str):  # JSON parameters (V1 :explain) may give the comma form as one string
-        values = [values]
-    if not isinstance(values, list):
-        return values
-    return [part.strip() for value in values for part in str(value).split(",") if part.strip()]
-
-
-# Every list-valued query parameter takes this beside its Query(...): both forms, everywhere
-# (tests/api/test_query_lists.py checks each array parameter of the OpenAPI schema).
-CommaSeparated = BeforeValidator(split_commas)
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]

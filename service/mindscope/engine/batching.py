@@ -15,6 +15,11 @@ Admission: a call is refused at once (`Overloaded`, with a Retry-After from the 
 queue is full, or when the rows queued ahead of it plus its own cannot be done well before its
 request's deadline (within `admission_headroom` of the time left) at the rows per second this
 batcher has measured, instead of failing with 504 after spending the model's time.
+
+Two lanes: online calls (requests) and background calls (jobs, `RequestWork.background`). A
+background call runs only when no online call waits and none arrived for `background_quiet_s`, and
+a batch holds calls of one lane: a job takes the model's spare time, and a request arriving while
+a job's batch runs waits for that one batch at most. Admission estimates count online rows only.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import math
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -53,6 +59,9 @@ class BatchingConfig:
     # to the batcher's thread and back costs two thread wake-ups (ms on a loaded machine), which is
     # most of the time of a one-row gradient. Under load the lane is busy and rows queue as before.
     inline_when_idle: bool = False
+    # Background (job) calls wait until no online call has arrived for this long: a client that sends
+    # its next request a few ms after its last answer does not find a job's batch in its way.
+    background_quiet_s: float = 0.02
 
 
 # The defaults, in one place (Settings starts from these): a forward call of up to 64 images, a
@@ -65,11 +74,79 @@ GRADIENT_BATCHING = BatchingConfig(max_batch_rows=128, inline_when_idle=True)
 class _Pending:
     arrays: tuple[np.ndarray, ...]
     queued_at: float
+    background: bool = False
     future: Future[tuple[np.ndarray, ...]] = field(default_factory=Future)
 
     @property
     def rows(self) -> int:
         return len(self.arrays[0])
+
+
+class _Lanes:
+    """The batcher's queue: online calls first; background calls once no online call waits and none
+    arrived for `quiet_s`. `get` raises `queue.Empty` when nothing it may take came in time."""
+
+    def __init__(self, maxsize: int, quiet_s: float) -> None:
+        self.maxsize = maxsize
+        self.quiet_s = quiet_s
+        self._online: deque[_Pending | None] = deque()
+        self._background: deque[_Pending] = deque()
+        self._ready = threading.Condition()
+        self._last_online = -math.inf
+
+    def qsize(self) -> int:
+        return len(self._online) + len(self._background)
+
+    def quiet(self) -> bool:
+        """No online call waits, and none arrived within the quiet time."""
+        return not self._online and time.monotonic() - self._last_online >= self.quiet_s
+
+    def put_nowait(self, item: _Pending) -> None:
+        with self._ready:
+            if self.qsize() >= self.maxsize:
+                raise queue.Full
+            self._add(item)
+
+    def put(self, item: _Pending | None) -> None:
+        with self._ready:
+            self._add(item)
+
+    def put_back(self, item: _Pending) -> None:
+        """A background call taken but not run goes back to the front of its lane."""
+        with self._ready:
+            self._background.appendleft(item)
+            self._ready.notify()
+
+    def _add(self, item: _Pending | None) -> None:
+        if item is not None and item.background:
+            self._background.append(item)
+        else:
+            self._online.append(item)
+            self._last_online = time.monotonic()
+        self._ready.notify()
+
+    def get_nowait(self, lane: bool | None = None) -> _Pending | None:
+        return self.get(0.0, lane)
+
+    def get(self, timeout: float | None = None, lane: bool | None = None) -> _Pending | None:
+        """The next call: of either lane (`lane` None), online only (False) or background only (True,
+        and only while no online call waits)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._ready:
+            while True:
+                if self._online and lane is not True:
+                    return self._online.popleft()
+                if lane is True and self._online:
+                    raise queue.Empty
+                wait = None if deadline is None else deadline - time.monotonic()
+                if self._background and lane is not False:
+                    until_quiet = self._last_online + self.quiet_s - time.monotonic()
+                    if until_quiet <= 0:
+                        return self._background.popleft()
+                    wait = until_quiet if wait is None else min(wait, until_quiet)
+                if wait is not None and wait <= 0:
+                    raise queue.Empty
+                self._ready.wait(wait)
 
 
 @dataclass
@@ -104,12 +181,13 @@ class DynamicBatcher:
         self._running = False
         self.config = config
         self.stats = BatchStats()
-        self._queue: queue.Queue[_Pending | None] = queue.Queue(maxsize=config.max_queue)
+        self._queue = _Lanes(config.max_queue, config.background_quiet_s)
         self._carry: _Pending | None = None
         self._lock = threading.Lock()
         self._calls = threading.Lock()  # one compiled call at a time, the batcher's or a caller's own
         self._holding = 0  # calls the batcher has taken and waits to run while a caller's own call runs
         self._waiting_rows = 0  # queued or running, not yet answered
+        self._waiting_online = 0  # of them, online rows (what admission estimates count)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -144,6 +222,9 @@ class DynamicBatcher:
         that arrive meanwhile queue and the batcher runs them after this call."""
         rows = len(arrays[0])
         if not self.config.inline_when_idle or rows > self.config.max_batch_rows:
+            return None
+        background = current_work().background
+        if background and not self._queue.quiet():
             return None
         if not self._calls.acquire(blocking=False):
             return None
@@ -203,12 +284,13 @@ class DynamicBatcher:
     def estimate_s(self, rows: int) -> float | None:
         """Seconds until `rows` more would be done, behind what is queued, at the measured rate."""
         rate = self.stats.rows_per_s
-        return None if rate is None else (self._waiting_rows + rows) / rate
+        return None if rate is None else (self._waiting_online + rows) / rate
 
     def _enqueue(
         self, parts: Sequence[tuple[np.ndarray, ...]], remaining_s: float | None
     ) -> list[Future[tuple[np.ndarray, ...]]]:
-        pendings = [_Pending(arrays, self._clock()) for arrays in parts]
+        background = current_work().background
+        pendings = [_Pending(arrays, self._clock(), background) for arrays in parts]
         rows = sum(p.rows for p in pendings)
         with self._lock:
             if self.depth + len(pendings) > self.config.max_queue:
@@ -218,22 +300,25 @@ class DynamicBatcher:
                 )
             estimate = self.estimate_s(rows)
             if (
-                remaining_s is not None
+                not background
+                and remaining_s is not None
                 and estimate is not None
                 and estimate > remaining_s * self.config.admission_headroom
             ):
                 self.stats.refused_for_deadline += 1
-                raise _too_late(estimate, remaining_s, rows, self._waiting_rows, self.stats.rows_per_s)
+                raise _too_late(estimate, remaining_s, rows, self._waiting_online, self.stats.rows_per_s)
             for pending in pendings:
                 self._queue.put_nowait(pending)
             self._waiting_rows += rows
+            self._waiting_online += 0 if background else rows
         for pending in pendings:
-            pending.future.add_done_callback(partial(self._answered, pending.rows))
+            pending.future.add_done_callback(partial(self._answered, pending.rows, background))
         return [p.future for p in pendings]
 
-    def _answered(self, rows: int, _: Future[tuple[np.ndarray, ...]]) -> None:
+    def _answered(self, rows: int, background: bool, _: Future[tuple[np.ndarray, ...]]) -> None:
         with self._lock:
             self._waiting_rows -= rows
+            self._waiting_online -= 0 if background else rows
 
     def close(self) -> None:
         self._queue.put(None)
@@ -242,6 +327,9 @@ class DynamicBatcher:
     def _next(self) -> _Pending | None:
         """The next caller still waiting (cancelled ones are skipped), or None to stop."""
         while True:
+            if self._carry is not None and self._carry.background and not self._queue.quiet():
+                self._queue.put_back(self._carry)  # a request came in: it goes before the job's rest
+                self._carry = None
             item, self._carry = (self._carry, None) if self._carry else (self._queue.get(), None)
             if item is None or item.future.set_running_or_notify_cancel():
                 if item is not None:
@@ -253,8 +341,8 @@ class DynamicBatcher:
         deadline = time.monotonic() + self.config.max_delay_s
         while rows < self.config.max_batch_rows:
             remaining = deadline - time.monotonic()
-            try:
-                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            try:  # one lane per batch: a request never waits for a job's rows in its own call
+                item = self._queue.get(max(remaining, 0.0), lane=first.background)
             except queue.Empty:
                 break
             if item is None:

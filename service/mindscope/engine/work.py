@@ -26,8 +26,12 @@ T = TypeVar("T")
 
 
 class RequestWork:
-    def __init__(self, timeout_s: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, timeout_s: float | None = None, clock: Callable[[], float] = time.monotonic, background: bool = False
+    ) -> None:
         self.timeout_s = timeout_s
+        # A job's work: the batchers run it in their background lane, after online requests.
+        self.background = background
         self._clock = clock
         self._expires = None if timeout_s is None else clock() + timeout_s
         self._lock = threading.Lock()

@@ -5,10 +5,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from mindscope.api.codecs import IMAGE_REQUEST_BODY, wants_png
-from mindscope.api.deps import CommaSeparated, DecodedDep, FormatQuery, ModelDep
+from mindscope.api.deps import DecodedDep, FormatQuery, ModelDep
 from mindscope.api.errors import ERROR_RESPONSES
 from mindscope.api.responses import PNG_RESPONSE, layer_out, model_ref, picture_response
 from mindscope.api.schemas import ActivationsResponse, ArrayPayload, ChannelStatistics
+from mindscope.dataplane.parameters import CommaSeparated
 from mindscope.engine.activations import (
     LayerActivations,
     animation_frames,

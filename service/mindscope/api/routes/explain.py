@@ -13,9 +13,9 @@ import numpy as np
 from fastapi import APIRouter, Query, Request, Response
 
 from mindscope.api.codecs import IMAGE_REQUEST_BODY, wants_png
-from mindscope.api.deps import CommaSeparated, DecodedDep, FormatQuery, ModelDep, SettingsDep, settings_cap
+from mindscope.api.deps import DecodedDep, FormatQuery, ModelDep, SettingsDep, settings_cap
 from mindscope.api.errors import ERROR_RESPONSES
-from mindscope.api.explanations import IG_HEADERS, Answering, AskParameters, SmoothingParameters, answer
+from mindscope.api.explanations import IG_HEADERS, Answering, answer
 from mindscope.api.responses import PNG_RESPONSE, model_ref, picture_response
 from mindscope.api.schemas import (
     ArrayPayload,
@@ -27,6 +27,7 @@ from mindscope.api.schemas import (
     ParameterOut,
     TargetOut,
 )
+from mindscope.dataplane.parameters import AskParameters, CommaSeparated, SmoothingParameters
 from mindscope.engine.explain.explanation import NO_SMOOTHING
 from mindscope.engine.explain.integrated_gradients import interior_gradients
 from mindscope.engine.explain.method import Caps, Context, Method, Score, Sign

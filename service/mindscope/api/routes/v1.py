@@ -19,12 +19,13 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from mindscope.api.deps import RegistryDep, SettingsDep, decode_limits, require_api_key
-from mindscope.api.explanations import Answering, ExplainParameters
+from mindscope.api.explanations import Answering
 from mindscope.api.explanations import answer as explanation_answer
 from mindscope.api.protocol_errors import PROTOCOL_ERRORS, ProtocolRoute, protocol_not_found
 from mindscope.api.schemas import ModelListV1Response, ModelStatusV1Response, VersionStatusOut
 from mindscope.dataplane.decoding import DecodedImage, DecodeLimits, ImageInfo
 from mindscope.dataplane.models import serving_model
+from mindscope.dataplane.parameters import ExplainParameters
 from mindscope.dataplane.tensors import (
     PROBABILITIES,
     InputTensor,

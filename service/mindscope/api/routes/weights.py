@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from mindscope.api.codecs import wants_png
-from mindscope.api.deps import CommaSeparated, FormatQuery, ModelDep
+from mindscope.api.deps import FormatQuery, ModelDep
 from mindscope.api.errors import ERROR_RESPONSES
 from mindscope.api.responses import PNG_RESPONSE, model_ref, picture_response
 from mindscope.api.schemas import (
@@ -16,6 +16,7 @@ from mindscope.api.schemas import (
     StageHistogramOut,
     WeightHistogramsResponse,
 )
+from mindscope.dataplane.parameters import CommaSeparated
 from mindscope.engine.weights import (
     Source,
     Stage,
