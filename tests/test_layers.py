@@ -31,6 +31,7 @@ def imports(folder: str) -> dict[str, set[str]]:
         ("render", ("mindscope.api", "mindscope.dataplane", "mindscope.protocols", "mindscope.engine")),
         ("dataplane", ("mindscope.api", "mindscope.protocols")),
         ("protocols", ("mindscope.api",)),
+        ("jobs", ("mindscope.api", "mindscope.protocols")),
     ],
 )
 def test_dependencies_point_from_the_front_ends_to_the_engine(folder, forbidden):

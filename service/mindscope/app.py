@@ -23,6 +23,7 @@ from mindscope.api.routes import (
     explain,
     explorer,
     health,
+    jobs,
     metrics,
     models,
     predict,
@@ -38,6 +39,8 @@ from mindscope.dataplane.metrics import Metrics
 from mindscope.engine.registry import ModelRegistry
 from mindscope.engine.store import ModelStore
 from mindscope.errors import MindscopeError
+from mindscope.jobs.metrics import JobsCollector
+from mindscope.jobs.service import JobService
 
 logger = logging.getLogger("mindscope")
 
@@ -79,7 +82,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             app.state.decode_budget,
             app.state.metrics,
         )
+    app.state.jobs.start()
     yield
+    await asyncio.to_thread(app.state.jobs.stop)  # items in flight stay queued for the next start
     if grpc_server is not None:
         await grpc_server.stop(grace=5)
     app.state.registry.stop_serving()
@@ -109,11 +114,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_openapi(app, settings)
     app.state.metrics = Metrics(app.state.registry)
+    app.state.jobs = JobService(settings.job_settings(), app.state.registry)
+    app.state.metrics.registry.register(JobsCollector(app.state.jobs))
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(explorer.router)
     secured = [Depends(require_api_key)]
-    for module in (models, predict, activations, weights, explain, visualize, admin):
+    for module in (models, predict, activations, weights, explain, visualize, jobs, admin):
         app.include_router(module.router, dependencies=secured)
     # The standard protocols check the key route by route: their health routes stay open.
     app.include_router(v1.router)
@@ -129,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_bytes=settings.max_body_bytes,
         timeout_s=settings.body_timeout_s,
         min_rate=settings.body_min_rate,
+        uploads={"/jobs": settings.jobs_max_upload_bytes},
     )
     app.add_middleware(RequestObserver, metrics=app.state.metrics)
     return app

@@ -8,6 +8,8 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mindscope.engine.batching import FORWARD_BATCHING, GRADIENT_BATCHING, BatchingConfig
+from mindscope.engine.explain.method import Caps
+from mindscope.jobs.service import JobSettings
 
 
 class Settings(BaseSettings):
@@ -69,6 +71,36 @@ class Settings(BaseSettings):
         "when unset; 0: off",
     )
     grpc_host: str = Field("127.0.0.1", description="the address gRPC listens on (`mindscope serve --host` sets it)")
+
+    jobs_dir: Path = Field(Path("jobs"), description="jobs' state (SQLite) and results")
+    data_root: Path | None = Field(
+        None, description="jobs may read folders under this one (and nothing outside it); unset: none"
+    )
+    jobs_max_bytes: int = Field(
+        10 * 1024**3, ge=1, description="disk the jobs' inputs and results may take; new jobs get 507 past it"
+    )
+    jobs_retention_s: float = Field(
+        7 * 24 * 3600.0, gt=0, description="a finished job's results are deleted this long after it ended"
+    )
+    jobs_max_files: int = Field(100_000, ge=1, description="images in one job (an archive's files, a folder's)")
+    jobs_max_archive_bytes: int = Field(
+        2 * 1024**3, ge=1024, description="uncompressed bytes one job's archive may unpack to"
+    )
+    jobs_max_upload_bytes: int = Field(512 * 1024**2, ge=1024, description="body size of POST /jobs (an archive)")
+    jobs_workers: int = Field(2, ge=1, le=64, description="a job's images explained at once (their rows share batches)")
+
+    def job_settings(self) -> JobSettings:
+        return JobSettings(
+            self.jobs_dir,
+            self.data_root,
+            self.jobs_max_bytes,
+            self.jobs_retention_s,
+            self.jobs_max_files,
+            self.jobs_max_archive_bytes,
+            self.max_image_pixels,
+            self.jobs_workers,
+            Caps.of(self),
+        )
 
     def forward_batching(self) -> BatchingConfig:
         return BatchingConfig(self.batch_max_rows, self.batch_max_delay_ms / 1000, self.queue_size)

@@ -22,26 +22,33 @@ class BodyLimits:
     `min_rate` bytes received (Apache's mod_reqtimeout rule: a slow link gets the time its bytes
     earn, a client trickling a byte a second does not hold a socket for long)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 10.0, min_rate: int = 64 * 1024) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        timeout_s: float = 10.0,
+        min_rate: int = 64 * 1024,
+        uploads: dict[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
         self.min_rate = min_rate
+        self.uploads = uploads or {}  # POST paths that take larger bodies (archives): their cap
 
-    def _too_large(self) -> JSONResponse:
+    def _too_large(self, limit: int) -> JSONResponse:
         # Outside the app's exception handlers, so the error is mapped here, by the same function.
-        return domain_error_response(
-            PayloadTooLarge(f"the request body exceeds {self.max_bytes} bytes", max_bytes=self.max_bytes)
-        )
+        return domain_error_response(PayloadTooLarge(f"the request body exceeds {limit} bytes", max_bytes=limit))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.uploads.get(scope["path"], self.max_bytes) if scope["method"] == "POST" else self.max_bytes
         headers = dict(scope["headers"])
         length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            await self._too_large()(scope, receive, send)
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await self._too_large(limit)(scope, receive, send)
             return
         received = 0
         body_done = False
@@ -60,7 +67,7 @@ class BodyLimits:
                 raise _BodyTimedOut from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     raise _BodyTooLarge
                 body_done = not message.get("more_body", False)
             return message
@@ -74,7 +81,7 @@ class BodyLimits:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             if not response_started:
-                await self._too_large()(scope, receive, send)
+                await self._too_large(limit)(scope, receive, send)
         except _BodyTimedOut:
             if not response_started:
                 await self._timed_out(received)(scope, receive, send)

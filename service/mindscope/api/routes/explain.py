@@ -17,6 +17,7 @@ from mindscope.api.deps import DecodedDep, FormatQuery, ModelDep, SettingsDep, s
 from mindscope.api.errors import ERROR_RESPONSES
 from mindscope.api.explanations import IG_HEADERS, Answering, answer
 from mindscope.api.responses import PNG_RESPONSE, model_ref, picture_response
+from mindscope.api.routes.jobs import accepted
 from mindscope.api.schemas import (
     ArrayPayload,
     ExplainMethodOut,
@@ -27,6 +28,7 @@ from mindscope.api.schemas import (
     ParameterOut,
     TargetOut,
 )
+from mindscope.dataplane.decoding import DecodedImage
 from mindscope.dataplane.parameters import AskParameters, CommaSeparated, SmoothingParameters
 from mindscope.engine.explain.explanation import NO_SMOOTHING
 from mindscope.engine.explain.integrated_gradients import interior_gradients
@@ -34,6 +36,7 @@ from mindscope.engine.explain.method import Caps, Context, Method, Score, Sign
 from mindscope.engine.explain.registry import METHODS
 from mindscope.engine.explain.runner import explain
 from mindscope.errors import InvalidInput
+from mindscope.jobs.spec import JobRequest
 from mindscope.render.heatmaps import interior_strip
 
 router = APIRouter(prefix="/explain", tags=["explain"])
@@ -69,6 +72,8 @@ def method_endpoint(method: Method) -> Callable[..., Any]:
         sign: Sign | None = None,
     ) -> Any:
         image = decoded.single()
+        if wants_async(request):
+            return explain_as_job(request, loaded, method, image, ask, params, smoothing)
         baseline = None if decoded.baseline is None else decoded.baseline.pixels
         smoothed = NO_SMOOTHING if smoothing is None else smoothing.smoothing()
         context = Context(ask.score, smoothed, Caps.of(settings), baseline)
@@ -98,6 +103,35 @@ def method_endpoint(method: Method) -> Callable[..., Any]:
     endpoint.__name__ = "explain_" + method.name.replace("-", "_")
     endpoint.__doc__ = method.summary
     return endpoint
+
+
+def wants_async(request: Request) -> bool:
+    """`Prefer: respond-async` (RFC 7240): answer 202 with a job instead of waiting."""
+    preferences = ",".join(request.headers.getlist("prefer")).lower()
+    return any(part.strip().split("=")[0] == "respond-async" for part in preferences.replace(";", ",").split(","))
+
+
+def explain_as_job(
+    request: Request,
+    loaded: Any,
+    method: Method,
+    image: DecodedImage,
+    ask: AskParameters,
+    params: Any,
+    smoothing: SmoothingParameters | None,
+) -> Response:
+    """The same explanation as a one-image job: 202 and its Location; GET /jobs/{id}/items/0
+    answers what this route would have."""
+    parameters = ask.model_dump(exclude_none=True, exclude_defaults=True)
+    if params is not None:
+        parameters |= params.model_dump(exclude_none=True, exclude_defaults=True)
+    if smoothing is not None:
+        parameters |= smoothing.model_dump(exclude_defaults=True)
+    job = JobRequest(
+        kind="explain", model=loaded.ref.name, version=loaded.ref.version, method=method.name, parameters=parameters
+    )
+    jobs = request.app.state.jobs
+    return accepted(jobs, jobs.submit(job, images=[image], idempotency_key=request.headers.get("idempotency-key")))
 
 
 def add_method_route(method: Method) -> None:

@@ -1,0 +1,535 @@
+"""Jobs: work over many images that outlives a request. Submitted work is checked whole, its images
+made safe and listed, and the job and its items committed in one transaction; one runner thread
+then works through the queue, job by job, feeding the models' batchers in their background lane
+(after online requests), and commits each item as it finishes.
+
+The layout under the jobs directory (`MINDSCOPE_JOBS_DIR`):
+
+    jobs.sqlite3                   state: jobs and items (SQLite, WAL)
+    <id>/input/...                 an uploaded archive's files, or the request's images (.npy)
+    <id>/maps/<n>.npy              each explained item's attribution map, float32 like the input
+    <id>/answers/<n>.pkl           the service's own record to answer GET /jobs/{id}/items/{n}
+
+Maps are one `.npy` per item: written whole and renamed into place as the item finishes (a crash
+leaves no half-written map and no shared file to repair), readable by numpy alone (np.load, or
+memory-mapped), and a partial job's maps are usable as they are. The results table (Parquet, CSV)
+is built from the committed rows when asked for, so it is never stale or half-written.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import pickle
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mindscope.dataplane.decoding import B64Instance, DecodedImage, DecodeLimits, ImageInfo, decode_image_bytes
+from mindscope.dataplane.decoding import decode_array as decode_array_instance
+from mindscope.engine.explain.method import Caps
+from mindscope.engine.explain.runner import Explained, explain
+from mindscope.engine.loaded_model import LoadedModel
+from mindscope.engine.registry import ModelRegistry
+from mindscope.engine.work import RequestWork, request_work
+from mindscope.errors import (
+    InvalidImage,
+    InvalidInput,
+    MindscopeError,
+    PayloadTooLarge,
+    RequestCancelled,
+)
+from mindscope.jobs import sources
+from mindscope.jobs.spec import JobRequest, Work, parse_work
+from mindscope.jobs.store import FinishedItem, ItemRow, JobRow, JobStore, NewItem
+
+logger = logging.getLogger("mindscope.jobs")
+
+PREDICT_CHUNK = 64  # images per forward call of a predict job
+
+
+class JobNotFound(MindscopeError):
+    status_code = 404
+    code = "job_not_found"
+
+
+class ItemNotFound(MindscopeError):
+    status_code = 404
+    code = "item_not_found"
+
+
+class InsufficientStorage(MindscopeError):
+    status_code = 507
+    code = "insufficient_storage"
+
+
+class IdempotencyKeyReused(MindscopeError):
+    status_code = 422
+    code = "idempotency_key_reused"
+
+
+class JobsDisabled(MindscopeError):
+    status_code = 400
+    code = "no_data_root"
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    folder: Path
+    data_root: Path | None
+    max_bytes: int
+    retention_s: float
+    max_files: int
+    max_archive_bytes: int
+    max_image_pixels: int
+    workers: int  # explain items computed at once (their rows share batches)
+    caps: Caps
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: JobRow
+    replayed: bool  # an Idempotency-Key seen before: the job it made then
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What GET /jobs/{id}/items/{n} answers from: the item's image and its stored result."""
+
+    job: JobRow
+    item: ItemRow
+    image: DecodedImage | None
+    explained: Explained | None
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+class JobService:
+    def __init__(self, settings: JobSettings, registry: ModelRegistry) -> None:
+        self.settings = settings
+        self.registry = registry
+        settings.folder.mkdir(parents=True, exist_ok=True)
+        self.store = JobStore(settings.folder / "jobs.sqlite3")
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._current: tuple[str, RequestWork] | None = None
+        self._current_lock = threading.Lock()
+        self.items_done = 0  # since start, for metrics
+        self.items_failed = 0
+        self._thread: threading.Thread | None = None
+        self._tidy()
+
+    # Lifecycle.
+
+    def start(self) -> None:
+        for job_id in self.store.requeue_running():
+            logger.info("job %s resumes where it stopped", job_id)
+        self._thread = threading.Thread(target=self._run, name="jobs", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the items in flight (they stay queued and run again on the next start)."""
+        self._stopping.set()
+        self._wake.set()
+        with self._current_lock:
+            if self._current is not None:
+                self._current[1].cancel("the server is stopping")
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        self.store.close()
+
+    def _tidy(self) -> None:
+        """Folders of submissions that never committed (a crash mid-submit) go."""
+        known = self.store.ids()
+        for entry in self.settings.folder.iterdir():
+            if entry.is_dir() and (entry.name.startswith(".incoming-") or entry.name not in known):
+                sources.remove(entry)
+
+    # Submitting.
+
+    def submit(
+        self,
+        request: JobRequest,
+        archive: bytes | None = None,
+        images: list[DecodedImage] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Submitted:
+        """Check the whole job, stage its images, then commit job and items at once; a refusal
+        leaves nothing behind."""
+        digest = self._digest(request, archive, images)
+        if idempotency_key is not None:
+            seen = self.store.by_idempotency_key(idempotency_key)
+            if seen is not None:
+                return self._replay(seen, digest, idempotency_key)
+        model = self.registry.get(request.model, request.version)
+        parse_work(request, model, self.settings.caps)  # refused here, before anything is stored
+        sources_given = sum(x is not None for x in (request.folder, request.instances, archive, images))
+        if sources_given != 1:
+            raise InvalidInput(
+                "a job takes its images from exactly one of: folder (under the data root), instances, "
+                "or an uploaded zip/tar archive",
+                sources_given=sources_given,
+            )
+        used = self.store.total_bytes()
+        incoming = len(archive) if archive is not None else 0
+        if used + incoming >= self.settings.max_bytes:
+            raise InsufficientStorage(
+                f"the jobs' results hold {used} bytes of the {self.settings.max_bytes} allowed "
+                "(MINDSCOPE_JOBS_MAX_BYTES); delete finished jobs (DELETE /jobs/{id}) or wait for their retention "
+                "to end, then submit again",
+                bytes_used=used,
+                max_bytes=self.settings.max_bytes,
+            )
+        job_id = uuid.uuid4().hex
+        staging = self.settings.folder / f".incoming-{job_id}"
+        try:
+            items = self._stage(request, model, archive, images, staging)
+            stored = sources.folder_bytes(staging)
+            spec = request.model_dump(exclude={"instances"}) | {"model": model.ref.name, "version": model.ref.version}
+            spec["source"] = self._source_kind(request, archive, images)
+            if staging.exists():
+                staging.rename(self.settings.folder / job_id)
+            try:
+                job = self.store.create(job_id, request.kind, spec, items, stored, idempotency_key, digest)
+            except Exception:
+                sources.remove(self.settings.folder / job_id)
+                seen = None if idempotency_key is None else self.store.by_idempotency_key(idempotency_key)
+                if seen is not None:  # the same key, submitted at the same moment: that one won
+                    return self._replay(seen, digest, idempotency_key)  # type: ignore[arg-type]
+                raise
+        finally:
+            sources.remove(staging)
+        self._wake.set()
+        return Submitted(job, replayed=False)
+
+    def _replay(self, seen: tuple[JobRow, str | None], digest: str, key: str) -> Submitted:
+        job, seen_digest = seen
+        if seen_digest != digest:
+            raise IdempotencyKeyReused(
+                f"Idempotency-Key {key!r} was used for a different job ({job.id}); use a new key for new work",
+                job_id=job.id,
+            )
+        return Submitted(job, replayed=True)
+
+    @staticmethod
+    def _digest(request: JobRequest, archive: bytes | None, images: list[DecodedImage] | None) -> str:
+        hashed = hashlib.sha256(request.model_dump_json().encode())
+        if archive is not None:
+            hashed.update(archive)
+        for image in images or ():
+            hashed.update(image.pixels.tobytes())
+        return hashed.hexdigest()
+
+    @staticmethod
+    def _source_kind(request: JobRequest, archive: bytes | None, images: list[DecodedImage] | None) -> str:
+        if request.folder is not None:
+            return "folder"
+        return "archive" if archive is not None else "images"
+
+    def _stage(
+        self,
+        request: JobRequest,
+        model: LoadedModel,
+        archive: bytes | None,
+        images: list[DecodedImage] | None,
+        staging: Path,
+    ) -> list[NewItem]:
+        classes = model.class_names
+        if request.folder is not None:
+            root = self.settings.data_root
+            if root is None:
+                raise JobsDisabled(
+                    "this server has no data root: set MINDSCOPE_DATA_ROOT to a folder of images to submit "
+                    "folders, or upload an archive"
+                )
+            _, files = sources.folder_files(root, request.folder)
+            self._check_count(len(files))
+            return sources.labelled(files, classes)
+        if archive is not None:
+            caps = sources.ArchiveLimits(self.settings.max_files, self.settings.max_archive_bytes)
+            return sources.labelled(sources.extract_archive(archive, staging / "input", caps), classes)
+        if request.instances is not None:
+            limits = DecodeLimits(model.input_shape, self.settings.max_image_pixels)
+            images = [self._decode_instance(i, request.value_range, limits) for i in request.instances]
+        assert images is not None
+        self._check_count(len(images))
+        for n, image in enumerate(images):
+            _atomic_write(staging / "input" / f"{n}.npy", _npy_bytes(image.pixels))
+            _atomic_write(staging / "input" / f"{n}.json", image.info.model_dump_json().encode())
+        return [NewItem(f"{n}.npy") for n in range(len(images))]
+
+    def _check_count(self, count: int) -> None:
+        if count > self.settings.max_files:
+            raise PayloadTooLarge(
+                f"{count} images; a job takes at most {self.settings.max_files} (MINDSCOPE_JOBS_MAX_FILES): split it",
+                files=count,
+                max_files=self.settings.max_files,
+            )
+
+    @staticmethod
+    def _decode_instance(instance: Any, value_range: str | None, limits: DecodeLimits) -> DecodedImage:
+        if isinstance(instance, B64Instance):
+            try:
+                data = base64.b64decode(instance.b64, validate=True)
+            except ValueError:
+                raise InvalidInput("an instance's b64 field is not valid base64") from None
+            return decode_image_bytes(data, limits)
+        return decode_array_instance(instance, value_range, limits.shape)
+
+    # Reading.
+
+    def get(self, job_id: str) -> JobRow:
+        job = self.store.get(job_id)
+        if job is None:
+            raise JobNotFound(f"no job {job_id!r}; GET /jobs lists them (finished jobs go after their retention)")
+        return job
+
+    def cancel(self, job_id: str) -> JobRow:
+        self.get(job_id)
+        if self.store.cancel(job_id):
+            with self._current_lock:
+                if self._current is not None and self._current[0] == job_id:
+                    self._current[1].cancel("the job was cancelled")
+        return self.get(job_id)
+
+    def folder(self, job_id: str) -> Path:
+        return self.settings.folder / job_id
+
+    def map_path(self, job_id: str, n: int) -> Path:
+        return self.folder(job_id) / "maps" / f"{n}.npy"
+
+    def answer(self, job_id: str, n: int) -> Answer:
+        job = self.get(job_id)
+        item = self.store.item(job_id, n)
+        if item is None:
+            raise ItemNotFound(f"job {job_id} has items 0-{job.total - 1}; no item {n}", total=job.total)
+        if item.state != "succeeded":
+            return Answer(job, item, None, None)
+        model = self.registry.get(job.spec["model"], job.spec["version"])
+        image = self._load(job, item, model)
+        explained = None
+        if job.kind == "explain":
+            explained = pickle.loads((self.folder(job_id) / "answers" / f"{n}.pkl").read_bytes())  # noqa: S301
+        return Answer(job, item, image, explained)
+
+    def model_of(self, job: JobRow) -> LoadedModel:
+        return self.registry.get(job.spec["model"], job.spec["version"])
+
+    def work_of(self, job: JobRow, model: LoadedModel) -> Work:
+        return parse_work(JobRequest.model_validate(_request_fields(job.spec)), model, self.settings.caps)
+
+    # Running.
+
+    def _run(self) -> None:
+        last_sweep = 0.0
+        while not self._stopping.is_set():
+            if time.monotonic() - last_sweep > min(60.0, self.settings.retention_s):
+                self.sweep()
+                last_sweep = time.monotonic()
+            job = self.store.next_queued()
+            if job is None:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
+            try:
+                self._run_job(job)
+            except Exception:  # a bug in a job must not stop the runner
+                logger.exception("job %s failed", job.id)
+                self.store.end(job.id, "failed", "internal error; the server's log has the details")
+
+    def _run_job(self, job: JobRow) -> None:
+        if not self.store.start(job.id):
+            return
+        try:
+            model = self.model_of(job)
+            work = self.work_of(job, model)
+        except MindscopeError as exc:
+            self.store.end(job.id, "failed", exc.message)
+            return
+        running = RequestWork(background=True)
+        with self._current_lock:
+            self._current = (job.id, running)
+        try:
+            pending = self.store.items(job.id, "queued")
+            if work.kind == "predict":
+                self._predict_items(job, model, pending, running)
+            else:
+                self._explain_items(job, model, work, pending, running)
+        finally:
+            with self._current_lock:
+                self._current = None
+        if running.cancelled is None:
+            self.store.end(job.id, "succeeded")
+
+    def _load(self, job: JobRow, item: ItemRow, model: LoadedModel) -> DecodedImage:
+        source = job.spec["source"]
+        if source == "images":
+            folder = self.folder(job.id) / "input"
+            pixels = np.load(folder / item.source, allow_pickle=False)
+            info = ImageInfo.model_validate_json((folder / item.source.replace(".npy", ".json")).read_text())
+            return DecodedImage(pixels, info)
+        if source == "folder":
+            assert self.settings.data_root is not None
+            path = sources.inside(self.settings.data_root, item.source)
+        else:
+            path = self.folder(job.id) / "input" / item.source
+        limits = DecodeLimits(model.input_shape, self.settings.max_image_pixels)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InvalidInput(f"{item.source} cannot be read: {exc.strerror}") from None
+        try:
+            return decode_image_bytes(data, limits)
+        except MindscopeError as exc:
+            raise InvalidImage(f"{item.source} is not an image this service reads ({exc.message})") from None
+
+    def _predict_items(self, job: JobRow, model: LoadedModel, items: list[ItemRow], running: RequestWork) -> None:
+        for start in range(0, len(items), PREDICT_CHUNK):
+            if running.cancelled is not None:
+                return
+            chunk = items[start : start + PREDICT_CHUNK]
+            began = time.perf_counter()
+            finished: list[FinishedItem] = []
+            good: list[tuple[ItemRow, DecodedImage]] = []
+            for item in chunk:
+                try:
+                    good.append((item, self._load(job, item, model)))
+                except MindscopeError as exc:
+                    finished.append(FinishedItem(item.n, None, exc.message, 0.0))
+            if good:
+                try:
+                    with request_work(running):
+                        probabilities = model.predict(np.stack([image.pixels for _, image in good]))
+                except RequestCancelled:
+                    return
+                seconds = (time.perf_counter() - began) / len(chunk)
+                for (item, image), row in zip(good, probabilities, strict=True):
+                    finished.append(FinishedItem(item.n, _prediction(model, row, image), None, seconds))
+            self._finish(job.id, finished)
+
+    def _explain_items(
+        self, job: JobRow, model: LoadedModel, work: Work, items: list[ItemRow], running: RequestWork
+    ) -> None:
+        def one(item: ItemRow) -> None:
+            if running.cancelled is not None:
+                return
+            began = time.perf_counter()
+            try:
+                image = self._load(job, item, model)
+                with request_work(running):
+                    assert work.method is not None and work.explaining is not None
+                    explained = explain(
+                        model,
+                        work.method,
+                        image.pixels,
+                        work.explaining.params,
+                        work.explaining.ask.target,
+                        work.context,
+                        work.evaluate,
+                    )
+            except RequestCancelled:
+                return
+            except MindscopeError as exc:
+                self._finish(job.id, [FinishedItem(item.n, None, exc.message, time.perf_counter() - began)])
+                return
+            folder = self.folder(job.id)
+            map_bytes = _npy_bytes(explained.explanation.attributions)
+            answer_bytes = pickle.dumps(explained, protocol=pickle.HIGHEST_PROTOCOL)
+            _atomic_write(folder / "maps" / f"{item.n}.npy", map_bytes)
+            _atomic_write(folder / "answers" / f"{item.n}.pkl", answer_bytes)
+            row = _explained_row(model, explained, image)
+            seconds = time.perf_counter() - began
+            self._finish(job.id, [FinishedItem(item.n, row, None, seconds, len(map_bytes) + len(answer_bytes))])
+
+        with ThreadPoolExecutor(self.settings.workers, thread_name_prefix=f"job-{job.id[:8]}") as pool:
+            for _ in pool.map(one, items):
+                pass
+
+    def _finish(self, job_id: str, finished: list[FinishedItem]) -> None:
+        self.store.finish_items(job_id, finished)
+        failed = sum(1 for item in finished if item.error)
+        self.items_failed += failed
+        self.items_done += len(finished) - failed
+
+    # Retention.
+
+    def sweep(self) -> list[str]:
+        """Finished jobs past their retention go, files and rows."""
+        expired = self.store.expired(time.time() - self.settings.retention_s)
+        for job_id in expired:
+            sources.remove(self.folder(job_id))
+            self.store.delete(job_id)
+            logger.info("job %s expired and was deleted", job_id)
+        return expired
+
+    def delete(self, job_id: str) -> None:
+        """A finished job's files and rows go now."""
+        job = self.get(job_id)
+        if job.state not in ("succeeded", "failed", "cancelled"):
+            raise InvalidInput(f"job {job_id} is {job.state}; cancel it first (DELETE /jobs/{job_id})")
+        sources.remove(self.folder(job_id))
+        self.store.delete(job_id)
+
+
+def _request_fields(spec: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in spec.items() if k in JobRequest.model_fields and k not in ("folder", "value_range")}
+
+
+def _prediction(model: LoadedModel, row: np.ndarray, image: DecodedImage) -> dict[str, Any]:
+    index = int(np.argmax(row))
+    return {
+        "prediction": model.class_names[index],
+        "class_index": index,
+        "confidence": float(row[index]),
+        "probabilities": [float(p) for p in row],
+        "input": image.info.model_dump(),
+    }
+
+
+def _explained_row(model: LoadedModel, explained: Explained, image: DecodedImage) -> dict[str, Any]:
+    row = _prediction(model, explained.probabilities, image)
+    result = explained.explanation
+    target = result.target
+    row |= {
+        "target": target,
+        "target_label": model.class_names[target],
+        "target_probability": float(explained.probabilities[target]),
+        "gradient_evaluations": result.gradient_evaluations,
+    }
+    extra = result.extra
+    if extra is not None and hasattr(extra, "relative_delta"):
+        row["completeness_error"] = float(extra.relative_delta)
+    evaluation = explained.evaluation
+    if evaluation is not None:
+        for kind, found in evaluation.curves.items():
+            row[f"{kind}_area"] = float(found.area)
+        if evaluation.sanity is not None:
+            row["sanity_rank_correlation"] = float(evaluation.sanity)
+    return row
