@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,9 @@ from mindscope.engine.store import ModelStore
 from mindscope.training.data import decode_files, list_image_folder, split_validation
 
 from .servers import Server, start_server
+
+# Every app and server the tests start keeps its jobs out of the checkout.
+os.environ.setdefault("MINDSCOPE_JOBS_DIR", tempfile.mkdtemp(prefix="mindscope-test-jobs-"))
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MINDSCOPE_TEST_DATA", REPO.parent / "shared" / "data" / "cifar10" / "train"))

@@ -15,11 +15,13 @@ has that class as its label.
 from __future__ import annotations
 
 import io
+import lzma
 import os
 import shutil
 import stat
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -134,6 +136,13 @@ class _Written:
 def extract_archive(data: bytes, folder: Path, limits: ArchiveLimits) -> list[str]:
     """Check every member, then extract into `folder` (which must not exist yet): the members'
     relative paths, sorted. On any refusal the caller removes `folder`."""
+    try:
+        return _extract(data, folder, limits)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
+        raise InvalidInput(f"the archive is damaged and was not unpacked: {exc}") from None
+
+
+def _extract(data: bytes, folder: Path, limits: ArchiveLimits) -> list[str]:
     folder.mkdir(parents=True)
     written = _Written(limits.max_bytes)
     if zipfile.is_zipfile(io.BytesIO(data)):
