@@ -302,3 +302,31 @@ def test_jobs_show_in_metrics(server, folder_job):
     assert server.metric('mindscope_jobs{state="succeeded"}') >= 1
     assert server.metric('mindscope_job_items_total{outcome="failed"}') >= 1
     assert server.metric("mindscope_jobs_bytes") > 0
+
+
+def test_the_sdk_submits_follows_reads_and_cancels_sync_and_async(server, data_root):
+    import asyncio
+
+    from mindscope_client import AsyncClient, Client
+    from mindscope_client._exceptions import NotFound
+
+    with Client(server.base_url) as client:
+        job = client.jobs.submit("predict", folder="val/ship")
+        assert job.wait(progress=True).state["state"] == "succeeded"
+        table = job.results()
+        assert list(table["source"]) == sorted(f"val/ship/{p.name}" for p in (data_root / "val" / "ship").iterdir())
+        assert client.jobs.get(job.id).state["items"]["done"] == 3
+        slow = client.jobs.submit(method="integrated-gradients", parameters={"steps": 1024}, folder="val")
+        assert slow.cancel().state["state"] == "cancelled"
+        with pytest.raises(NotFound):
+            client.jobs.get("no-such-job")
+
+    async def scenario() -> tuple[dict, dict]:
+        async with AsyncClient(server.base_url) as client:
+            job = await client.jobs.submit(method="grad-cam", folder="val/airplane")
+            await job.wait(poll_s=0.05)
+            return job.state, await job.maps()
+
+    state, maps = asyncio.run(scenario())
+    assert state["state"] == "succeeded" and sorted(maps) == [0, 1, 2]
+    assert all(m.shape == (32, 32, 1) for m in maps.values())

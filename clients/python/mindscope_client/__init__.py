@@ -19,6 +19,7 @@ from mindscope_client._exceptions import (
     UnknownClass,
     UnsupportedMediaType,
 )
+from mindscope_client._jobs import AsyncJob, AsyncJobs, Job, Jobs
 from mindscope_client._types import (
     Activations,
     ArrayData,
@@ -39,6 +40,10 @@ from mindscope_client._types import (
 )
 
 __all__ = [
+    "AsyncJob",
+    "AsyncJobs",
+    "Job",
+    "Jobs",
     "APIError",
     "Activations",
     "ArrayData",

@@ -11,6 +11,7 @@ import httpx
 
 from mindscope_client import _requests as rq
 from mindscope_client._exceptions import TransportError, error_from_response
+from mindscope_client._jobs import AsyncJobs, Jobs
 from mindscope_client._types import (
     Activations,
     Attribution,
@@ -230,6 +231,7 @@ class Client(_Builder):
         super().__init__(base_url, api_key, timeout, retries, backoff)
         self._owns_client = http_client is None
         self._http = http_client or httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        self.jobs = Jobs(self._http, self.headers)  # work over many images: client.jobs.submit(...)
 
     def __enter__(self) -> Client:
         return self
@@ -430,6 +432,7 @@ class AsyncClient(_Builder):
         super().__init__(base_url, api_key, timeout, retries, backoff)
         self._owns_client = http_client is None
         self._http = http_client or httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
+        self.jobs = AsyncJobs(self._http, self.headers)
 
     async def __aenter__(self) -> AsyncClient:
         return self
