@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     )
     jobs_max_upload_bytes: int = Field(512 * 1024**2, ge=1024, description="body size of POST /jobs (an archive)")
     jobs_workers: int = Field(2, ge=1, le=64, description="a job's images explained at once (their rows share batches)")
+    ray_address: str | None = Field(
+        None, description="run jobs on this Ray cluster (ray://host:10001, auto, local); unset: in this process"
+    )
+    jobs_ray_actors: int = Field(2, ge=1, description="Ray actors (each holding the model) one job uses")
+    jobs_ray_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves for each of those actors")
 
     def job_settings(self) -> JobSettings:
         return JobSettings(
@@ -100,6 +105,9 @@ class Settings(BaseSettings):
             self.max_image_pixels,
             self.jobs_workers,
             Caps.of(self),
+            self.ray_address,
+            self.jobs_ray_actors,
+            self.jobs_ray_cpus,
         )
 
     def forward_batching(self) -> BatchingConfig:

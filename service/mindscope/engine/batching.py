@@ -158,6 +158,7 @@ class BatchStats:
     refused_for_deadline: int = 0  # refused because they could not finish in time
     queued_s: float = 0.0  # seconds calls spent queued, summed
     rows_per_s: float | None = None  # measured on batches at least half full; None until one ran
+    small_call_s: float | None = None  # seconds of a call under half full (a chain's step); None until one ran
     paused_s: float = 0.0  # seconds paused to leave the cores to the lane this one yields to
 
 
@@ -402,7 +403,13 @@ class DynamicBatcher:
 
     def _measure(self, rows: int, seconds: float) -> None:
         # A small batch costs more per row (the call's fixed cost); half-full ones say what a queue costs.
-        if rows * 2 < self.config.max_batch_rows or seconds <= 0:
+        if seconds <= 0:
+            return
+        if rows * 2 < self.config.max_batch_rows:
+            previous = self.stats.small_call_s
+            self.stats.small_call_s = (
+                seconds if previous is None else (1 - _RATE_WEIGHT) * previous + _RATE_WEIGHT * seconds
+            )
             return
         rate, previous = rows / seconds, self.stats.rows_per_s
         self.stats.rows_per_s = rate if previous is None else (1 - _RATE_WEIGHT) * previous + _RATE_WEIGHT * rate

@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from mindscope.engine.batching import FORWARD_BATCHING, GRADIENT_BATCHING, BatchingConfig, DynamicBatcher
+from mindscope.engine.explain.admission import Admission
 from mindscope.engine.layer_paths import (
     SEPARATOR,
     find_layer,
@@ -93,6 +94,7 @@ class LoadedModel:
         self.gradient_batcher = DynamicBatcher(self.gradients_now, self.gradient_batching, f"{label}-gradients")
         self.gradient_batcher.yields_to = self.forward_batcher  # predictions never queue behind explanations
         self.gradients = BatchedGradients(self.gradient_batcher)
+        self.admission = Admission()  # whole explanations, priced before they run
         self._layer_batchers: dict[str, DynamicBatcher] = {}
         self._layer_lock = threading.Lock()
         self._initial: LoadedModel | None = None

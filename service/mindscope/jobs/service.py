@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 import os
 import pickle
@@ -37,18 +38,18 @@ import numpy as np
 from mindscope.dataplane.decoding import B64Instance, DecodedImage, DecodeLimits, ImageInfo, decode_image_bytes
 from mindscope.dataplane.decoding import decode_array as decode_array_instance
 from mindscope.engine.explain.method import Caps
-from mindscope.engine.explain.runner import Explained, explain
+from mindscope.engine.explain.runner import Explained
 from mindscope.engine.loaded_model import LoadedModel
 from mindscope.engine.registry import ModelRegistry
 from mindscope.engine.work import RequestWork, request_work
 from mindscope.errors import (
-    InvalidImage,
     InvalidInput,
     MindscopeError,
     PayloadTooLarge,
     RequestCancelled,
 )
 from mindscope.jobs import sources
+from mindscope.jobs.items import ComputedItem, decode_item, explain_item, npy_bytes, predict_rows
 from mindscope.jobs.spec import JobRequest, Work, parse_work
 from mindscope.jobs.store import FinishedItem, ItemRow, JobRow, JobStore, NewItem
 
@@ -93,6 +94,9 @@ class JobSettings:
     max_image_pixels: int
     workers: int  # explain items computed at once (their rows share batches)
     caps: Caps
+    ray_address: str | None = None  # jobs compute on this Ray cluster (`jobs.ray_runner`)
+    ray_actors: int = 2
+    ray_cpus_per_actor: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -121,14 +125,6 @@ def _atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
 
 
 class JobService:
@@ -281,7 +277,7 @@ class JobService:
         assert images is not None
         self._check_count(len(images))
         for n, image in enumerate(images):
-            _atomic_write(staging / "input" / f"{n}.npy", _npy_bytes(image.pixels))
+            _atomic_write(staging / "input" / f"{n}.npy", npy_bytes(image.pixels))
             _atomic_write(staging / "input" / f"{n}.json", image.info.model_dump_json().encode())
         return [NewItem(f"{n}.npy") for n in range(len(images))]
 
@@ -378,7 +374,9 @@ class JobService:
             self._current = (job.id, running)
         try:
             pending = self.store.items(job.id, "queued")
-            if work.kind == "predict":
+            if self.settings.ray_address is not None:
+                self._ray_items(job, model, pending, running)
+            elif work.kind == "predict":
                 self._predict_items(job, model, pending, running)
             else:
                 self._explain_items(job, model, work, pending, running)
@@ -405,20 +403,15 @@ class JobService:
             data = path.read_bytes()
         except OSError as exc:
             raise InvalidInput(f"{item.source} cannot be read: {exc.strerror}") from None
-        try:
-            return decode_image_bytes(data, limits)
-        except MindscopeError as exc:
-            raise InvalidImage(f"{item.source} is not an image this service reads ({exc.message})") from None
+        return decode_item(data, limits, item.source)
 
     def _predict_items(self, job: JobRow, model: LoadedModel, items: list[ItemRow], running: RequestWork) -> None:
         for start in range(0, len(items), PREDICT_CHUNK):
-            if running.cancelled is not None:
+            if self._stopped(job, running):
                 return
-            chunk = items[start : start + PREDICT_CHUNK]
-            began = time.perf_counter()
             finished: list[FinishedItem] = []
             good: list[tuple[ItemRow, DecodedImage]] = []
-            for item in chunk:
+            for item in items[start : start + PREDICT_CHUNK]:
                 try:
                     good.append((item, self._load(job, item, model)))
                 except MindscopeError as exc:
@@ -426,51 +419,107 @@ class JobService:
             if good:
                 try:
                     with request_work(running):
-                        probabilities = model.predict(np.stack([image.pixels for _, image in good]))
+                        computed = predict_rows(
+                            model, [image.pixels for _, image in good], [image.info.model_dump() for _, image in good]
+                        )
                 except RequestCancelled:
                     return
-                seconds = (time.perf_counter() - began) / len(chunk)
-                for (item, image), row in zip(good, probabilities, strict=True):
-                    finished.append(FinishedItem(item.n, _prediction(model, row, image), None, seconds))
+                finished += [
+                    FinishedItem(item.n, one.result, None, one.seconds)
+                    for (item, _), one in zip(good, computed, strict=True)
+                ]
             self._finish(job.id, finished)
 
     def _explain_items(
         self, job: JobRow, model: LoadedModel, work: Work, items: list[ItemRow], running: RequestWork
     ) -> None:
         def one(item: ItemRow) -> None:
-            if running.cancelled is not None:
+            if self._stopped(job, running):
                 return
             began = time.perf_counter()
             try:
                 image = self._load(job, item, model)
                 with request_work(running):
-                    assert work.method is not None and work.explaining is not None
-                    explained = explain(
-                        model,
-                        work.method,
-                        image.pixels,
-                        work.explaining.params,
-                        work.explaining.ask.target,
-                        work.context,
-                        work.evaluate,
-                    )
+                    computed = explain_item(model, work, image.pixels, image.info.model_dump())
             except RequestCancelled:
                 return
             except MindscopeError as exc:
-                self._finish(job.id, [FinishedItem(item.n, None, exc.message, time.perf_counter() - began)])
-                return
-            folder = self.folder(job.id)
-            map_bytes = _npy_bytes(explained.explanation.attributions)
-            answer_bytes = pickle.dumps(explained, protocol=pickle.HIGHEST_PROTOCOL)
-            _atomic_write(folder / "maps" / f"{item.n}.npy", map_bytes)
-            _atomic_write(folder / "answers" / f"{item.n}.pkl", answer_bytes)
-            row = _explained_row(model, explained, image)
-            seconds = time.perf_counter() - began
-            self._finish(job.id, [FinishedItem(item.n, row, None, seconds, len(map_bytes) + len(answer_bytes))])
+                computed = ComputedItem(None, exc.message, time.perf_counter() - began)
+            self._store(job.id, item.n, computed)
 
         with ThreadPoolExecutor(self.settings.workers, thread_name_prefix=f"job-{job.id[:8]}") as pool:
             for _ in pool.map(one, items):
                 pass
+
+    def _store(self, job_id: str, n: int, computed: ComputedItem) -> None:
+        """The item's files (each written whole, then renamed into place), then its row."""
+        written = 0
+        if computed.map_bytes is not None and computed.explained is not None:
+            answer_bytes = pickle.dumps(computed.explained, protocol=pickle.HIGHEST_PROTOCOL)
+            folder = self.folder(job_id)
+            _atomic_write(folder / "maps" / f"{n}.npy", computed.map_bytes)
+            _atomic_write(folder / "answers" / f"{n}.pkl", answer_bytes)
+            written = len(computed.map_bytes) + len(answer_bytes)
+        self._finish(job_id, [FinishedItem(n, computed.result, computed.error, computed.seconds, written)])
+
+    def _stopped(self, job: JobRow, running: RequestWork) -> bool:
+        """Cancelled here, or in the database (by another process on the same jobs folder)."""
+        if running.cancelled is None:
+            current = self.store.get(job.id)
+            if current is None or current.state == "cancelled":
+                running.cancel("the job was cancelled")
+        return running.cancelled is not None
+
+    def _ray_items(self, job: JobRow, model: LoadedModel, items: list[ItemRow], running: RequestWork) -> None:
+        from mindscope.jobs.ray_runner import run_on_ray
+
+        assert self.settings.ray_address is not None
+        shipped = []
+        for item in items:
+            try:
+                data, kind, info = self._raw(job, item, model)
+            except MindscopeError as exc:
+                self._finish(job.id, [FinishedItem(item.n, None, exc.message, 0.0)])
+                continue
+            shipped.append({"n": item.n, "source": item.source, "data": data, "kind": kind, "info": json.dumps(info)})
+        caps = self.settings.caps
+        worker_args = {
+            "store_dir": str(self.registry.store.root.resolve()),
+            "spec": job.spec,
+            "caps": {
+                "max_steps": caps.max_steps,
+                "max_rows": caps.max_rows,
+                "max_samples": caps.max_samples,
+                "rows_per_chunk": caps.rows_per_chunk,
+            },
+            "max_pixels": self.settings.max_image_pixels,
+        }
+        answers = run_on_ray(
+            self.settings.ray_address,
+            shipped,
+            worker_args,
+            self.settings.ray_actors,
+            self.settings.ray_cpus_per_actor,
+            lambda: self._stopped(job, running),
+        )
+        for n, computed in answers:
+            self._store(job.id, n, computed)
+
+    def _raw(self, job: JobRow, item: ItemRow, model: LoadedModel) -> tuple[bytes, str, dict[str, Any]]:
+        """What a Ray worker gets for an item: the file's bytes (it decodes them), or a submitted
+        image's array."""
+        if job.spec["source"] == "images":
+            image = self._load(job, item, model)
+            return npy_bytes(image.pixels), "npy", image.info.model_dump()
+        if job.spec["source"] == "folder":
+            assert self.settings.data_root is not None
+            path = sources.inside(self.settings.data_root, item.source)
+        else:
+            path = self.folder(job.id) / "input" / item.source
+        try:
+            return path.read_bytes(), "file", {}
+        except OSError as exc:
+            raise InvalidInput(f"{item.source} cannot be read: {exc.strerror}") from None
 
     def _finish(self, job_id: str, finished: list[FinishedItem]) -> None:
         self.store.finish_items(job_id, finished)
@@ -500,36 +549,3 @@ class JobService:
 
 def _request_fields(spec: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in spec.items() if k in JobRequest.model_fields and k not in ("folder", "value_range")}
-
-
-def _prediction(model: LoadedModel, row: np.ndarray, image: DecodedImage) -> dict[str, Any]:
-    index = int(np.argmax(row))
-    return {
-        "prediction": model.class_names[index],
-        "class_index": index,
-        "confidence": float(row[index]),
-        "probabilities": [float(p) for p in row],
-        "input": image.info.model_dump(),
-    }
-
-
-def _explained_row(model: LoadedModel, explained: Explained, image: DecodedImage) -> dict[str, Any]:
-    row = _prediction(model, explained.probabilities, image)
-    result = explained.explanation
-    target = result.target
-    row |= {
-        "target": target,
-        "target_label": model.class_names[target],
-        "target_probability": float(explained.probabilities[target]),
-        "gradient_evaluations": result.gradient_evaluations,
-    }
-    extra = result.extra
-    if extra is not None and hasattr(extra, "relative_delta"):
-        row["completeness_error"] = float(extra.relative_delta)
-    evaluation = explained.evaluation
-    if evaluation is not None:
-        for kind, found in evaluation.curves.items():
-            row[f"{kind}_area"] = float(found.area)
-        if evaluation.sanity is not None:
-            row["sanity_rank_correlation"] = float(evaluation.sanity)
-    return row

@@ -154,11 +154,29 @@ def _json(text: str | bytes, what: str) -> object:
         raise InvalidJSON(f"{what} is not valid JSON: {str(exc)[:200]}") from None
 
 
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's JSON schema with its `$defs` put in place: the OpenAPI document has no `$defs` for
+    `#/$defs/...` references to point into."""
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(definitions[node["$ref"].rsplit("/", 1)[1]])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
 JOB_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": JobRequest.model_json_schema()},
+            "application/json": {"schema": _inlined(JobRequest.model_json_schema())},
             "multipart/form-data": {
                 "schema": {
                     "type": "object",

@@ -118,6 +118,9 @@ class GuidedIG(PathMethod):
     Params = GuidedIGParams
     default_steps = 200
 
+    def depth(self, port: ModelPort, params: MethodParams, context: Context) -> int:
+        return self.steps(params, context)  # each step's gradient chooses where the next one is
+
     def run(
         self, port: ModelPort, image: np.ndarray, target: int, params: MethodParams, context: Context
     ) -> Explanation:

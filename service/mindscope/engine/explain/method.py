@@ -139,6 +139,7 @@ class Method(ABC):
     signed: ClassVar[bool] = True  # the request may choose `sign`
     scores: ClassVar[tuple[Score, ...]] = ("probability", "logit")
     answer: ClassVar[str] = "explanation"  # the answer's shape: "explanation" or "integrated-gradients"
+    lane: ClassVar[Literal["gradients", "forward"]] = "gradients"  # the batcher its rows go to
 
     def what_rows(self) -> str:
         """What the rows count, for the cap's message."""
@@ -162,6 +163,11 @@ class Method(ABC):
     @abstractmethod
     def rows(self, port: ModelPort, params: MethodParams, context: Context) -> int:
         """Model rows one image costs (before SmoothGrad's samples multiply it)."""
+
+    def depth(self, port: ModelPort, params: MethodParams, context: Context) -> int:
+        """Model calls that must run one after another (each needs the last one's answer): 1 for a
+        method that queues all its rows at once, the steps for a path the gradients choose."""
+        return 1
 
     @abstractmethod
     def run(

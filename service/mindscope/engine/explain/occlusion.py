@@ -82,6 +82,7 @@ class OcclusionParams(MethodParams):
 
 class Occlusion(Method):
     name = "occlusion"
+    lane = "forward"
     title = "Occlusion"
     summary = "Occlusion: how much the target's probability falls when a patch covers each pixel"
     Params = OcclusionParams

@@ -189,6 +189,7 @@ class PartitionShapParams(MethodParams):
 
 class PartitionShap(Method):
     name = "shap"
+    lane = "forward"
     title = "SHAP (Owen values)"
     summary = "SHAP: Owen values of image regions over a hierarchical partition (shap's PartitionExplainer)"
     Params = PartitionShapParams
@@ -197,6 +198,10 @@ class PartitionShap(Method):
 
     def what_rows(self) -> str:
         return "max_evals"
+
+    def depth(self, port: ModelPort, params: MethodParams, context: Context) -> int:
+        assert isinstance(params, PartitionShapParams)
+        return -(-params.max_evals // params.batch_size)  # the partition splits batch after batch
 
     def rows(self, port: ModelPort, params: MethodParams, context: Context) -> int:
         assert isinstance(params, PartitionShapParams)

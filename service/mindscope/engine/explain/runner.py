@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mindscope.engine.explain.evaluation import Evaluate, Evaluation
+from mindscope.engine.explain.admission import Cost
+from mindscope.engine.explain.evaluation import CURVES, Evaluate, Evaluation
 from mindscope.engine.explain.explanation import Explanation
 from mindscope.engine.explain.method import Context, Method, MethodParams, within
+from mindscope.engine.work import current_work
 from mindscope.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -70,17 +72,35 @@ def explain(
     context = context or Context()
     evaluate = evaluate or Evaluate()
     check(model, method, params, context, evaluate)
-    probabilities = model.predict(image[None])[0]
-    index = int(np.argmax(probabilities)) if target is None else model.class_index(target)
-    started = time.perf_counter()
-    explanation = method.run(model, image, index, params, context)
-    untrained = model.initial_model() if evaluate.sanity else None
-    evaluation = evaluate.run(
-        model.predict,
-        image,
-        index,
-        explanation.attributions,
-        None if untrained is None else (lambda: method.run(untrained, image, index, params, context).attributions),
-        context.caps.rows_per_chunk,
-    )
+    cost = cost_of(model, method, params, context, evaluate)
+    seconds = cost.seconds(model.gradient_batcher.stats, model.forward_batcher.stats)
+    work = current_work()
+    remaining = None if work.background else work.remaining()
+    with model.admission.admit(seconds, remaining, f"this {method.name} explanation ({cost.rows} rows)"):
+        probabilities = model.predict(image[None])[0]
+        index = int(np.argmax(probabilities)) if target is None else model.class_index(target)
+        started = time.perf_counter()
+        explanation = method.run(model, image, index, params, context)
+        untrained = model.initial_model() if evaluate.sanity else None
+        evaluation = evaluate.run(
+            model.predict,
+            image,
+            index,
+            explanation.attributions,
+            None if untrained is None else (lambda: method.run(untrained, image, index, params, context).attributions),
+            context.caps.rows_per_chunk,
+        )
     return Explained(explanation, probabilities, evaluation, time.perf_counter() - started)
+
+
+def cost_of(model: LoadedModel, method: Method, params: MethodParams, context: Context, evaluate: Evaluate) -> Cost:
+    """What the explanation asks of the model, for admission."""
+    samples = max(1, context.smoothing.samples)
+    curves = sum(1 for kind in evaluate.asked if kind in CURVES)
+    return Cost(
+        rows=samples * method.rows(model, params, context),
+        depth=method.depth(model, params, context),
+        lane=method.lane,
+        forward_rows=curves * (evaluate.steps + 1),
+        repeats=2 if evaluate.sanity else 1,
+    )
