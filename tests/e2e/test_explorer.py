@@ -280,3 +280,38 @@ def test_an_unreadable_upload_clears_the_last_image_s_results(browser, server, v
         assert page.get_attribute(selector, "src") is None, selector
     assert page.query_selector("#label") is None and "Choose another" in page.text_content("#prediction")
     page.close()
+
+
+def test_the_jobs_panel_runs_images_as_a_job_and_follows_its_events(browser, server, validation_sample):
+    def events_calls() -> float:
+        lines = httpx.get(f"{server.base_url}/metrics").text.splitlines()
+        route = 'route="/jobs/{job_id}/events"'
+        return sum(
+            float(line.rsplit(" ", 1)[1]) for line in lines if route in line and line.startswith("mindscope_req")
+        )
+
+    before = events_calls()
+    page = browser.new_page()
+    page.goto(server.base_url + "/")
+    page.wait_for_function("() => [...document.querySelectorAll('#job-kind option')].some(o => o.value === 'grad-cam')")
+    page.click("#job-submit")  # nothing chosen: the panel says what to do
+    page.wait_for_function("() => document.querySelector('#jobs-error').textContent.includes('Choose images')")
+    page.set_input_files("#job-files", [str(path) for path in validation_sample[2][:3]])
+    page.select_option("#job-kind", "grad-cam")
+    page.click("#job-submit")
+    page.wait_for_function(
+        "() => { const row = document.querySelector('#jobs tr'); "
+        "return row && row.querySelector('.state').textContent === 'succeeded'; }",
+        timeout=120_000,
+    )
+    row = page.query_selector("#jobs tr")
+    job_id = row.get_attribute("data-job")
+    assert row.query_selector(".count").text_content() == "3/3"
+    assert row.eval_on_selector("progress", "p => [p.value, p.max]") == [3, 3]
+    assert row.query_selector(".cancel").is_disabled() and not page.is_visible("#jobs-error")
+    job = httpx.get(f"{server.base_url}/jobs/{job_id}").json()
+    assert (job["state"], job["method"], job["items"]["done"]) == ("succeeded", "grad-cam", 3)
+    csv = httpx.get(server.base_url + row.query_selector("a.csv").get_attribute("href")).text
+    assert len(csv.strip().splitlines()) == 4
+    assert events_calls() > before  # the progress came from the job's Server-Sent Events
+    page.close()

@@ -385,3 +385,21 @@ def test_a_job_waits_for_a_quiet_moment_after_the_last_request():
         assert time.monotonic() - started >= 0.3
     finally:
         batcher.close()
+
+
+def test_a_request_on_one_lane_holds_a_job_back_on_the_models_other_lanes():
+    from mindscope.engine.batching import OnlineActivity
+
+    activity = OnlineActivity()
+    config = BatchingConfig(max_batch_rows=8, background_quiet_s=0.3, inline_when_idle=True)
+    forward = DynamicBatcher(lambda x: (x,), config, activity=activity)
+    gradients = DynamicBatcher(lambda x: (x,), config, activity=activity)
+    try:
+        started = time.monotonic()
+        forward.submit(np.ones((1, 1)))  # a request on the forward lane (run inline: it counts too)
+        with request_work(RequestWork(background=True)):
+            gradients.submit(np.ones((1, 1)))
+        assert time.monotonic() - started >= 0.3
+    finally:
+        forward.close()
+        gradients.close()

@@ -82,24 +82,36 @@ class _Pending:
         return len(self.arrays[0])
 
 
+class OnlineActivity:
+    """When an online call last arrived at any of one model's batchers: a job's rows wait for a quiet
+    moment on all of them, since the lanes share the cores (a job's gradient batch slows a request's
+    forward call as surely as a forward batch would)."""
+
+    def __init__(self) -> None:
+        self.last = -math.inf
+
+    def touch(self) -> None:
+        self.last = time.monotonic()
+
+
 class _Lanes:
     """The batcher's queue: online calls first; background calls once no online call waits and none
     arrived for `quiet_s`. `get` raises `queue.Empty` when nothing it may take came in time."""
 
-    def __init__(self, maxsize: int, quiet_s: float) -> None:
+    def __init__(self, maxsize: int, quiet_s: float, activity: OnlineActivity) -> None:
         self.maxsize = maxsize
         self.quiet_s = quiet_s
+        self.activity = activity
         self._online: deque[_Pending | None] = deque()
         self._background: deque[_Pending] = deque()
         self._ready = threading.Condition()
-        self._last_online = -math.inf
 
     def qsize(self) -> int:
         return len(self._online) + len(self._background)
 
     def quiet(self) -> bool:
         """No online call waits, and none arrived within the quiet time."""
-        return not self._online and time.monotonic() - self._last_online >= self.quiet_s
+        return not self._online and time.monotonic() - self.activity.last >= self.quiet_s
 
     def put_nowait(self, item: _Pending) -> None:
         with self._ready:
@@ -122,7 +134,7 @@ class _Lanes:
             self._background.append(item)
         else:
             self._online.append(item)
-            self._last_online = time.monotonic()
+            self.activity.touch()
         self._ready.notify()
 
     def get_nowait(self, lane: bool | None = None) -> _Pending | None:
@@ -140,7 +152,7 @@ class _Lanes:
                     raise queue.Empty
                 wait = None if deadline is None else deadline - time.monotonic()
                 if self._background and lane is not False:
-                    until_quiet = self._last_online + self.quiet_s - time.monotonic()
+                    until_quiet = self.activity.last + self.quiet_s - time.monotonic()
                     if until_quiet <= 0:
                         return self._background.popleft()
                     wait = until_quiet if wait is None else min(wait, until_quiet)
@@ -174,6 +186,7 @@ class DynamicBatcher:
         name: str = "batcher",
         clock: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], None] = time.sleep,
+        activity: OnlineActivity | None = None,
     ) -> None:
         self.fn = fn
         self._clock = clock
@@ -182,7 +195,8 @@ class DynamicBatcher:
         self._running = False
         self.config = config
         self.stats = BatchStats()
-        self._queue = _Lanes(config.max_queue, config.background_quiet_s)
+        self.activity = activity or OnlineActivity()
+        self._queue = _Lanes(config.max_queue, config.background_quiet_s, self.activity)
         self._carry: _Pending | None = None
         self._lock = threading.Lock()
         self._calls = threading.Lock()  # one compiled call at a time, the batcher's or a caller's own
@@ -227,6 +241,8 @@ class DynamicBatcher:
         background = current_work().background
         if background and not self._queue.quiet():
             return None
+        if not background:
+            self.activity.touch()
         if not self._calls.acquire(blocking=False):
             return None
         try:

@@ -11,7 +11,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mindscope.engine.batching import FORWARD_BATCHING, GRADIENT_BATCHING, BatchingConfig, DynamicBatcher
+from mindscope.engine.batching import (
+    FORWARD_BATCHING,
+    GRADIENT_BATCHING,
+    BatchingConfig,
+    DynamicBatcher,
+    OnlineActivity,
+)
 from mindscope.engine.explain.admission import Admission
 from mindscope.engine.layer_paths import (
     SEPARATOR,
@@ -90,8 +96,15 @@ class LoadedModel:
         # Concurrent requests share compiled calls: predictions with predictions, and the
         # gradient rows of every explanation in flight with each other.
         label = self.ref.label
-        self.forward_batcher = DynamicBatcher(self.predict_now, self.forward_batching, f"{label}-forward")
-        self.gradient_batcher = DynamicBatcher(self.gradients_now, self.gradient_batching, f"{label}-gradients")
+        # One clock of online activity for all of the model's lanes: a job waits for a quiet moment on all.
+        self.online_activity = OnlineActivity()
+        activity = self.online_activity
+        self.forward_batcher = DynamicBatcher(
+            self.predict_now, self.forward_batching, f"{label}-forward", activity=activity
+        )
+        self.gradient_batcher = DynamicBatcher(
+            self.gradients_now, self.gradient_batching, f"{label}-gradients", activity=activity
+        )
         self.gradient_batcher.yields_to = self.forward_batcher  # predictions never queue behind explanations
         self.gradients = BatchedGradients(self.gradient_batcher)
         self.admission = Admission()  # whole explanations, priced before they run
@@ -167,7 +180,9 @@ class LoadedModel:
                     outputs = mixed(batch, rows, on_logit) if np.any(on_logit) else probabilities(batch, rows)
                     return tuple(out.numpy() for out in outputs)
 
-                batcher = DynamicBatcher(run, self.gradient_batching, f"{self.ref.label}-{name}-gradients")
+                batcher = DynamicBatcher(
+                    run, self.gradient_batching, f"{self.ref.label}-{name}-gradients", activity=self.online_activity
+                )
                 self._layer_batchers[name] = batcher
         return BatchedLayerGradients(batcher, score)
 

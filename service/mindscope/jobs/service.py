@@ -369,6 +369,7 @@ class JobService:
         except MindscopeError as exc:
             self.store.end(job.id, "failed", exc.message)
             return
+        logger.info("job %s running: %s %s over %d items", job.id, job.kind, job.spec.get("method") or "", job.total)
         running = RequestWork(background=True)
         with self._current_lock:
             self._current = (job.id, running)
@@ -385,6 +386,18 @@ class JobService:
                 self._current = None
         if running.cancelled is None:
             self.store.end(job.id, "succeeded")
+        ended = self.store.get(job.id)
+        if ended is not None and ended.state in ("succeeded", "cancelled"):
+            logger.info(
+                "job %s %s: %d done, %d failed of %d (%s %s)",
+                job.id,
+                ended.state,
+                ended.done,
+                ended.failed,
+                ended.total,
+                job.kind,
+                job.spec.get("method") or "",
+            )
 
     def _load(self, job: JobRow, item: ItemRow, model: LoadedModel) -> DecodedImage:
         source = job.spec["source"]

@@ -1,0 +1,213 @@
+"""Jobs against the in-process floor, and online latency with a job running.
+
+    python bench/jobs_bench.py [--predict-images 10000] [--ig-images 2000] [--out docs/benchmarks.md]
+
+1. A job's images/s, from the server's own start and end times, against the same work done in one
+   process without the service: for predict, reading and decoding the files and the batched forward
+   (64 a call); for integrated gradients (32 steps), reading, decoding and the runner's `explain`
+   over the images, two at a time as the job does (and one at a time, whichever is faster).
+2. Online p50 latency of /predict and of a single-image explanation (integrated gradients, 32 steps),
+   sequential requests from one client, with the server idle and with an IG job running.
+
+The images are copies of CIFAR-10 training images in class-named folders, in a temporary data root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+from reliability import IMAGE, REPO
+from report import write_section  # bench/ is the script's folder
+from serve_bench import _start as start_server
+
+SECTION = "## Jobs: throughput against the in-process floor, and online latency beside a job"
+DATA = REPO.parent / "shared" / "data" / "cifar10" / "train"
+IG = {"steps": 32}
+
+
+def data_root(folder: Path, count: int) -> Path:
+    """`count` images, spread over the classes, copied into class-named folders."""
+    classes = sorted(p.name for p in DATA.iterdir())
+    per = -(-count // len(classes))
+    copied = 0
+    for name in classes:
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for path in sorted((DATA / name).iterdir())[:per]:
+            if copied == count:
+                return folder
+            shutil.copy(path, folder / name / path.name)
+            copied += 1
+    return folder
+
+
+def floor_predict(paths: list[Path]) -> tuple[float, float]:
+    """(images/s reading + decoding + forward, images/s of the forward alone) in this process."""
+    from mindscope.dataplane.decoding import DecodeLimits, decode_image_bytes
+    from mindscope.engine.registry import ModelRegistry
+    from mindscope.engine.store import ModelStore
+
+    model = ModelRegistry(ModelStore(REPO / "model_store")).get()
+    limits = DecodeLimits(model.input_shape, 4096 * 4096)
+    model.predict(np.zeros((64, *model.input_shape), np.float32))
+    started = time.perf_counter()
+    pixels = []
+    for start in range(0, len(paths), 64):
+        batch = np.stack([decode_image_bytes(p.read_bytes(), limits).pixels for p in paths[start : start + 64]])
+        model.predict(batch)
+        pixels.append(batch)
+    whole = time.perf_counter() - started
+    started = time.perf_counter()
+    for batch in pixels:
+        model.predict(batch)
+    return len(paths) / whole, len(paths) / (time.perf_counter() - started)
+
+
+def floor_ig(paths: list[Path]) -> tuple[float, float]:
+    """(images/s one at a time, images/s two at a time) of the runner's IG in this process."""
+    from mindscope.dataplane.decoding import DecodeLimits, decode_image_bytes
+    from mindscope.engine.explain.registry import method_named
+    from mindscope.engine.explain.runner import explain
+    from mindscope.engine.registry import ModelRegistry
+    from mindscope.engine.store import ModelStore
+
+    model = ModelRegistry(ModelStore(REPO / "model_store")).get()
+    limits = DecodeLimits(model.input_shape, 4096 * 4096)
+    method = method_named("integrated-gradients")
+    params = method.parse(dict(IG))
+
+    def one(path: Path) -> None:
+        explain(model, method, decode_image_bytes(path.read_bytes(), limits).pixels, params)
+
+    one(paths[0])
+    started = time.perf_counter()
+    for path in paths:
+        one(path)
+    alone = len(paths) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(one, paths))
+    return alone, len(paths) / (time.perf_counter() - started)
+
+
+def run_job(base: str, body: dict) -> tuple[float, dict]:
+    job = httpx.post(f"{base}/jobs", json=body, timeout=60).json()
+    while True:
+        state = httpx.get(f"{base}/jobs/{job['id']}", timeout=30).json()
+        if state["state"] in ("succeeded", "failed", "cancelled"):
+            break
+        time.sleep(0.2)
+    from datetime import datetime
+
+    seconds = (datetime.fromisoformat(state["finished"]) - datetime.fromisoformat(state["started"])).total_seconds()
+    return state["items"]["done"] / seconds, state
+
+
+def p50(base: str, path: str, body: bytes, count: int) -> float:
+    times = []
+    with httpx.Client(timeout=60) as client:
+        for _ in range(count):
+            started = time.perf_counter()
+            response = client.post(base + path, content=body, headers={"Content-Type": "image/jpeg"})
+            times.append(time.perf_counter() - started)
+            assert response.status_code == 200, response.text
+    return statistics.median(times) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--predict-images", type=int, default=10_000)
+    parser.add_argument("--ig-images", type=int, default=2_000)
+    parser.add_argument("--online", type=int, default=200, help="sequential requests per latency figure")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO / "service"))
+    with tempfile.TemporaryDirectory() as scratch:
+        root = data_root(Path(scratch) / "root" / "set", args.predict_images)
+        predict_paths = sorted(p for p in root.rglob("*.jpg"))
+        ig_root = data_root(Path(scratch) / "root" / "ig", args.ig_images)
+        ig_paths = sorted(p for p in ig_root.rglob("*.jpg"))
+        predict_floor, forward_only = floor_predict(predict_paths)
+        ig_alone, ig_two = floor_ig(ig_paths)
+        env = {
+            "MINDSCOPE_MODEL_STORE_DIR": str(REPO / "model_store"),
+            "MINDSCOPE_DATA_ROOT": str(Path(scratch) / "root"),
+            "MINDSCOPE_JOBS_DIR": str(Path(scratch) / "jobs"),
+        }
+        command = [sys.executable, "-m", "mindscope.cli", "serve", "--port", "{port}", "--grpc-port", "0"]
+        process, base = start_server(command, env)
+        try:
+            predict_rate, _ = run_job(base, {"kind": "predict", "folder": "set"})
+            ig_job = {"kind": "explain", "method": "integrated-gradients", "parameters": IG, "folder": "ig"}
+            ig_rate, _ = run_job(base, ig_job)
+            body = IMAGE.read_bytes()
+            ig_path = "/explain/integrated-gradients?steps=32"
+            p50(base, "/predict", body, 20)  # warm
+            idle_predict = p50(base, "/predict", body, args.online)
+            idle_ig = p50(base, ig_path, body, args.online // 4)
+            long_job = {
+                "kind": "explain",
+                "method": "integrated-gradients",
+                "parameters": {"steps": 256},
+                "folder": "ig",
+            }
+            job = httpx.post(f"{base}/jobs", json=long_job, timeout=60).json()
+            while httpx.get(f"{base}/jobs/{job['id']}", timeout=30).json()["state"] != "running":
+                time.sleep(0.1)
+            busy_predict = p50(base, "/predict", body, args.online)
+            busy_ig = p50(base, ig_path, body, args.online // 4)
+            during = httpx.get(f"{base}/jobs/{job['id']}", timeout=30).json()
+            httpx.delete(f"{base}/jobs/{job['id']}", timeout=30)
+        finally:
+            process.terminate()
+            process.wait(60)
+    ig_floor = max(ig_alone, ig_two)
+    rows = [
+        (
+            "predict job",
+            args.predict_images,
+            f"{predict_rate:.0f}",
+            f"{predict_floor:.0f}",
+            predict_rate / predict_floor,
+        ),
+        ("IG 32 steps", args.ig_images, f"{ig_rate:.1f}", f"{ig_floor:.1f}", ig_rate / ig_floor),
+    ]
+    lines = [
+        SECTION,
+        "",
+        "`python bench/jobs_bench.py` (one run, one machine: 2 cores, no GPU; the committed CIFAR-10 model). A job's",
+        "images/s from the server's own start and end times; the floor is the same work in one process without the",
+        "service: reading and decoding the files and the batched forward (the forward alone: "
+        f"{forward_only:.0f} img/s),",
+        f"and the runner's IG one image at a time ({ig_alone:.1f} img/s) or two at a time ({ig_two:.1f} img/s), the",
+        "faster of the two.",
+        "",
+        "| job | images | job images/s | in-process floor images/s | job / floor |",
+        "|---|---|---|---|---|",
+        *[f"| {name} | {count} | {rate} | {floor} | {ratio:.2f}x |" for name, count, rate, floor, ratio in rows],
+        "",
+        "Online latency, one client sending one request after another "
+        f"({args.online} /predict, {args.online // 4} IG),",
+        "idle and while an IG job (256 steps a image) runs; the job's items done meanwhile: "
+        f"{during['items']['done']} of {during['items']['total']}.",
+        "",
+        "| request | p50 idle ms | p50 with a job running ms | ratio |",
+        "|---|---|---|---|",
+        f"| /predict (one JPEG) | {idle_predict:.2f} | {busy_predict:.2f} | {busy_predict / idle_predict:.2f}x |",
+        f"| IG 32 steps (one JPEG) | {idle_ig:.1f} | {busy_ig:.1f} | {busy_ig / idle_ig:.2f}x |",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    write_section(args.out, text)
+
+
+if __name__ == "__main__":
+    main()
