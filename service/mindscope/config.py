@@ -9,7 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mindscope.engine.batching import FORWARD_BATCHING, GRADIENT_BATCHING, BatchingConfig
 from mindscope.engine.explain.method import Caps
-from mindscope.jobs.service import JobSettings
+from mindscope.jobs.settings import JobSettings
 
 
 class Settings(BaseSettings):

@@ -59,7 +59,8 @@ def a_job_on_ray_equals_the_embedded_run(committed_store, data_dir: Path, tmp_pa
     import numpy as np
     from mindscope.engine.explain.method import Caps
     from mindscope.engine.registry import ModelRegistry
-    from mindscope.jobs.service import JobService, JobSettings
+    from mindscope.jobs.service import JobService
+    from mindscope.jobs.settings import JobSettings
     from mindscope.jobs.spec import JobRequest
 
     from ..servers import wait_until

@@ -16,7 +16,8 @@ import pytest
 from mindscope.engine.explain.method import Caps
 from mindscope.engine.registry import ModelRegistry
 from mindscope.engine.store import ModelStore
-from mindscope.jobs.service import JobService, JobSettings
+from mindscope.jobs.service import JobService
+from mindscope.jobs.settings import JobSettings
 from mindscope.jobs.sources import ArchiveLimits, extract_archive
 from mindscope.jobs.spec import JobRequest
 
@@ -144,3 +145,21 @@ def test_kill_9_mid_job_resumes_without_computing_a_finished_item_again(tmp_path
         assert (tmp_path / "jobs" / job["id"] / "maps" / f"{n}.npy").stat().st_mtime_ns == stamps[n]
     maps = sorted(p.name for p in (tmp_path / "jobs" / job["id"] / "maps").iterdir())
     assert maps == sorted(f"{n}.npy" for n in range(24))  # one map each, no temporary left over
+
+
+def test_one_process_runs_a_folders_jobs_and_another_takes_over_when_it_is_gone(tmp_path, registry, images):
+    first = JobService(settings(tmp_path / "jobs", images), registry)
+    second = JobService(settings(tmp_path / "jobs", images), registry)
+    first.start()
+    wait_until(lambda: first._lock_file is not None)
+    second.start()
+    try:
+        job = second.submit(JobRequest(kind="predict", folder="cat")).job  # accepted by either
+        wait_until(lambda: second.get(job.id).state == "succeeded")
+        assert second._lock_file is None  # the first ran it
+        first.stop()
+        again = second.submit(JobRequest(kind="predict", folder="cat")).job
+        wait_until(lambda: second.get(again.id).state == "succeeded", timeout=60)
+        assert second._lock_file is not None  # the second took over
+    finally:
+        second.stop()

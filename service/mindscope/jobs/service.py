@@ -19,6 +19,7 @@ is built from the committed rows when asked for, so it is never stale or half-wr
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import json
 import logging
@@ -31,13 +32,12 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from mindscope.dataplane.decoding import B64Instance, DecodedImage, DecodeLimits, ImageInfo, decode_image_bytes
 from mindscope.dataplane.decoding import decode_array as decode_array_instance
-from mindscope.engine.explain.method import Caps
 from mindscope.engine.explain.runner import Explained
 from mindscope.engine.loaded_model import LoadedModel
 from mindscope.engine.registry import ModelRegistry
@@ -50,6 +50,7 @@ from mindscope.errors import (
 )
 from mindscope.jobs import sources
 from mindscope.jobs.items import ComputedItem, decode_item, explain_item, npy_bytes, predict_rows
+from mindscope.jobs.settings import JobSettings
 from mindscope.jobs.spec import JobRequest, Work, parse_work
 from mindscope.jobs.store import FinishedItem, ItemRow, JobRow, JobStore, NewItem
 
@@ -81,22 +82,6 @@ class IdempotencyKeyReused(MindscopeError):
 class JobsDisabled(MindscopeError):
     status_code = 400
     code = "no_data_root"
-
-
-@dataclass(frozen=True)
-class JobSettings:
-    folder: Path
-    data_root: Path | None
-    max_bytes: int
-    retention_s: float
-    max_files: int
-    max_archive_bytes: int
-    max_image_pixels: int
-    workers: int  # explain items computed at once (their rows share batches)
-    caps: Caps
-    ray_address: str | None = None  # jobs compute on this Ray cluster (`jobs.ray_runner`)
-    ray_actors: int = 2
-    ray_cpus_per_actor: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -140,15 +125,32 @@ class JobService:
         self.items_done = 0  # since start, for metrics
         self.items_failed = 0
         self._thread: threading.Thread | None = None
-        self._tidy()
+        self._lock_file: IO[str] | None = None
 
     # Lifecycle.
 
     def start(self) -> None:
-        for job_id in self.store.requeue_running():
-            logger.info("job %s resumes where it stopped", job_id)
         self._thread = threading.Thread(target=self._run, name="jobs", daemon=True)
         self._thread.start()
+
+    def _own(self) -> bool:
+        """Whether this process runs the jobs of its folder: one process does (a lock on
+        `jobs.lock`, let go when it exits, however it exits). Others sharing the folder (replicas on
+        one host) submit, report, cancel and serve results through the database, and take over
+        when the owner is gone."""
+        if self._lock_file is not None:
+            return True
+        handle = (self.settings.folder / "jobs.lock").open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        self._lock_file = handle
+        self._tidy()
+        for job_id in self.store.requeue_running():
+            logger.info("job %s resumes where it stopped", job_id)
+        return True
 
     def stop(self) -> None:
         """Stop after the items in flight (they stay queued and run again on the next start)."""
@@ -160,13 +162,17 @@ class JobService:
         if self._thread is not None:
             self._thread.join(timeout=60)
         self.store.close()
+        if self._lock_file is not None:
+            self._lock_file.close()
 
     def _tidy(self) -> None:
-        """Folders of submissions that never committed (a crash mid-submit) go."""
+        """Folders of submissions that never committed (a crash mid-submit) go; one younger than an
+        hour may be another process's submission under way."""
         known = self.store.ids()
         for entry in self.settings.folder.iterdir():
-            if entry.is_dir() and (entry.name.startswith(".incoming-") or entry.name not in known):
-                sources.remove(entry)
+            if not entry.is_dir() or entry.name in known or time.time() - entry.stat().st_mtime < 3600:
+                continue
+            sources.remove(entry)
 
     # Submitting.
 
@@ -346,6 +352,9 @@ class JobService:
     def _run(self) -> None:
         last_sweep = 0.0
         while not self._stopping.is_set():
+            if not self._own():
+                self._stopping.wait(2.0)
+                continue
             if time.monotonic() - last_sweep > min(60.0, self.settings.retention_s):
                 self.sweep()
                 last_sweep = time.monotonic()
