@@ -109,7 +109,7 @@ def test_kill_9_mid_job_resumes_without_computing_a_finished_item_again(tmp_path
     has exactly one row and one map."""
     root = tmp_path / "root"
     (root / "ship").mkdir(parents=True)
-    for path in sorted((data_dir / "ship").iterdir())[:24]:
+    for path in sorted((data_dir / "ship").iterdir())[:16]:
         shutil.copy(path, root / "ship" / path.name)
     env = {
         "MINDSCOPE_JOBS_DIR": str(tmp_path / "jobs"),
@@ -126,7 +126,7 @@ def test_kill_9_mid_job_resumes_without_computing_a_finished_item_again(tmp_path
     os.kill(server.process.pid, signal.SIGKILL)
     server.process.wait(30)
     server.log_handle.close()
-    assert 3 <= len(before) < 24
+    assert 3 <= len(before) < 16
     stamps = {n: (tmp_path / "jobs" / job["id"] / "maps" / f"{n}.npy").stat().st_mtime_ns for n in before}
 
     again = start_server(tmp_path, COMMITTED_STORE, **env)
@@ -138,13 +138,13 @@ def test_kill_9_mid_job_resumes_without_computing_a_finished_item_again(tmp_path
         rows = httpx.get(f"{url}/results", timeout=30).json()["rows"]
     finally:
         again.stop()
-    assert after["items"] == {"total": 24, "done": 24, "failed": 0, "queued": 0}
-    assert [r["n"] for r in rows] == list(range(24)) and all(r["state"] == "succeeded" for r in rows)
+    assert after["items"] == {"total": 16, "done": 16, "failed": 0, "queued": 0}
+    assert [r["n"] for r in rows] == list(range(16)) and all(r["state"] == "succeeded" for r in rows)
     for n, row in before.items():  # untouched: same result, same map file
         assert rows[n]["seconds"] == row["seconds"] and rows[n]["deletion_area"] == row["deletion_area"]
         assert (tmp_path / "jobs" / job["id"] / "maps" / f"{n}.npy").stat().st_mtime_ns == stamps[n]
     maps = sorted(p.name for p in (tmp_path / "jobs" / job["id"] / "maps").iterdir())
-    assert maps == sorted(f"{n}.npy" for n in range(24))  # one map each, no temporary left over
+    assert maps == sorted(f"{n}.npy" for n in range(16))  # one map each, no temporary left over
 
 
 def test_one_process_runs_a_folders_jobs_and_another_takes_over_when_it_is_gone(tmp_path, registry, images):

@@ -10,7 +10,7 @@ from typing import Any, Generic, Literal, TypeVar, overload
 import httpx
 
 from mindscope_client import _requests as rq
-from mindscope_client._exceptions import TransportError, error_from_response
+from mindscope_client._exceptions import TransportError, raise_for_error
 from mindscope_client._jobs import AsyncJobs, Jobs
 from mindscope_client._types import (
     Activations,
@@ -73,12 +73,7 @@ class _Builder:
         return None
 
     def _result(self, call: _Call[T], response: httpx.Response) -> T:
-        if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = response.text
-            raise error_from_response(response.status_code, body)
+        raise_for_error(response.status_code, response.json, response.text)
         if call.spec.binary:
             return call.parse(response)
         return call.parse(response.json())

@@ -106,3 +106,14 @@ def error_from_response(status_code: int, body: Any) -> APIError:
     code = str(error.get("code", "http_error"))
     cls = _BY_CODE.get(code) or _BY_STATUS.get(status_code) or (ServerError if status_code >= 500 else APIError)
     return cls(status_code, code, str(error.get("message", "")), error.get("details") or {})
+
+
+def raise_for_error(status_code: int, read_json: Any, text: str) -> None:
+    """Raise the APIError of an error answer (status >= 400); `read_json()` parses its body."""
+    if status_code < 400:
+        return
+    try:
+        body = read_json()
+    except ValueError:
+        body = text
+    raise error_from_response(status_code, body)

@@ -17,18 +17,13 @@ from typing import Any
 
 import httpx
 
-from mindscope_client._exceptions import MindscopeError, TransportError, error_from_response
+from mindscope_client._exceptions import MindscopeError, TransportError, raise_for_error
 
 FINISHED = ("succeeded", "failed", "cancelled")
 
 
 def _checked(response: httpx.Response) -> httpx.Response:
-    if response.status_code >= 400:
-        try:
-            body = response.json()
-        except ValueError:
-            body = response.text
-        raise error_from_response(response.status_code, body)
+    raise_for_error(response.status_code, response.json, response.text)
     return response
 
 
@@ -160,12 +155,10 @@ class _Bar:
             self._bar.close()
 
 
-class Job:
-    """A job on the server; `state` is as of the last refresh."""
+class _JobState:
+    """A job as of its last refresh: its JSON (`state`), id and whether it has ended."""
 
-    def __init__(self, http: httpx.Client, headers: dict[str, str], state: dict[str, Any]) -> None:
-        self._http = http
-        self._headers = headers
+    def __init__(self, state: dict[str, Any]) -> None:
         self.state: dict[str, Any] = state
 
     @property
@@ -178,7 +171,17 @@ class Job:
 
     def __repr__(self) -> str:
         items = self.state["items"]
-        return f"<Job {self.id} {self.state['state']} {items['done']}/{items['total']} failed={items['failed']}>"
+        name = type(self).__name__
+        return f"<{name} {self.id} {self.state['state']} {items['done']}/{items['total']} failed={items['failed']}>"
+
+
+class Job(_JobState):
+    """A job on the server; `state` is as of the last refresh."""
+
+    def __init__(self, http: httpx.Client, headers: dict[str, str], state: dict[str, Any]) -> None:
+        super().__init__(state)
+        self._http = http
+        self._headers = headers
 
     def _get(self, path: str, **params: Any) -> httpx.Response:
         return _checked(self._http.get(f"/jobs/{self.id}{path}", params=params, headers=self._headers))
@@ -275,21 +278,13 @@ class Jobs:
         return [Job(self._http, self._headers, job) for job in body["jobs"]]
 
 
-class AsyncJob:
+class AsyncJob(_JobState):
     """`Job`, awaited."""
 
     def __init__(self, http: httpx.AsyncClient, headers: dict[str, str], state: dict[str, Any]) -> None:
+        super().__init__(state)
         self._http = http
         self._headers = headers
-        self.state: dict[str, Any] = state
-
-    @property
-    def id(self) -> str:
-        return str(self.state["id"])
-
-    @property
-    def done(self) -> bool:
-        return self.state["state"] in FINISHED
 
     async def _get(self, path: str, **params: Any) -> httpx.Response:
         return _checked(await self._http.get(f"/jobs/{self.id}{path}", params=params, headers=self._headers))
