@@ -403,3 +403,29 @@ def test_a_request_on_one_lane_holds_a_job_back_on_the_models_other_lanes():
     finally:
         forward.close()
         gradients.close()
+
+
+def test_a_job_waits_while_a_request_is_still_being_computed_on_another_lane():
+    from mindscope.engine.batching import OnlineActivity
+
+    gate = Gate()
+    activity = OnlineActivity()
+    config = BatchingConfig(max_batch_rows=8, background_quiet_s=0.0)
+    forward = DynamicBatcher(gate.identity, config, activity=activity)
+    gradients = DynamicBatcher(lambda x: (x,), config, activity=activity)
+    pool = ThreadPoolExecutor(2)
+    try:
+        request = pool.submit(forward.submit, np.ones((1, 1)))
+        gate.wait_entered(1)  # the request's call is running
+        job = pool.submit(_within, RequestWork(background=True), gradients.submit, np.ones((1, 1)))
+        time.sleep(0.2)
+        assert not job.done() and activity.in_flight == 1
+        gate.open()
+        request.result(60)
+        job.result(60)
+        assert activity.in_flight == 0
+    finally:
+        gate.open()
+        pool.shutdown()
+        forward.close()
+        gradients.close()

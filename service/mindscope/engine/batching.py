@@ -83,15 +83,32 @@ class _Pending:
 
 
 class OnlineActivity:
-    """When an online call last arrived at any of one model's batchers: a job's rows wait for a quiet
-    moment on all of them, since the lanes share the cores (a job's gradient batch slows a request's
-    forward call as surely as a forward batch would)."""
+    """Online calls in flight at any of one model's batchers, and when the last one ended: a job's
+    rows wait until none is in flight and none ended for the quiet time, on all of the model's lanes,
+    since the lanes share the cores (a job's gradient batch slows a request's forward call as surely
+    as a forward batch would). Measured from the end of a call, so the few ms a client takes to send
+    its next request, or a request between its model calls, do not let a job's batch in."""
 
     def __init__(self) -> None:
         self.last = -math.inf
+        self.in_flight = 0
+        self._lock = threading.Lock()
 
-    def touch(self) -> None:
-        self.last = time.monotonic()
+    def begin(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.last = time.monotonic()
+
+    def end(self, *_: object) -> None:
+        with self._lock:
+            self.in_flight -= 1
+            self.last = time.monotonic()
+
+    def quiet_in(self, quiet_s: float) -> float:
+        """Seconds until quiet (0: quiet now); while a call is in flight, a while to look again."""
+        if self.in_flight:
+            return max(quiet_s, 0.005)
+        return max(0.0, self.last + quiet_s - time.monotonic())
 
 
 class _Lanes:
@@ -111,7 +128,7 @@ class _Lanes:
 
     def quiet(self) -> bool:
         """No online call waits, and none arrived within the quiet time."""
-        return not self._online and time.monotonic() - self.activity.last >= self.quiet_s
+        return not self._online and self.activity.quiet_in(self.quiet_s) == 0
 
     def put_nowait(self, item: _Pending) -> None:
         with self._ready:
@@ -134,7 +151,9 @@ class _Lanes:
             self._background.append(item)
         else:
             self._online.append(item)
-            self.activity.touch()
+            if item is not None:
+                self.activity.begin()
+                item.future.add_done_callback(self.activity.end)
         self._ready.notify()
 
     def get_nowait(self, lane: bool | None = None) -> _Pending | None:
@@ -152,7 +171,7 @@ class _Lanes:
                     raise queue.Empty
                 wait = None if deadline is None else deadline - time.monotonic()
                 if self._background and lane is not False:
-                    until_quiet = self.activity.last + self.quiet_s - time.monotonic()
+                    until_quiet = self.activity.quiet_in(self.quiet_s)
                     if until_quiet <= 0:
                         return self._background.popleft()
                     wait = until_quiet if wait is None else min(wait, until_quiet)
@@ -241,10 +260,10 @@ class DynamicBatcher:
         background = current_work().background
         if background and not self._queue.quiet():
             return None
-        if not background:
-            self.activity.touch()
         if not self._calls.acquire(blocking=False):
             return None
+        if not background:
+            self.activity.begin()
         try:
             with self._lock:
                 if self._queue.qsize() or self._carry is not None or self._waiting_rows:
@@ -265,6 +284,8 @@ class DynamicBatcher:
             self.stats.largest = max(self.stats.largest, rows)
         finally:
             self._calls.release()
+            if not background:
+                self.activity.end()
         self._make_room(took)
         return outputs
 

@@ -23,6 +23,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import pickle
 import tempfile
@@ -126,6 +127,7 @@ class JobService:
         self.items_failed = 0
         self._thread: threading.Thread | None = None
         self._lock_file: IO[str] | None = None
+        self._looked: dict[str, float] = {}  # when each running job's state was last read
 
     # Lifecycle.
 
@@ -427,30 +429,49 @@ class JobService:
             raise InvalidInput(f"{item.source} cannot be read: {exc.strerror}") from None
         return decode_item(data, limits, item.source)
 
+    def _decoded(
+        self, job: JobRow, model: LoadedModel, chunk: list[ItemRow]
+    ) -> tuple[list[FinishedItem], list[tuple[ItemRow, DecodedImage]]]:
+        """A chunk's images, and the items that could not be read as failed."""
+        failed: list[FinishedItem] = []
+        good: list[tuple[ItemRow, DecodedImage]] = []
+        for item in chunk:
+            try:
+                good.append((item, self._load(job, item, model)))
+            except MindscopeError as exc:
+                failed.append(FinishedItem(item.n, None, exc.message, 0.0))
+        return failed, good
+
     def _predict_items(self, job: JobRow, model: LoadedModel, items: list[ItemRow], running: RequestWork) -> None:
+        """Chunks of PREDICT_CHUNK images, one forward call each. (Reading the next chunk while the
+        model runs this one measured no faster on 2 cores: the forward uses both.)"""
         for start in range(0, len(items), PREDICT_CHUNK):
             if self._stopped(job, running):
                 return
-            finished: list[FinishedItem] = []
-            good: list[tuple[ItemRow, DecodedImage]] = []
-            for item in items[start : start + PREDICT_CHUNK]:
-                try:
-                    good.append((item, self._load(job, item, model)))
-                except MindscopeError as exc:
-                    finished.append(FinishedItem(item.n, None, exc.message, 0.0))
-            if good:
-                try:
-                    with request_work(running):
-                        computed = predict_rows(
-                            model, [image.pixels for _, image in good], [image.info.model_dump() for _, image in good]
-                        )
-                except RequestCancelled:
-                    return
-                finished += [
-                    FinishedItem(item.n, one.result, None, one.seconds)
-                    for (item, _), one in zip(good, computed, strict=True)
-                ]
-            self._finish(job.id, finished)
+            failed, good = self._decoded(job, model, items[start : start + PREDICT_CHUNK])
+            self._predict_chunk(job, model, failed, good, running)
+
+    def _predict_chunk(
+        self,
+        job: JobRow,
+        model: LoadedModel,
+        finished: list[FinishedItem],
+        good: list[tuple[ItemRow, DecodedImage]],
+        running: RequestWork,
+    ) -> None:
+        if good:
+            try:
+                with request_work(running):
+                    computed = predict_rows(
+                        model, [image.pixels for _, image in good], [image.info.model_dump() for _, image in good]
+                    )
+            except RequestCancelled:
+                return
+            finished += [
+                FinishedItem(item.n, one.result, None, one.seconds)
+                for (item, _), one in zip(good, computed, strict=True)
+            ]
+        self._finish(job.id, finished)
 
     def _explain_items(
         self, job: JobRow, model: LoadedModel, work: Work, items: list[ItemRow], running: RequestWork
@@ -485,8 +506,11 @@ class JobService:
         self._finish(job_id, [FinishedItem(n, computed.result, computed.error, computed.seconds, written)])
 
     def _stopped(self, job: JobRow, running: RequestWork) -> bool:
-        """Cancelled here, or in the database (by another process on the same jobs folder)."""
-        if running.cancelled is None:
+        """Cancelled here, or in the database (by another process on the same jobs folder: looked
+        at twice a second)."""
+        now = time.monotonic()
+        if running.cancelled is None and now - self._looked.get(job.id, -math.inf) >= 0.5:
+            self._looked[job.id] = now
             current = self.store.get(job.id)
             if current is None or current.state == "cancelled":
                 running.cancel("the job was cancelled")
