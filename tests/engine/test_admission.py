@@ -74,7 +74,7 @@ def test_the_runner_refuses_before_any_model_work_and_runs_jobs(committed_model)
     saved = (model.gradient_batcher.stats.rows_per_s, model.gradient_batcher.stats.small_call_s)
     image = np.full((32, 32, 3), 0.5, np.float32)
     try:
-        model.gradient_batcher.stats.rows_per_s, model.gradient_batcher.stats.small_call_s = 10.0, 0.5  # 32 s
+        model.gradient_batcher.stats.rows_per_s, model.gradient_batcher.stats.small_call_s = 10.0, 0.5  # 64 x 0.5 s
         calls = model.gradient_batcher.stats.batches
         clock = lambda: 0.0  # noqa: E731  the deadline never moves: 30 s left
         with request_work(RequestWork(30.0, clock=clock)), pytest.raises(Overloaded) as refused:

@@ -189,12 +189,15 @@ class BatchStats:
     refused_for_deadline: int = 0  # refused because they could not finish in time
     queued_s: float = 0.0  # seconds calls spent queued, summed
     rows_per_s: float | None = None  # measured on batches at least half full; None until one ran
-    small_call_s: float | None = None  # seconds of a call under half full (a chain's step); None until one ran
+    # Seconds of a call of a few rows (at most _FEW_ROWS: a chain's step, Guided IG's one row), where
+    # the call's fixed cost dominates; None until one ran.
+    small_call_s: float | None = None
     paused_s: float = 0.0  # seconds paused to leave the cores to the lane this one yields to
 
 
 # Weight of the newest half-full batch in the measured rows per second.
 _RATE_WEIGHT = 0.2
+_FEW_ROWS = 4
 
 
 class DynamicBatcher:
@@ -442,11 +445,12 @@ class DynamicBatcher:
         # A small batch costs more per row (the call's fixed cost); half-full ones say what a queue costs.
         if seconds <= 0:
             return
-        if rows * 2 < self.config.max_batch_rows:
+        if rows <= _FEW_ROWS:
             previous = self.stats.small_call_s
             self.stats.small_call_s = (
                 seconds if previous is None else (1 - _RATE_WEIGHT) * previous + _RATE_WEIGHT * seconds
             )
+        if rows * 2 < self.config.max_batch_rows:
             return
         rate, previous = rows / seconds, self.stats.rows_per_s
         self.stats.rows_per_s = rate if previous is None else (1 - _RATE_WEIGHT) * previous + _RATE_WEIGHT * rate

@@ -3,10 +3,10 @@
 The batchers admit calls one at a time; an explanation is many calls, and a chain of them (Guided
 IG's 200 one-row steps, SHAP's partition batches) is admitted call by call, so three at once all
 slow down together and all miss their deadline. Here a request's whole cost is estimated from what
-the model's batchers measured (rows per second on full batches, seconds of a small call):
+the model's batchers measured (rows per second on full batches, seconds of a call of a few rows):
 
     seconds = rows / rate                      (rows queued at once)
-            = depth * max(small call, rows per call / rate)   (a chain of `depth` calls)
+            = depth * max(call of a few rows, rows per call / rate)   (a chain of `depth` calls)
             + the trust scores' forward rows / forward rate (and the method again for sanity)
 
 and every admitted request's estimate stays booked on the model until it ends. A request whose
