@@ -38,10 +38,10 @@ def test_three_guided_ig_at_once_one_runs_and_two_are_refused_at_once_with_the_w
     admission = Admission()
     guided = Cost(rows=200, depth=200, lane="gradients").seconds(GRADIENTS, FORWARD)  # 24 s: fits 30 s alone
     refusals = []
-    with admission.admit(guided, 30.0, "guided-ig"):
+    with admission.admit("guided-ig", guided, 30.0, "guided-ig"):
         for _ in range(2):
             started = time.monotonic()
-            with pytest.raises(Overloaded) as refused, admission.admit(guided, 30.0, "guided-ig"):
+            with pytest.raises(Overloaded) as refused, admission.admit("guided-ig", guided, 30.0, "guided-ig"):
                 pass
             refusals.append((refused.value, time.monotonic() - started))
         assert admission.booked_s == pytest.approx(guided)
@@ -50,17 +50,17 @@ def test_three_guided_ig_at_once_one_runs_and_two_are_refused_at_once_with_the_w
         assert seconds < 1.0 and error.status_code == 503
         assert "Prefer: respond-async" in error.message and error.details["booked_s"] == pytest.approx(24.0)
         assert int(error.headers["Retry-After"]) == 24
-    with admission.admit(guided, 30.0, "guided-ig"):  # the first ended: the next one fits again
+    with admission.admit("guided-ig", guided, 30.0, "guided-ig"):  # the first ended: the next one fits again
         pass
 
 
 def test_work_that_cannot_finish_alone_is_refused_and_a_job_is_never_refused():
     smooth_ig = Cost(rows=32 * 16, depth=1, lane="gradients").seconds(GRADIENTS, FORWARD)  # 12.8 s
     admission = Admission()
-    with pytest.raises(Overloaded) as refused, admission.admit(smooth_ig, 10.0, "ig"):
+    with pytest.raises(Overloaded) as refused, admission.admit("ig", smooth_ig, 10.0, "ig"):
         pass
     assert "alone it would take that long" in refused.value.message
-    with admission.admit(smooth_ig, None, "a job's item"):  # no deadline: admitted
+    with admission.admit("ig", smooth_ig, None, "a job's item"):  # no deadline: admitted
         assert admission.booked_s == 0
 
 
@@ -85,3 +85,21 @@ def test_the_runner_refuses_before_any_model_work_and_runs_jobs(committed_model)
             assert explain(model, method, image, small).explanation.attributions.shape == (32, 32, 3)
     finally:
         model.gradient_batcher.stats.rows_per_s, model.gradient_batcher.stats.small_call_s = saved
+
+
+def test_what_the_rows_leave_out_is_learned_from_requests_that_ran_alone():
+    """XRAI's rows take 6 s but the request 9 s (its segmentation is no model row): after one request
+    alone, the next is estimated at 9 s. A request beside another teaches nothing."""
+    now = [0.0]
+    admission = Admission(clock=lambda: now[0])
+    with admission.admit("xrai", 6.0, 30.0, "xrai"):
+        now[0] += 9.0
+    assert admission.estimate("xrai", 6.0) == pytest.approx(9.0)
+    with admission.admit("xrai", 6.0, 30.0, "xrai"):  # booked at 9 s
+        assert admission.booked_s == pytest.approx(9.0)
+        with admission.admit("xrai", 6.0, 30.0, "xrai"):
+            now[0] += 30.0  # both slow, together: not a measure of either
+    assert admission.estimate("xrai", 6.0) == pytest.approx(9.0)
+    with pytest.raises(Overloaded) as refused, admission.admit("xrai", 20.0, 30.0, "xrai"):
+        pass
+    assert refused.value.details["estimate_s"] == pytest.approx(30.0)  # 20 s of rows x 1.5

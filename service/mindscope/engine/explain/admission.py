@@ -9,7 +9,9 @@ the model's batchers measured (rows per second on full batches, seconds of a cal
             = depth * max(call of a few rows, rows per call / rate)   (a chain of `depth` calls)
             + the trust scores' forward rows / forward rate (and the method again for sanity)
 
-and every admitted request's estimate stays booked on the model until it ends. A request whose
+times what requests of the same method measured against their estimate when they ran alone (what the
+rows leave out: XRAI's segmentation, a chain's Python between steps), and every admitted request's
+estimate stays booked on the model until it ends. A request whose
 estimate, behind what is booked, does not fit its deadline (within `headroom`) is refused at once
 with 503, a Retry-After, and the advice to send it as a job (`Prefer: respond-async`). Until the
 batchers have measured anything, everything is admitted. Jobs (background work, no deadline) are
@@ -20,7 +22,8 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -46,6 +49,8 @@ class Cost:
         if rate is None:
             return None
         if self.depth > 1:
+            if stats.small_call_s is None:
+                return None  # a chain's step not measured yet: no estimate to admit or learn by
             per_call = self.rows / self.depth
             method = self.depth * max(stats.small_call_s or 0.0, per_call / rate)
         else:
@@ -57,16 +62,26 @@ class Cost:
 class Admission:
     """The seconds of work admitted requests have booked on one model."""
 
-    def __init__(self, headroom: float = HEADROOM) -> None:
+    def __init__(self, headroom: float = HEADROOM, clock: Callable[[], float] = time.monotonic) -> None:
         self.headroom = headroom
         self.booked_s = 0.0
         self.refused = 0
+        # Per method, measured seconds / estimated seconds of requests that ran alone: what the rows
+        # leave out (XRAI's segmentation, a chain's first calls) corrects itself after a run or two.
+        self.ratios: dict[str, float] = {}
+        self._admitted = 0
+        self._clock = clock
         self._lock = threading.Lock()
 
+    def estimate(self, key: str, seconds: float | None) -> float | None:
+        return None if seconds is None else seconds * self.ratios.get(key, 1.0)
+
     @contextmanager
-    def admit(self, seconds: float | None, remaining_s: float | None, what: str) -> Iterator[None]:
-        """Book `seconds` for the block, or refuse at once when they do not fit `remaining_s`."""
-        if seconds is None or remaining_s is None:
+    def admit(self, key: str, rows_s: float | None, remaining_s: float | None, what: str) -> Iterator[None]:
+        """Book the estimate (`rows_s`, the seconds the rows alone take, times the method's measured
+        ratio) for the block, or refuse at once when it does not fit `remaining_s`."""
+        seconds = self.estimate(key, rows_s)
+        if seconds is None or remaining_s is None or rows_s is None:
             yield
             return
         with self._lock:
@@ -74,12 +89,23 @@ class Admission:
             if finish > remaining_s * self.headroom:
                 self.refused += 1
                 raise _refusal(what, seconds, self.booked_s, remaining_s)
+            alone = self.booked_s == 0
             self.booked_s += seconds
+            self._admitted += 1
+            admitted = self._admitted
+        started = self._clock()
+        finished = False
         try:
             yield
+            finished = True
         finally:
+            took = self._clock() - started
             with self._lock:
                 self.booked_s -= seconds
+                if finished and alone and self._admitted == admitted and rows_s > 0:  # nothing ran beside it
+                    ratio = took / rows_s
+                    previous = self.ratios.get(key)
+                    self.ratios[key] = ratio if previous is None else 0.5 * previous + 0.5 * ratio
 
 
 def _refusal(what: str, seconds: float, booked_s: float, remaining_s: float) -> Overloaded:

@@ -76,7 +76,8 @@ def explain(
     seconds = cost.seconds(model.gradient_batcher.stats, model.forward_batcher.stats)
     work = current_work()
     remaining = None if work.background else work.remaining()
-    with model.admission.admit(seconds, remaining, f"this {method.name} explanation ({cost.rows} rows)"):
+    what = f"this {method.name} explanation ({cost.rows} rows)"
+    with model.admission.admit(method.name, seconds, remaining, what):
         probabilities = model.predict(image[None])[0]
         index = int(np.argmax(probabilities)) if target is None else model.class_index(target)
         started = time.perf_counter()
