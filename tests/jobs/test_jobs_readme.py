@@ -26,15 +26,11 @@ DOC_URL = "http://127.0.0.1:8000"
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, data_dir):
-    """A server whose data root holds val/<class>/ images, and a repo-like folder to run in."""
-    root = tmp_path_factory.mktemp("data")
-    for name in ("cat", "dog"):
-        (root / "val" / name).mkdir(parents=True)
-        for path in sorted((data_dir / name).iterdir())[:2]:
-            shutil.copy(path, root / "val" / name / path.name)
+def served(tmp_path_factory):
+    """A repo-like folder to run in, and a server whose data root is its examples/, as README says."""
     work = tmp_path_factory.mktemp("repo")
     shutil.copytree(REPO / "examples", work / "examples")
+    root = work / "examples"
     (work / ".venv").mkdir()
     (work / ".venv" / "bin").symlink_to(Path(sys.executable).parent)
     env = {"MINDSCOPE_DATA_ROOT": str(root), "MINDSCOPE_JOBS_DIR": str(tmp_path_factory.mktemp("jobs"))}
@@ -55,11 +51,14 @@ def test_the_curl_and_cli_examples_run_and_write_the_jobs_results(served):
     assert "event: end" in events and '"state":"succeeded"' in events
     rows = list(csv.DictReader((work / "results.csv").read_text().splitlines()))
     held = httpx.get(f"{server.base_url}/jobs/{job['id']}/results", timeout=60).json()["rows"]
-    assert [r["source"] for r in rows] == [r["source"] for r in held] and len(rows) == 4
-    assert {r["label"] for r in rows} == {"cat", "dog"} and all(r["deletion_area"] for r in rows)
+    assert [r["source"] for r in rows] == [r["source"] for r in held] == ["README.md", "cat.jpg", "cat.png"]
+    assert [r["state"] for r in rows] == ["failed", "succeeded", "succeeded"]
+    assert all(
+        float(r["deletion_area"]) == pytest.approx(h["deletion_area"]) for r, h in zip(rows[1:], held[1:], strict=True)
+    )
     with zipfile.ZipFile(work / "results.zip") as archive:
         names = archive.namelist()
-    assert sorted(n for n in names if n.startswith("maps/")) == [f"maps/{n}.npy" for n in range(4)]
+    assert sorted(n for n in names if n.startswith("maps/")) == ["maps/1.npy", "maps/2.npy"]
     upload = json.loads((work / "upload.json").read_text())
     assert upload["kind"] == "predict" and upload["source"] == "archive" and upload["items"]["total"] == 2
     cli = work / "results"
@@ -106,10 +105,16 @@ def test_the_sdk_example_prints_the_jobs_table(served):
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
-    assert lines[0].split() == ["source", "label", "prediction", "deletion_area"]
+    assert lines[0].split() == ["source", "state", "prediction", "deletion_area"]
     newest = httpx.get(f"{server.base_url}/jobs", params={"limit": 1}, timeout=30).json()["jobs"][0]
     held = httpx.get(f"{server.base_url}/jobs/{newest['id']}/results", timeout=60).json()["rows"]
     printed = [line.split() for line in lines[1:-1]]
-    assert [(r[0], r[1], r[2]) for r in printed] == [(r["source"], r["label"], r["prediction"]) for r in held]
-    assert [float(r[3]) for r in printed] == pytest.approx([r["deletion_area"] for r in held], abs=1e-6)
-    assert lines[-1] == "4 maps of shape (32, 32, 3)"
+    assert [(r[0], r[1], r[2]) for r in printed] == [(r["source"], r["state"], str(r["prediction"])) for r in held]
+    good = [(float(p[3]), r["deletion_area"]) for p, r in zip(printed, held, strict=True) if r["state"] == "succeeded"]
+    assert len(good) == 2 and all(shown == pytest.approx(area, abs=1e-6) for shown, area in good)
+    assert lines[-1] == "2 maps of shape (32, 32, 3)"
+
+
+def test_the_readme_says_how_to_start_the_server_these_examples_need():
+    text = REPO.joinpath("README.md").read_text()
+    assert "`MINDSCOPE_DATA_ROOT=$PWD/examples make serve`" in text.split("<!-- jobs-example", 1)[0]
