@@ -312,7 +312,8 @@ def decode_array(instance: list[Any], value_range: str | None, shape: Shape) -> 
     return DecodedImage(pixels, ImageInfo(width=shape[1], height=shape[0], mode="array", format="array"))
 
 
-def _decode_instance(instance: Instance, value_range: str | None, limits: DecodeLimits) -> DecodedImage:
+def decode_instance(instance: Instance, value_range: str | None, limits: DecodeLimits) -> DecodedImage:
+    """One JSON instance (base64 bytes or a nested array), as /predict and jobs take them."""
     if isinstance(instance, B64Instance):
         try:
             data = base64.b64decode(instance.b64, validate=True)
@@ -340,8 +341,8 @@ def decode_json_body(data: bytes, limits: DecodeLimits) -> DecodedRequest:
             f"{len(body.instances)} instances; at most {limits.max_instances} per request",
             max_instances=limits.max_instances,
         )
-    images = [_decode_instance(i, body.value_range, limits) for i in body.instances]
-    baseline = None if body.baseline is None else _decode_instance(body.baseline, body.value_range, limits)
+    images = [decode_instance(i, body.value_range, limits) for i in body.instances]
+    baseline = None if body.baseline is None else decode_instance(body.baseline, body.value_range, limits)
     return DecodedRequest(images, baseline, batch=True)
 
 

@@ -18,7 +18,6 @@ is built from the committed rows when asked for, so it is never stale or half-wr
 
 from __future__ import annotations
 
-import base64
 import fcntl
 import hashlib
 import json
@@ -37,8 +36,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from mindscope.dataplane.decoding import B64Instance, DecodedImage, DecodeLimits, ImageInfo, decode_image_bytes
-from mindscope.dataplane.decoding import decode_array as decode_array_instance
+from mindscope.dataplane.decoding import DecodedImage, DecodeLimits, ImageInfo, decode_instance
 from mindscope.engine.explain.runner import Explained
 from mindscope.engine.loaded_model import LoadedModel
 from mindscope.engine.registry import ModelRegistry
@@ -281,7 +279,7 @@ class JobService:
             return sources.labelled(sources.extract_archive(archive, staging / "input", caps), classes)
         if request.instances is not None:
             limits = DecodeLimits(model.input_shape, self.settings.max_image_pixels)
-            images = [self._decode_instance(i, request.value_range, limits) for i in request.instances]
+            images = [decode_instance(i, request.value_range, limits) for i in request.instances]
         assert images is not None
         self._check_count(len(images))
         for n, image in enumerate(images):
@@ -296,16 +294,6 @@ class JobService:
                 files=count,
                 max_files=self.settings.max_files,
             )
-
-    @staticmethod
-    def _decode_instance(instance: Any, value_range: str | None, limits: DecodeLimits) -> DecodedImage:
-        if isinstance(instance, B64Instance):
-            try:
-                data = base64.b64decode(instance.b64, validate=True)
-            except ValueError:
-                raise InvalidInput("an instance's b64 field is not valid base64") from None
-            return decode_image_bytes(data, limits)
-        return decode_array_instance(instance, value_range, limits.shape)
 
     # Reading.
 
@@ -417,17 +405,20 @@ class JobService:
             pixels = np.load(folder / item.source, allow_pickle=False)
             info = ImageInfo.model_validate_json((folder / item.source.replace(".npy", ".json")).read_text())
             return DecodedImage(pixels, info)
-        if source == "folder":
+        limits = DecodeLimits(model.input_shape, self.settings.max_image_pixels)
+        return decode_item(self._file_bytes(job, item), limits, item.source)
+
+    def _file_bytes(self, job: JobRow, item: ItemRow) -> bytes:
+        """An item's file: under the data root (never outside it), or under the job's input folder."""
+        if job.spec["source"] == "folder":
             assert self.settings.data_root is not None
             path = sources.inside(self.settings.data_root, item.source)
         else:
             path = self.folder(job.id) / "input" / item.source
-        limits = DecodeLimits(model.input_shape, self.settings.max_image_pixels)
         try:
-            data = path.read_bytes()
+            return path.read_bytes()
         except OSError as exc:
             raise InvalidInput(f"{item.source} cannot be read: {exc.strerror}") from None
-        return decode_item(data, limits, item.source)
 
     def _decoded(
         self, job: JobRow, model: LoadedModel, chunk: list[ItemRow]
@@ -557,15 +548,7 @@ class JobService:
         if job.spec["source"] == "images":
             image = self._load(job, item, model)
             return npy_bytes(image.pixels), "npy", image.info.model_dump()
-        if job.spec["source"] == "folder":
-            assert self.settings.data_root is not None
-            path = sources.inside(self.settings.data_root, item.source)
-        else:
-            path = self.folder(job.id) / "input" / item.source
-        try:
-            return path.read_bytes(), "file", {}
-        except OSError as exc:
-            raise InvalidInput(f"{item.source} cannot be read: {exc.strerror}") from None
+        return self._file_bytes(job, item), "file", {}
 
     def _finish(self, job_id: str, finished: list[FinishedItem]) -> None:
         self.store.finish_items(job_id, finished)
