@@ -256,7 +256,8 @@ def test_an_idempotency_key_answers_the_same_job_and_refuses_other_work(http):
 
 
 def test_events_stream_progress_until_the_job_ends(http):
-    job = http.post("/jobs", json={**IG, "folder": "val"}).json()
+    # 256 steps an image: the job outlasts the stream's start on a machine several times this one's speed.
+    job = http.post("/jobs", json={**IG, "parameters": {"steps": 256}, "folder": "val"}).json()
     events = []
     with http.stream("GET", f"/jobs/{job['id']}/events", params={"interval_s": 0.05}) as stream:
         assert stream.headers["content-type"].startswith("text/event-stream")
