@@ -16,9 +16,10 @@ import pytest
 from mindscope.engine.explain.method import Caps
 from mindscope.engine.registry import ModelRegistry
 from mindscope.engine.store import ModelStore
+from mindscope.errors import InvalidInput
 from mindscope.jobs.service import JobService
 from mindscope.jobs.settings import JobSettings
-from mindscope.jobs.sources import ArchiveLimits, extract_archive
+from mindscope.jobs.sources import ArchiveLimits, DataRoot, extract_archive
 from mindscope.jobs.spec import JobRequest
 
 from tests.conftest import COMMITTED_STORE
@@ -163,3 +164,34 @@ def test_one_process_runs_a_folders_jobs_and_another_takes_over_when_it_is_gone(
         assert second._lock_file is not None  # the second took over
     finally:
         second.stop()
+
+
+def test_links_in_the_data_root_are_read_only_where_they_stay_inside_it(tmp_path, registry, data_dir):
+    """A file or folder under the data root that is a link leading out of it is never read: the item
+    fails and names the link; a link to a file inside the root reads as the file does."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    image = sorted((data_dir / "cat").iterdir())[0]
+    shutil.copy(image, outside / "secret.jpg")
+    root = tmp_path / "root"
+    (root / "set" / "cat").mkdir(parents=True)
+    shutil.copy(image, root / "set" / "cat" / "a.jpg")
+    (root / "set" / "cat" / "b.jpg").symlink_to(root / "set" / "cat" / "a.jpg")
+    (root / "set" / "cat" / "c.jpg").symlink_to(outside / "secret.jpg")
+    jobs = JobService(settings(tmp_path / "jobs", root), registry)
+    jobs.start()
+    try:
+        job = jobs.submit(JobRequest(kind="predict", folder="set")).job
+        wait_until(lambda: jobs.get(job.id).state == "succeeded")
+        items = {Path(item.source).name: item for item in jobs.store.items(job.id)}
+        assert items["a.jpg"].state == items["b.jpg"].state == "succeeded"
+        assert items["b.jpg"].result["prediction"] == items["a.jpg"].result["prediction"]
+        assert items["b.jpg"].result["probabilities"] == pytest.approx(items["a.jpg"].result["probabilities"], abs=1e-6)
+        assert items["c.jpg"].state == "failed" and "leads outside the data root" in items["c.jpg"].error
+    finally:
+        jobs.stop()
+    # A folder that is itself a link out of the root is refused before its file is opened.
+    (root / "away").symlink_to(outside)
+    with pytest.raises(InvalidInput, match="leads outside the data root"):
+        DataRoot(root).read("away/secret.jpg")
+    assert DataRoot(root).read("set/cat/b.jpg") == image.read_bytes()

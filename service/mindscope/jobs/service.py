@@ -126,6 +126,7 @@ class JobService:
         self._thread: threading.Thread | None = None
         self._lock_file: IO[str] | None = None
         self._looked: dict[str, float] = {}  # when each running job's state was last read
+        self._reader: tuple[str, sources.DataRoot] | None = None  # the running job's data root, resolved once a run
 
     # Lifecycle.
 
@@ -370,6 +371,8 @@ class JobService:
             return
         logger.info("job %s running: %s %s over %d items", job.id, job.kind, job.spec.get("method") or "", job.total)
         running = RequestWork(background=True)
+        if self.settings.data_root is not None:
+            self._reader = (job.id, sources.DataRoot(self.settings.data_root))
         with self._current_lock:
             self._current = (job.id, running)
         try:
@@ -410,15 +413,20 @@ class JobService:
 
     def _file_bytes(self, job: JobRow, item: ItemRow) -> bytes:
         """An item's file: under the data root (never outside it), or under the job's input folder."""
-        if job.spec["source"] == "folder":
-            assert self.settings.data_root is not None
-            path = sources.inside(self.settings.data_root, item.source)
-        else:
-            path = self.folder(job.id) / "input" / item.source
         try:
-            return path.read_bytes()
+            if job.spec["source"] == "folder":
+                return self._data_root(job.id).read(item.source)
+            return (self.folder(job.id) / "input" / item.source).read_bytes()
         except OSError as exc:
             raise InvalidInput(f"{item.source} cannot be read: {exc.strerror}") from None
+
+    def _data_root(self, job_id: str) -> sources.DataRoot:
+        """The running job's reader (its folders resolved once a run), or a new one."""
+        assert self.settings.data_root is not None
+        reader = self._reader
+        if reader is not None and reader[0] == job_id:
+            return reader[1]
+        return sources.DataRoot(self.settings.data_root)
 
     def _decoded(
         self, job: JobRow, model: LoadedModel, chunk: list[ItemRow]

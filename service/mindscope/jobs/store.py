@@ -243,11 +243,19 @@ class JobStore:
         left as it is (never counted twice)."""
         now = time.time()
         with self._transaction() as db:
-            done = failed = added = 0
-            for item in finished:
-                changed = db.execute(
-                    "UPDATE items SET state = ?, result = ?, error = ?, seconds = ?, finished = ? "
-                    "WHERE job_id = ? AND n = ? AND state = 'queued'",
+            marks = ", ".join("?" * len(finished))
+            queued = {
+                n
+                for (n,) in db.execute(
+                    f"SELECT n FROM items WHERE job_id = ? AND state = 'queued' AND n IN ({marks})",  # noqa: S608
+                    (job_id, *(item.n for item in finished)),
+                )
+            }
+            fresh = [item for item in finished if item.n in queued]
+            db.executemany(
+                "UPDATE items SET state = ?, result = ?, error = ?, seconds = ?, finished = ? "
+                "WHERE job_id = ? AND n = ?",
+                [
                     (
                         "failed" if item.error else "succeeded",
                         None if item.result is None else json.dumps(item.result),
@@ -256,15 +264,14 @@ class JobStore:
                         now,
                         job_id,
                         item.n,
-                    ),
-                ).rowcount
-                if changed:
-                    failed += 1 if item.error else 0
-                    done += 0 if item.error else 1
-                    added += item.bytes
+                    )
+                    for item in fresh
+                ],
+            )
+            failed = sum(1 for item in fresh if item.error)
             db.execute(
                 "UPDATE jobs SET done = done + ?, failed = failed + ?, bytes = bytes + ? WHERE id = ?",
-                (done, failed, added, job_id),
+                (len(fresh) - failed, failed, sum(item.bytes for item in fresh), job_id),
             )
 
     def end(self, job_id: str, state: str, error: str | None = None) -> None:
