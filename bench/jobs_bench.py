@@ -180,9 +180,6 @@ def main() -> None:
                 "parameters": {"steps": 256},
                 "folder": "ig",
             }
-            job = httpx.post(f"{base}/jobs", json=long_job, timeout=60).json()
-            while httpx.get(f"{base}/jobs/{job['id']}", timeout=30).json()["state"] != "running":
-                time.sleep(0.1)
             paced_idle = p50(base, "/predict", body, args.online, every_s=0.05)
             job = httpx.post(f"{base}/jobs", json=long_job, timeout=60).json()
             while httpx.get(f"{base}/jobs/{job['id']}", timeout=30).json()["state"] != "running":

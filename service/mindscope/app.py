@@ -20,6 +20,8 @@ from mindscope.api.predict_fast_path import PredictFastPath
 from mindscope.api.routes import (
     activations,
     admin,
+    concepts,
+    examples,
     explain,
     explorer,
     health,
@@ -120,7 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(explorer.router)
     secured = [Depends(require_api_key)]
-    for module in (models, predict, activations, weights, explain, visualize, jobs, admin):
+    for module in (models, predict, activations, weights, examples, explain, visualize, jobs, concepts, admin):
         app.include_router(module.router, dependencies=secured)
     # The standard protocols check the key route by route: their health routes stay open.
     app.include_router(v1.router)
@@ -136,7 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_bytes=settings.max_body_bytes,
         timeout_s=settings.body_timeout_s,
         min_rate=settings.body_min_rate,
-        uploads={"/jobs": settings.jobs_max_upload_bytes},
+        uploads={"/jobs": settings.jobs_max_upload_bytes, "/concepts": settings.jobs_max_upload_bytes},
     )
     app.add_middleware(RequestObserver, metrics=app.state.metrics)
     return app

@@ -43,6 +43,25 @@ class UnknownLayer(MindscopeError):
     code = "unknown_layer"
 
 
+class UnknownIndex(MindscopeError):
+    """No nearest-neighbour index of that name for the model version (an `index` job builds one)."""
+
+    status_code = 404
+    code = "unknown_index"
+
+
+class UnknownConcept(MindscopeError):
+    """No registered concept of that name (POST /concepts registers one)."""
+
+    status_code = 404
+    code = "unknown_concept"
+
+
+class ConceptExists(MindscopeError):
+    status_code = 409
+    code = "concept_exists"
+
+
 class UnknownMethod(MindscopeError):
     status_code = 404
     code = "unknown_method"

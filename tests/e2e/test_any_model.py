@@ -25,7 +25,7 @@ from mindscope.config import Settings
 from PIL import Image
 
 from ..api.helpers import array_of, assert_error
-from ..servers import InProcessServer, start_server
+from ..servers import InProcessServer, start_server, wait_until
 
 
 @dataclass
@@ -171,7 +171,17 @@ def served(cases, tmp_path_factory):
         assert done.returncode == 0, done.stderr
         assert f"wrote {store / case.name / '1'}" in done.stdout
         assert ("logits" in done.stdout) == case.logits
-    with InProcessServer(Settings(model_store_dir=store, default_model="digits")) as server:
+    data = folder / "data"  # pictures for the dataset jobs: a class's, a concept's, a random pool
+    for name, count, seed in (("scored", 8, 20), ("bright", 12, 21), ("random", 150, 22)):
+        (data / name).mkdir(parents=True)
+        for k in range(count):
+            pixels = np.random.default_rng(seed * 1000 + k).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+            if name == "bright":
+                pixels = np.maximum(pixels, 200).astype(np.uint8)
+            Image.fromarray(pixels).save(data / name / f"{k}.png")
+    # A jobs folder of its own: a folder is run by one server, and other modules' servers do not hold these models.
+    settings = Settings(model_store_dir=store, default_model="digits", data_root=data, jobs_dir=folder / "jobs")
+    with InProcessServer(settings) as server:
         server.store = store
         yield server
 
@@ -452,3 +462,50 @@ def test_the_sdk_follows_the_model_it_names(served, cases):
         assert layer.values.shape[:2] == tuple(digits_model.get_layer("c1").output.shape[1:3])
         attribution = client.integrated_gradients(pixels, model="digits")
         assert attribution.attributions.shape == (28, 28, 1)
+
+
+def succeeded(http: httpx.Client, job_id: str) -> None:
+    wait_until(lambda: http.get(f"/jobs/{job_id}").json()["state"] in ("succeeded", "failed"), timeout=300)
+    assert http.get(f"/jobs/{job_id}").json()["state"] == "succeeded", http.get(f"/jobs/{job_id}").text
+
+
+def test_dataset_jobs_serve_each_imported_model(served, cases):
+    """Example-based explanations and TCAV on models unlike ours: an index of images sent as arrays
+    finds each of them first; a tcav job reports every layer it tested, with its t-test."""
+    with httpx.Client(base_url=served.base_url, timeout=300) as http:
+        for case in cases:
+            shape = tuple(case.model.input.shape[1:])
+            pictures = [picture(shape, 40 + k)[1] for k in range(6)]
+            instances = [(p[..., 0] if shape[-1] == 1 else p).tolist() for p in pictures]
+            job = http.post(
+                "/jobs",
+                json={
+                    "kind": "index",
+                    "model": case.name,
+                    "instances": instances,
+                    "value_range": "0-1",
+                    "parameters": {"name": "mine"},
+                },
+            )
+            assert job.status_code == 202, job.text
+            succeeded(http, job.json()["id"])
+            for k in (0, 5):
+                body = {"instances": [instances[k]], "value_range": "0-1"}
+                found = http.post(f"/explain/examples?index=mine&k=3&model={case.name}", json=body)
+                assert found.status_code == 200, found.text
+                first = found.json()["neighbours"][0]
+                assert first["source"] == f"{k}.npy" and first["distance"] == pytest.approx(0, abs=1e-4)
+        assert http.post("/concepts", json={"name": "bright", "folder": "bright"}).status_code == 201
+        for case in cases:
+            parameters = {"concept": "bright", "target": 0, "random_folder": "random", "size": 12}
+            job = http.post(
+                "/jobs", json={"kind": "tcav", "model": case.name, "folder": "scored", "parameters": parameters}
+            )
+            assert job.status_code == 202, job.text
+            job_id = job.json()["id"]
+            succeeded(http, job_id)
+            report = http.get(f"/jobs/{job_id}/report").json()
+            assert report["images"] == 8 and len(report["layers"]) >= 1
+            for layer in report["layers"]:
+                assert len(layer["scores"]) == 10 and 0 <= layer["p_value"] <= 1
+                assert (layer["score"] is None) != layer["significant"]

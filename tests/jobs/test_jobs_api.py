@@ -17,10 +17,9 @@ import httpx
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from mindscope.config import Settings
 
 from tests.api.helpers import array_of
-from tests.conftest import COMMITTED_STORE
+from tests.jobs.helpers import client_of, finished, jobs_server
 from tests.servers import InProcessServer, wait_until
 
 CLASSES = ("airplane", "cat", "ship")
@@ -41,21 +40,12 @@ def data_root(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Iterator[InProcessServer]:
-    jobs_dir = tmp_path_factory.mktemp("jobs")
-    settings = Settings(model_store_dir=COMMITTED_STORE, jobs_dir=jobs_dir, data_root=data_root, grpc_port=0)
-    with InProcessServer(settings) as running:
-        yield running
+    yield from jobs_server(tmp_path_factory, data_root)
 
 
 @pytest.fixture(scope="module")
 def http(server: InProcessServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.base_url, timeout=120) as client:
-        yield client
-
-
-def finished(http: httpx.Client, job_id: str) -> dict:
-    wait_until(lambda: http.get(f"/jobs/{job_id}").json()["state"] in ("succeeded", "failed", "cancelled"))
-    return http.get(f"/jobs/{job_id}").json()
+    yield from client_of(server)
 
 
 def jobs_on_disk(server: InProcessServer) -> set[str]:

@@ -20,7 +20,7 @@ from tests.conftest import COMMITTED_STORE
 from tests.servers import start_server
 
 REPO = Path(__file__).resolve().parents[2]
-SECTION = REPO.joinpath("README.md").read_text().split("<!-- jobs-example", 1)[1].split("## Deployment", 1)[0]
+SECTION = REPO.joinpath("README.md").read_text().split("<!-- jobs-example", 1)[1].split("\n## ", 1)[0]
 BASH, PYTHON = (re.search(rf"```{kind}\n(.*?)```", SECTION, flags=re.S).group(1) for kind in ("bash", "python"))
 DOC_URL = "http://127.0.0.1:8000"
 

@@ -233,6 +233,83 @@ def _explain_dir(client: Client, args: argparse.Namespace) -> None:
     print(f"{job.state['state']}: {items['done']} done, {items['failed']} failed; results in {out}")
 
 
+def _index_dir(client: Client, args: argparse.Namespace) -> None:
+    """Embed every image of a folder as an `index` job, for `examples`: the folder is zipped and
+    uploaded, or, with --on-server, named under the server's data root."""
+    parameters: dict[str, Any] = {"name": args.name}
+    if args.layer:
+        parameters["layer"] = args.layer
+    if args.on_server:
+        source: dict[str, Any] = {"folder": args.folder}
+    else:
+        if not Path(args.folder).is_dir():
+            raise MindscopeError(f"{args.folder} is not a folder")
+        source = {"archive": zip_folder(Path(args.folder))}
+    job = client.jobs.submit("index", parameters=parameters, model=args.model, **source)
+    print(f"job {job.id}: {job.state['items']['total']} images", file=sys.stderr)
+    job.wait(progress=not args.quiet)
+    items = job.state["items"]
+    if job.state["state"] != "succeeded":
+        raise MindscopeError(f"job {job.id} {job.state['state']}: {job.state.get('error') or ''}")
+    (info,) = [i for i in client.example_indexes(model=args.model) if i["name"] == args.name]
+    print(
+        f"index {info['name']}: {info['count']} images at {info['layer']} ({info['search']} search); "
+        f"{items['failed']} could not be read"
+    )
+
+
+def _examples(client: Client, args: argparse.Namespace) -> None:
+    found = client.examples(args.image, args.index, args.k, model=args.model)
+    assert isinstance(found, dict)
+    prediction = found["prediction"]
+    print(f"{args.image}: {prediction['label']} ({prediction['confidence']:.1%}); nearest in {args.index}:")
+    rows = [(n["rank"], n["source"], n["label"] or "", f"{n['distance']:.4f}") for n in found["neighbours"]]
+    print(_table(rows, ("rank", "source", "label", "distance")))
+    if args.png:
+        _write(client.examples(args.image, args.index, args.k, model=args.model, as_png=True), args.png)
+
+
+def _tcav(client: Client, args: argparse.Namespace) -> None:
+    """Test a concept on a class's images (FOLDER) as a tcav job; registers the concept from
+    --concept-from first when given."""
+    if args.concept_from:
+        info = client.concepts.create(args.concept, archive=args.concept_from)
+        print(f"concept {info['name']}: {info['count']} images", file=sys.stderr)
+    parameters: dict[str, Any] = {
+        "concept": args.concept,
+        "target": args.target,
+        "random_folder": args.random_folder,
+        "runs": args.runs,
+        "seed": args.seed,
+    }
+    if args.layers:
+        parameters["layers"] = args.layers.split(",")
+    source: dict[str, Any] = {"folder": args.folder} if args.on_server else {"archive": zip_folder(Path(args.folder))}
+    job = client.jobs.submit("tcav", parameters=parameters, model=args.model, **source)
+    job.wait(progress=not args.quiet)
+    if job.state["state"] != "succeeded":
+        raise MindscopeError(f"job {job.id} {job.state['state']}: {job.state.get('error') or ''}")
+    report = job.report()
+    assert isinstance(report, dict)
+    print(f"TCAV of {report['concept']} for {report['target']} over {report['images']} images:")
+    rows = [
+        (
+            layer["layer"],
+            f"{layer['mean']:.2f} ± {layer['std']:.2f}",
+            f"{layer['random_mean']:.2f}",
+            f"{layer['p_value']:.3g}",
+            "yes" if layer["significant"] else "no",
+        )
+        for layer in report["layers"]
+    ]
+    print(_table(rows, ("layer", "score", "random", "p", "significant")))
+    if args.png:
+        chart = job.report(as_png=True)
+        assert isinstance(chart, bytes)
+        Path(args.png).write_bytes(chart)
+        print(f"wrote {args.png} ({len(chart)} bytes)")
+
+
 # The service's quadrature rules for integrated gradients (tests check this against the server's list).
 QUADRATURE_RULES = ("gauss_legendre", "riemann_trapezoid", "riemann_midpoint", "riemann_left", "riemann_right")
 BASELINES = ("black", "white", "blur", "uniform-noise")
@@ -339,6 +416,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain_dir.add_argument("--quiet", action="store_true", help="no progress bar")
     explain_dir.set_defaults(run=_explain_dir)
+
+    index_dir = commands.add_parser("index-dir", help="index a folder's images for examples (a job)")
+    index_dir.add_argument("folder", help="a local folder of images (class-named subfolders give labels)")
+    index_dir.add_argument("--name", required=True, help="the index's name, for examples --index")
+    index_dir.add_argument("--layer", help="layer to embed at (default: the one feeding the classifier)")
+    index_dir.add_argument("--model", help="model name (default: the server's)")
+    index_dir.add_argument(
+        "--on-server", action="store_true", help="FOLDER is under the server's data root: nothing is uploaded"
+    )
+    index_dir.add_argument("--quiet", action="store_true", help="no progress bar")
+    index_dir.set_defaults(run=_index_dir)
+
+    examples = commands.add_parser("examples", help="the indexed images the model thinks an image is like")
+    examples.add_argument("image", help="image file (PNG, JPEG or WebP)")
+    examples.add_argument("--index", required=True, help="an index (index-dir builds one)")
+    examples.add_argument("--k", type=int, default=9, help="how many (default: %(default)s)")
+    examples.add_argument("--model", help="model name (default: the server's)")
+    examples.add_argument("--png", help="write the grid here")
+    examples.set_defaults(run=_examples)
+
+    tcav = commands.add_parser("tcav", help="does a concept raise a class's score? (TCAV, a job)")
+    tcav.add_argument("folder", help="the class's images: a local folder (or under the data root, --on-server)")
+    tcav.add_argument("--concept", required=True, help="a concept's name (GET /concepts)")
+    tcav.add_argument("--concept-from", help="register the concept first from this local folder or archive")
+    tcav.add_argument("--target", required=True, help="the class: index or name")
+    tcav.add_argument("--random-folder", required=True, help="a data-root folder to draw random sets from")
+    tcav.add_argument("--layers", help="comma-separated (default: the server's choice)")
+    tcav.add_argument("--runs", type=int, default=10, help="random sets, at least 10 (default: %(default)s)")
+    tcav.add_argument("--seed", type=int, default=0)
+    tcav.add_argument("--model", help="model name (default: the server's)")
+    tcav.add_argument("--on-server", action="store_true", help="FOLDER is under the server's data root")
+    tcav.add_argument("--png", help="write the chart here")
+    tcav.add_argument("--quiet", action="store_true", help="no progress bar")
+    tcav.set_defaults(run=_tcav)
 
     models = commands.add_parser("models", help="list stored models")
     models.set_defaults(run=_models)

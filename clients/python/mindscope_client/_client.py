@@ -11,7 +11,7 @@ import httpx
 
 from mindscope_client import _requests as rq
 from mindscope_client._exceptions import TransportError, raise_for_error
-from mindscope_client._jobs import AsyncJobs, Jobs
+from mindscope_client._jobs import AsyncJobs, Concepts, Jobs
 from mindscope_client._types import (
     Activations,
     Attribution,
@@ -178,6 +178,16 @@ class _Builder:
         spec = rq.image_body(rq.RequestSpec("POST", f"/explain/{method}", params, binary=as_png), image)
         return _Call(spec, _image_result if as_png else rq.parse_explanation)
 
+    def _examples(self, image: Any, index: str, k: int, exact: bool, as_png: bool, model: str | None) -> _Call[Any]:
+        params = [("index", index), ("k", str(k))] + ([("exact", "true")] if exact else [])
+        params += rq.model_params(model, None) + rq.png_params(as_png)
+        spec = rq.image_body(rq.RequestSpec("POST", "/explain/examples", params, binary=as_png), image)
+        return _Call(spec, _image_result if as_png else dict)
+
+    def _example_indexes(self, model: str | None) -> _Call[list[dict[str, Any]]]:
+        spec = rq.RequestSpec("GET", "/explain/examples", rq.model_params(model, None))
+        return _Call(spec, lambda body: list(body["indexes"]))
+
     def _visualize(
         self,
         layer: str | int,
@@ -227,6 +237,7 @@ class Client(_Builder):
         self._owns_client = http_client is None
         self._http = http_client or httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
         self.jobs = Jobs(self._http, self.headers)  # work over many images: client.jobs.submit(...)
+        self.concepts = Concepts(self._http, self.headers)  # for tcav jobs: client.concepts.create(...)
 
     def __enter__(self) -> Client:
         return self
@@ -384,6 +395,25 @@ class Client(_Builder):
         keywords (`layer="conv6"`, `samples=25`), and the trust scores `evaluate` names
         ("deletion", "insertion", "sanity")."""
         return self._send(self._explain(image, method, target, score, evaluate, as_png, model, parameters))
+
+    def examples(
+        self,
+        image: Any,
+        index: str,
+        k: int = 9,
+        *,
+        exact: bool = False,
+        as_png: bool = False,
+        model: str | None = None,
+    ) -> dict[str, Any] | ImageResult:
+        """The `k` images of the dataset index `index` (an `index` job built it) that the model
+        thinks `image` is like: each with its source, label, cosine distance and a thumbnail (a
+        PNG data: URL), beside the model's prediction; or, `as_png`, a grid of them."""
+        return self._send(self._examples(image, index, k, exact, as_png, model))
+
+    def example_indexes(self, *, model: str | None = None) -> list[dict[str, Any]]:
+        """The model version's example indexes: name, layer, count, search."""
+        return self._send(self._example_indexes(model))
 
     def explain_methods(self) -> list[dict[str, Any]]:
         """The methods this server offers, with each parameter's schema (its defaults and caps)."""
@@ -570,6 +600,21 @@ class AsyncClient(_Builder):
         **parameters: Any,
     ) -> Explanation | ImageResult:
         return await self._send(self._explain(image, method, target, score, evaluate, as_png, model, parameters))
+
+    async def examples(
+        self,
+        image: Any,
+        index: str,
+        k: int = 9,
+        *,
+        exact: bool = False,
+        as_png: bool = False,
+        model: str | None = None,
+    ) -> dict[str, Any] | ImageResult:
+        return await self._send(self._examples(image, index, k, exact, as_png, model))
+
+    async def example_indexes(self, *, model: str | None = None) -> list[dict[str, Any]]:
+        return await self._send(self._example_indexes(model))
 
     async def explain_methods(self) -> list[dict[str, Any]]:
         spec = rq.RequestSpec("GET", "/explain", [])

@@ -83,15 +83,17 @@ def _submission(
     if images is not None:
         return _Submission({**job, "instances": _instances(images)}, None, None)
     assert archive is not None
+    return _Submission(None, {"archive": _upload(archive)}, {"job": json.dumps(job)})
+
+
+def _upload(archive: str | Path | bytes) -> tuple[str, bytes, str]:
+    """An archive as a multipart file: zip bytes, a .zip/.tar file, or a local folder zipped."""
     if isinstance(archive, bytes):
-        upload = ("images.zip", archive, "application/zip")
-    else:
-        path = Path(archive)
-        if path.is_dir():
-            upload = (path.name + ".zip", zip_folder(path), "application/zip")
-        else:
-            upload = (path.name, path.read_bytes(), _archive_type(path))
-    return _Submission(None, {"archive": upload}, {"job": json.dumps(job)})
+        return ("images.zip", archive, "application/zip")
+    path = Path(archive)
+    if path.is_dir():
+        return (path.name + ".zip", zip_folder(path), "application/zip")
+    return (path.name, path.read_bytes(), _archive_type(path))
 
 
 def _table(rows: list[dict[str, Any]]) -> Any:
@@ -239,6 +241,12 @@ class Job(_JobState):
         """The item's answer, as the synchronous route gives it."""
         return dict(self._get(f"/items/{n}").json())
 
+    def report(self, as_png: bool = False) -> dict[str, Any] | bytes:
+        """A tcav job's scores so far, per layer, with the t-test against random CAVs (a dict), or
+        the chart's PNG bytes."""
+        response = self._get("/report", **({"format": "png"} if as_png else {}))
+        return response.content if as_png else dict(response.json())
+
     def cancel(self) -> Job:
         self.state = _checked(self._http.delete(f"/jobs/{self.id}", headers=self._headers)).json()
         return self
@@ -318,6 +326,10 @@ class AsyncJob(_JobState):
     async def item(self, n: int) -> dict[str, Any]:
         return dict((await self._get(f"/items/{n}")).json())
 
+    async def report(self, as_png: bool = False) -> dict[str, Any] | bytes:
+        response = await self._get("/report", **({"format": "png"} if as_png else {}))
+        return response.content if as_png else dict(response.json())
+
     async def cancel(self) -> AsyncJob:
         self.state = _checked(await self._http.delete(f"/jobs/{self.id}", headers=self._headers)).json()
         return self
@@ -349,3 +361,31 @@ class AsyncJobs:
     async def get(self, job_id: str) -> AsyncJob:
         response = await self._http.get(f"/jobs/{job_id}", headers=self._headers)
         return AsyncJob(self._http, self._headers, _checked(response).json())
+
+
+class Concepts:
+    """Concepts for TCAV: named sets of example images (client.concepts.create("striped", folder=...))."""
+
+    def __init__(self, http: httpx.Client, headers: dict[str, str]) -> None:
+        self._http = http
+        self._headers = headers
+
+    def create(
+        self, name: str, *, folder: str | None = None, archive: str | Path | bytes | None = None
+    ) -> dict[str, Any]:
+        """From a folder under the server's data root, or an archive: a .zip/.tar file, a local
+        folder (zipped on the way) or zip bytes."""
+        if archive is not None:
+            files = {"archive": _upload(archive)}
+            response = self._http.post(
+                "/concepts", files=files, data={"concept": json.dumps({"name": name})}, headers=self._headers
+            )
+        else:
+            response = self._http.post("/concepts", json={"name": name, "folder": folder}, headers=self._headers)
+        return dict(_checked(response).json())
+
+    def list(self) -> list[dict[str, Any]]:
+        return list(_checked(self._http.get("/concepts", headers=self._headers)).json()["concepts"])
+
+    def delete(self, name: str) -> None:
+        _checked(self._http.delete(f"/concepts/{name}", headers=self._headers))

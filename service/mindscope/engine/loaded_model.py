@@ -327,6 +327,9 @@ class LoadedModel:
                 batcher.close()
             if self._initial is not None:
                 self._initial.close()
+        for extension in list(self.extensions.values()):
+            if isinstance(extension, DynamicBatcher):  # e.g. a layer's embedding lane
+                extension.close()
 
     def warm_up(self) -> None:
         """Trace every compiled function once, and run the compiled calls once at the largest

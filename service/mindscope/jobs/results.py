@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
@@ -99,3 +100,45 @@ def zip_bytes(job: JobRow, rows: list[dict[str, Any]], folder: Path, described: 
             if row["map"] is not None:
                 archive.write(folder / row["map"], row["map"])
     return buffer.getvalue()
+
+
+def tcav_report(job: JobRow, items: list[ItemRow], class_names: tuple[str, ...]) -> dict[str, Any]:
+    """A tcav job's scores from its finished rows (so far): per layer, the concept's TCAV scores against
+    each random set, the random-vs-random ones, and the t-test (`engine.concepts`)."""
+    from mindscope.engine.concepts import ALPHA, layer_score
+
+    parameters = job.spec["parameters"]
+    rows = [item.result["tcav"] for item in items if item.state == "succeeded" and item.result]
+    layers = list(rows[0]) if rows else []
+    threshold = ALPHA / max(len(layers), 1)
+    scored = []
+    for layer in layers:
+        concept = np.asarray([row[layer]["concept"] for row in rows])
+        random = np.asarray([row[layer]["random"] for row in rows])
+        score = layer_score(layer, concept, random, threshold)
+        scored.append(
+            {
+                "layer": layer,
+                "significant": score.significant,
+                "score": score.mean if score.significant else None,
+                "mean": score.mean,
+                "std": score.std,
+                "random_mean": score.random_mean,
+                "random_std": score.random_std,
+                "p_value": score.p_value,
+                "scores": score.scores,
+                "random_scores": score.random_scores,
+            }
+        )
+    target = parameters["target"]
+    target_name = class_names[int(target)] if str(target).lstrip("-").isdigit() else str(target)
+    return {
+        "job": job.id,
+        "state": job.state,
+        "concept": parameters["concept"],
+        "target": target_name,
+        "images": len(rows),
+        "runs": parameters.get("runs", 10),
+        "alpha": threshold,
+        "layers": scored,
+    }

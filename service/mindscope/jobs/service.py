@@ -18,8 +18,10 @@ is built from the committed rows when asked for, so it is never stale or half-wr
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
+import io
 import json
 import logging
 import math
@@ -37,6 +39,8 @@ from typing import IO, Any
 import numpy as np
 
 from mindscope.dataplane.decoding import DecodedImage, DecodeLimits, ImageInfo, decode_instance
+from mindscope.engine.concepts import cav, directional_derivatives
+from mindscope.engine.embedding import embed
 from mindscope.engine.explain.runner import Explained
 from mindscope.engine.loaded_model import LoadedModel
 from mindscope.engine.registry import ModelRegistry
@@ -48,9 +52,11 @@ from mindscope.errors import (
     RequestCancelled,
 )
 from mindscope.jobs import sources
+from mindscope.jobs.concepts import ConceptStore
+from mindscope.jobs.indexes import IndexStore, new_info, thumbnail
 from mindscope.jobs.items import ComputedItem, decode_item, explain_item, npy_bytes, predict_rows
 from mindscope.jobs.settings import JobSettings
-from mindscope.jobs.spec import JobRequest, Work, parse_work
+from mindscope.jobs.spec import Indexing, JobRequest, Testing, Work, parse_work
 from mindscope.jobs.store import FinishedItem, ItemRow, JobRow, JobStore, NewItem
 
 logger = logging.getLogger("mindscope.jobs")
@@ -117,6 +123,8 @@ class JobService:
         self.registry = registry
         settings.folder.mkdir(parents=True, exist_ok=True)
         self.store = JobStore(settings.folder / "jobs.sqlite3")
+        self.indexes = IndexStore(settings.folder / "indexes")  # kept until deleted: no job's retention
+        self.concepts = ConceptStore(settings.folder / "concepts")
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._current: tuple[str, RequestWork] | None = None
@@ -169,7 +177,7 @@ class JobService:
     def _tidy(self) -> None:
         """Folders of submissions that never committed (a crash mid-submit) go; one younger than an
         hour may be another process's submission under way."""
-        known = self.store.ids()
+        known = self.store.ids() | {self.indexes.root.name, self.concepts.root.name}
         for entry in self.settings.folder.iterdir():
             if not entry.is_dir() or entry.name in known or time.time() - entry.stat().st_mtime < 3600:
                 continue
@@ -192,7 +200,9 @@ class JobService:
             if seen is not None:
                 return self._replay(seen, digest, idempotency_key)
         model = self.registry.get(request.model, request.version)
-        parse_work(request, model, self.settings.caps)  # refused here, before anything is stored
+        work = parse_work(request, model, self.settings.caps)  # refused here, before anything is stored
+        if work.testing is not None:
+            self._random_pool(work.testing, self.concepts.get(work.testing.concept).count)
         sources_given = sum(x is not None for x in (request.folder, request.instances, archive, images))
         if sources_given != 1:
             raise InvalidInput(
@@ -377,17 +387,39 @@ class JobService:
             self._current = (job.id, running)
         try:
             pending = self.store.items(job.id, "queued")
-            if self.settings.ray_address is not None:
-                self._ray_items(job, model, pending, running)
-            elif work.kind == "predict":
-                self._predict_items(job, model, pending, running)
-            else:
-                self._explain_items(job, model, work, pending, running)
+            try:
+                self._run_items(job, model, work, pending, running)
+            except MindscopeError as exc:  # the whole job cannot go on (its concept was deleted, ...)
+                running.cancel(exc.message)
+                self.store.end(job.id, "failed", exc.message)
         finally:
             with self._current_lock:
                 self._current = None
         if running.cancelled is None:
-            self.store.end(job.id, "succeeded")
+            try:
+                if work.indexing is not None:
+                    self._write_index(job, model, work.indexing)
+            except MindscopeError as exc:
+                self.store.end(job.id, "failed", exc.message)
+            else:
+                self.store.end(job.id, "succeeded")
+        self._log_end(job)
+
+    def _run_items(
+        self, job: JobRow, model: LoadedModel, work: Work, pending: list[ItemRow], running: RequestWork
+    ) -> None:
+        if work.indexing is not None:  # on this server, Ray or not: the index is written here
+            self._index_items(job, model, work.indexing, pending, running)
+        elif work.testing is not None:
+            self._tcav_items(job, model, work.testing, pending, running)
+        elif self.settings.ray_address is not None:
+            self._ray_items(job, model, pending, running)
+        elif work.kind == "predict":
+            self._predict_items(job, model, pending, running)
+        else:
+            self._explain_items(job, model, work, pending, running)
+
+    def _log_end(self, job: JobRow) -> None:
         ended = self.store.get(job.id)
         if ended is not None and ended.state in ("succeeded", "cancelled"):
             logger.info(
@@ -471,6 +503,169 @@ class JobService:
                 for (item, _), one in zip(good, computed, strict=True)
             ]
         self._finish(job.id, finished)
+
+    def _index_items(
+        self, job: JobRow, model: LoadedModel, indexing: Indexing, items: list[ItemRow], running: RequestWork
+    ) -> None:
+        """Chunks of PREDICT_CHUNK images embedded at the layer; each chunk's vectors and thumbnails
+        are written whole (`parts/<first item>.npz`) before its rows, so a resumed job embeds only
+        what is missing."""
+        for start in range(0, len(items), PREDICT_CHUNK):
+            if self._stopped(job, running):
+                return
+            finished, good = self._decoded(job, model, items[start : start + PREDICT_CHUNK])
+            if good:
+                began = time.perf_counter()
+                try:
+                    with request_work(running):
+                        vectors = embed(model, indexing.layer, np.stack([image.pixels for _, image in good]))
+                except RequestCancelled:
+                    return
+                buffer = io.BytesIO()
+                np.savez(
+                    buffer,
+                    n=np.asarray([item.n for item, _ in good], np.int64),
+                    vectors=vectors,
+                    thumbs=np.stack([thumbnail(image.pixels) for _, image in good]),
+                )
+                _atomic_write(self.folder(job.id) / "parts" / f"{good[0][0].n}.npz", buffer.getvalue())
+                seconds = (time.perf_counter() - began) / len(good)
+                result = {"index": indexing.name, "layer": indexing.layer}
+                finished += [FinishedItem(item.n, result, None, seconds) for item, _ in good]
+                finished[-1] = dataclasses.replace(finished[-1], bytes=buffer.getbuffer().nbytes)
+            self._finish(job.id, finished)
+
+    def _random_pool(self, testing: Testing, concept_count: int) -> list[str]:
+        """The random sets' pool: files of the data-root folder, enough for runs + 1 sets (422 if not)."""
+        if self.settings.data_root is None:
+            raise JobsDisabled("this server has no data root (MINDSCOPE_DATA_ROOT) to draw random sets from")
+        _, files = sources.folder_files(self.settings.data_root, testing.random_folder)
+        needed = (testing.runs + 1) * (testing.size or concept_count)
+        if len(files) < needed:
+            raise InvalidInput(
+                f"random_folder {testing.random_folder!r} holds {len(files)} files; {testing.runs + 1} random sets "
+                f"of {testing.size or concept_count} need {needed} (fewer runs or a smaller size)",
+                files=len(files),
+                needed=needed,
+            )
+        return files
+
+    def _cavs(self, job: JobRow, model: LoadedModel, testing: Testing, running: RequestWork) -> dict[str, np.ndarray]:
+        """Per layer, the concept's CAVs against each random set and the random-vs-random ones, computed
+        once and kept in the job's folder (`cavs.npz`), so a resumed job tests against the same ones."""
+        path = self.folder(job.id) / "cavs.npz"
+        if path.exists():
+            with np.load(path) as kept:
+                return {name: kept[name] for name in kept.files}
+        limits = DecodeLimits(model.input_shape, self.settings.max_image_pixels)
+        concept = np.stack(
+            [decode_item(data, limits, name).pixels for name, data in self.concepts.images(testing.concept)]
+        )
+        size = testing.size or len(concept)
+        pool = self._random_pool(testing, len(concept))
+        rng = np.random.default_rng(testing.seed)
+        reader = sources.DataRoot(self.settings.data_root)  # type: ignore[arg-type]
+        drawn: list[np.ndarray] = []
+        for k in rng.permutation(len(pool)):
+            if len(drawn) == (testing.runs + 1) * size:
+                break
+            try:
+                drawn.append(decode_item(reader.read(pool[int(k)]), limits, pool[int(k)]).pixels)
+            except (MindscopeError, OSError):
+                continue  # not an image: the next one of the pool
+        if len(drawn) < (testing.runs + 1) * size:
+            raise InvalidInput(f"random_folder {testing.random_folder!r} has too few readable images")
+        randoms = np.stack(drawn).reshape(testing.runs + 1, size, *model.input_shape)
+        cavs: dict[str, np.ndarray] = {}
+        for layer in testing.layers:
+            tapped = model.layer_gradients(layer, testing.score)
+            with request_work(running):
+                concept_acts = tapped(concept, np.zeros(len(concept), np.int32))[0]
+                random_acts = [tapped(images, np.zeros(len(images), np.int32))[0] for images in randoms]
+            seeds = [testing.seed * 1000 + r for r in range(testing.runs)]
+            cavs[f"{layer}/concept"] = np.stack(
+                [cav(concept_acts, random_acts[r + 1], seeds[r]) for r in range(testing.runs)]
+            )
+            # Random-vs-random: each run another random set in the concept's place (set r + 2 against r + 1, the
+            # last against set 0), so the null scores vary as a random concept's would, set to set.
+            cavs[f"{layer}/random"] = np.stack(
+                [
+                    cav(random_acts[(r + 2) % (testing.runs + 1)], random_acts[r + 1], seeds[r])
+                    for r in range(testing.runs)
+                ]
+            )
+        buffer = io.BytesIO()
+        np.savez(buffer, **cavs)  # type: ignore[arg-type]
+        _atomic_write(path, buffer.getvalue())
+        return cavs
+
+    def _tcav_items(
+        self, job: JobRow, model: LoadedModel, testing: Testing, items: list[ItemRow], running: RequestWork
+    ) -> None:
+        """The class's images, a chunk at a time: each one's directional derivatives along every CAV,
+        per layer, kept in its row; `GET /jobs/{id}/report` scores them."""
+        if not items:
+            return
+        try:
+            cavs = self._cavs(job, model, testing, running)
+        except RequestCancelled:
+            return
+        for start in range(0, len(items), PREDICT_CHUNK):
+            if self._stopped(job, running):
+                return
+            finished, good = self._decoded(job, model, items[start : start + PREDICT_CHUNK])
+            if good:
+                began = time.perf_counter()
+                pixels = np.stack([image.pixels for _, image in good])
+                targets = np.full(len(good), testing.target, np.int32)
+                derivatives: dict[str, dict[str, np.ndarray]] = {}
+                try:
+                    for layer in testing.layers:
+                        with request_work(running):
+                            _, gradients, _ = model.layer_gradients(layer, testing.score)(pixels, targets)
+                        derivatives[layer] = {
+                            side: directional_derivatives(gradients, cavs[f"{layer}/{side}"])
+                            for side in ("concept", "random")
+                        }
+                except RequestCancelled:
+                    return
+                seconds = (time.perf_counter() - began) / len(good)
+                for row, (item, _) in enumerate(good):
+                    result = {
+                        "tcav": {
+                            layer: {side: [float(v) for v in values[row]] for side, values in sides.items()}
+                            for layer, sides in derivatives.items()
+                        }
+                    }
+                    finished.append(FinishedItem(item.n, result, None, seconds))
+            self._finish(job.id, finished)
+
+    def _write_index(self, job: JobRow, model: LoadedModel, indexing: Indexing) -> None:
+        """The finished job's parts, in item order, as the model version's index `indexing.name`."""
+        done = {item.n: item for item in self.store.items(job.id, "succeeded")}
+        vectors: dict[int, np.ndarray] = {}
+        thumbs: dict[int, np.ndarray] = {}
+        for part in sorted((self.folder(job.id) / "parts").glob("*.npz")):
+            with np.load(part) as loaded:
+                for n, vector, thumb in zip(loaded["n"], loaded["vectors"], loaded["thumbs"], strict=True):
+                    if int(n) in done:
+                        vectors[int(n)], thumbs[int(n)] = vector, thumb
+        rows = sorted(vectors)
+        if not rows:
+            raise InvalidInput("no image of the job could be read, so there is nothing to index")
+        info = new_info(
+            indexing.name, model.ref.name, model.ref.version, indexing.layer, len(rows), len(vectors[rows[0]]), job.id
+        )
+        self.indexes.write(
+            info,
+            np.stack([vectors[n] for n in rows]),
+            [done[n].source for n in rows],
+            [done[n].label for n in rows],
+            np.stack([thumbs[n] for n in rows]),
+        )
+        logger.info(
+            "job %s wrote index %s of %s: %d images at %s", job.id, info.name, model.ref.label, len(rows), info.layer
+        )
 
     def _explain_items(
         self, job: JobRow, model: LoadedModel, work: Work, items: list[ItemRow], running: RequestWork

@@ -7,18 +7,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mindscope.dataplane.decoding import Instance
 from mindscope.dataplane.parameters import ExplainParameters
+from mindscope.engine.concepts import MIN_RUNS
+from mindscope.engine.embedding import embedding_layer
 from mindscope.engine.explain.evaluation import Evaluate
 from mindscope.engine.explain.method import Caps, Context, Method
 from mindscope.engine.explain.registry import method_named
 from mindscope.engine.explain.runner import check
+from mindscope.engine.layer_paths import SEPARATOR
 from mindscope.engine.loaded_model import LoadedModel
 from mindscope.errors import InvalidInput
+from mindscope.jobs.indexes import check_name
 
-JobKind = Literal["predict", "explain"]
+JobKind = Literal["predict", "explain", "index", "tcav"]
 
 
 class JobRequest(BaseModel):
@@ -29,18 +33,60 @@ class JobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: JobKind = Field(description="predict, or explain (with `method`)")
+    kind: JobKind = Field(
+        description="predict; explain (with `method`); or index: embed the images at a layer and keep a "
+        'nearest-neighbour index of them for POST /explain/examples (parameters {"name": ..., "layer": ...}); '
+        "or tcav: how much a registered concept moves a class's score over these images (the class's images; "
+        'parameters {"concept": ..., "target": ..., "random_folder": ..., "layers": [...], "runs": 10, "seed": 0})'
+    )
     model: str | None = Field(None, max_length=64, description="model name; default: the store's")
     version: int | None = Field(None, ge=1, description="model version; default: its newest, pinned at submit")
     method: str | None = Field(None, max_length=64, description="explain: a method of GET /explain")
     parameters: dict[str, Any] = Field(
         default_factory=dict,
         description="explain: the method's parameters and target, score, evaluate, evaluate_steps, SmoothGrad's, "
-        'as POST /explain/{method} takes them in its query, e.g. {"steps": 32, "evaluate": ["deletion"]}',
+        'as POST /explain/{method} takes them in its query, e.g. {"steps": 32, "evaluate": ["deletion"]}; '
+        'index: {"name": "cifar-train", "layer": "conv8"} (layer: default, the one feeding the classifier)',
     )
     folder: str | None = Field(None, max_length=1024, description="a folder relative to the data root")
     instances: list[Instance] | None = Field(None, min_length=1, description="images, as /predict takes them")
     value_range: Literal["0-255", "0-1"] | None = Field(None, description="of raw array instances, as /predict")
+
+
+@dataclass(frozen=True)
+class Indexing:
+    name: str
+    layer: str
+
+
+class TcavParameters(BaseModel):
+    """A tcav job's parameters (the job's images are the class's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    concept: str = Field(max_length=64, description="a concept of GET /concepts")
+    target: str | int = Field(description="the class whose score is tested: index or name")
+    random_folder: str = Field(
+        max_length=1024, description="a data-root folder the random counterexample sets are drawn from"
+    )
+    layers: list[str] | None = Field(None, max_length=8, description="default: the layers the animation walks")
+    runs: int = Field(MIN_RUNS, ge=MIN_RUNS, le=50, description="random sets the concept is tested against")
+    size: int | None = Field(None, ge=5, le=500, description="images in each random set; default: the concept's")
+    seed: int = Field(0, ge=0, description="draws the random sets and seeds the classifiers")
+
+
+@dataclass(frozen=True)
+class Testing:
+    """A tcav job's parameters, checked against the model."""
+
+    concept: str
+    target: int
+    random_folder: str
+    layers: tuple[str, ...]
+    runs: int
+    size: int | None
+    seed: int
+    score: str
 
 
 @dataclass(frozen=True)
@@ -51,6 +97,8 @@ class Work:
     method: Method | None
     explaining: ExplainParameters | None
     context: Context
+    indexing: Indexing | None = None
+    testing: Testing | None = None
 
     @property
     def evaluate(self) -> Evaluate:
@@ -64,6 +112,10 @@ def parse_work(request: JobRequest, model: LoadedModel, caps: Caps) -> Work:
         if request.method is not None or request.parameters:
             raise InvalidInput("a predict job takes no method or parameters; use kind=explain to explain")
         return Work("predict", None, None, Context(caps=caps))
+    if request.kind == "index":
+        return Work("index", None, None, Context(caps=caps), indexing(request, model))
+    if request.kind == "tcav":
+        return Work("tcav", None, None, Context(caps=caps), testing=testing(request, model))
     if request.method is None:
         raise InvalidInput("an explain job needs a method (GET /explain lists them), e.g. integrated-gradients")
     method = method_named(request.method)
@@ -74,3 +126,51 @@ def parse_work(request: JobRequest, model: LoadedModel, caps: Caps) -> Work:
     if explaining.ask.target is not None:
         model.class_index(explaining.ask.target)  # 422 naming the classes, before any work
     return Work("explain", method, explaining, context)
+
+
+def indexing(request: JobRequest, model: LoadedModel) -> Indexing:
+    if request.method is not None:
+        raise InvalidInput("an index job takes no method; it embeds the images at a layer")
+    unknown = sorted(set(request.parameters) - {"name", "layer"})
+    if unknown:
+        raise InvalidInput(f"an index job takes the parameters name and layer; not {', '.join(unknown)}")
+    layer = request.parameters.get("layer")
+    if layer is not None and not isinstance(layer, str | int):
+        raise InvalidInput("layer is a layer's name or 1-based index (GET /models/{name} lists them)")
+    chosen = embedding_layer(model, None if layer is None else str(layer))
+    return Indexing(check_name(request.parameters.get("name")), chosen.name)
+
+
+def testing(request: JobRequest, model: LoadedModel) -> Testing:
+    if request.method is not None:
+        raise InvalidInput("a tcav job takes no method; it tests a concept (parameters.concept)")
+    try:
+        asked = TcavParameters.model_validate(request.parameters)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'parameters'}: {e['msg']}" for e in exc.errors())
+        raise InvalidInput(f"the tcav parameters are not valid: {problems}") from None
+    if asked.layers:
+        layers = tuple(model.layer(key).name for key in asked.layers)
+        nested = [name for name in layers if SEPARATOR in name]
+        if nested:
+            raise InvalidInput(
+                f"{nested[0]} is inside a nested model; TCAV takes gradients with respect to layers of the outer "
+                "model: name outer layers (GET /models/{name} lists the layers)",
+                layer=nested[0],
+            )
+    else:  # the animation's layers, those of the outer model; else its last spatial layer
+        outer = [info.name for info in model.layers if SEPARATOR not in info.name]
+        layers = tuple(name for name in model.animation_layers if SEPARATOR not in name) or tuple(outer[-1:])
+        if not layers:
+            raise InvalidInput("the model has no outer layer with a spatial output to test concepts at")
+    score = "logit" if "logit" in model.scores else "probability"
+    return Testing(
+        asked.concept,
+        model.class_index(asked.target),
+        asked.random_folder,
+        layers,
+        asked.runs,
+        asked.size,
+        asked.seed,
+        score,
+    )

@@ -111,3 +111,39 @@ def histogram_figure(panels: Sequence[WeightPanel], bins: int, note: str | None 
     figure.suptitle("\n".join(lines), fontsize=12)
     figure.tight_layout(rect=(0, 0, 1, 1 - (0.05 + 0.19 * len(lines)) / figure.get_figheight()))
     return encode(figure)
+
+
+def tcav_chart(concept: str, target: str, layers: Sequence[Mapping[str, object]], alpha: float) -> bytes:
+    """TCAV scores per layer: a bar at the mean score over the random sets with its standard deviation,
+    a grey bar where the t-test against random CAVs is not significant (no finding), and the
+    random-vs-random mean as a dashed mark. PNG 720x440."""
+    figure = new_figure(7.2, 4.4)
+    axes = figure.subplots()
+    names = [str(layer["layer"]) for layer in layers]
+    x = np.arange(len(names))
+    for k, layer in enumerate(layers):
+        significant = bool(layer["significant"])
+        axes.bar(
+            k,
+            float(layer["mean"]),  # type: ignore[arg-type]
+            yerr=float(layer["std"]),  # type: ignore[arg-type]
+            color="tab:blue" if significant else "lightgrey",
+            edgecolor="black" if significant else "grey",
+            capsize=6,
+            width=0.6,
+        )
+        axes.hlines(float(layer["random_mean"]), k - 0.35, k + 0.35, colors="tab:red", linestyles="dashed")  # type: ignore[arg-type]
+        label = f"p = {float(layer['p_value']):.2g}" + ("" if significant else "\nnot significant")  # type: ignore[arg-type]
+        axes.text(k, 1.02, label, ha="center", va="bottom", fontsize=8, color="black" if significant else "grey")
+    axes.set_xticks(x, names)
+    axes.set_ylim(0, 1.18)
+    axes.set_xlabel("layer")
+    axes.set_ylabel("TCAV score (fraction of the class's images)")
+    axes.axhline(0.5, color="grey", linewidth=0.5)
+    axes.set_title(
+        f"TCAV: does '{concept}' raise the score of {target}?\n"
+        f"bars: mean ± std over random sets; dashed: random CAVs; grey: not significant (p ≥ {alpha:.3g})",
+        fontsize=9,
+    )
+    figure.tight_layout()
+    return encode(figure)

@@ -29,7 +29,7 @@ from mindscope.jobs import results
 from mindscope.jobs.service import JobService, Submitted
 from mindscope.jobs.spec import JobRequest
 from mindscope.jobs.store import FINISHED, STATES, JobRow
-from mindscope.render.charts import probability_chart
+from mindscope.render.charts import probability_chart, tcav_chart
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -359,6 +359,28 @@ def job_results(
 
 
 @router.get(
+    "/{job_id}/report",
+    responses={**ERROR_RESPONSES, 200: PNG_RESPONSE},
+    summary="A tcav job's scores so far, per layer, with their t-test (JSON), or as a chart (PNG)",
+)
+def job_report(
+    request: Request,
+    job_id: str,
+    format: Annotated[str | None, Query(pattern="^(json|png)$", description="png or json; overrides Accept")] = None,
+) -> Response:
+    jobs = _jobs(request)
+    job = jobs.get(job_id)
+    if job.kind != "tcav":
+        raise InvalidInput(f"job {job_id} is a {job.kind} job; only tcav jobs have a report (see /results)")
+    report = results.tcav_report(job, jobs.store.items(job_id), jobs.model_of(job).class_names)
+    if wants_png(request, format):
+        if not report["layers"]:
+            raise InvalidInput(f"job {job_id} has no finished image yet ({job.state}); ask again once it has")
+        return picture_response(tcav_chart(report["concept"], report["target"], report["layers"], report["alpha"]))
+    return Response(json.dumps(report), media_type="application/json")
+
+
+@router.get(
     "/{job_id}/items/{n}",
     responses={**ERROR_RESPONSES, 200: PNG_RESPONSE},
     summary="One item's answer, JSON or PNG, as the synchronous route answers it",
@@ -392,6 +414,16 @@ def job_item(
             return picture_response(probability_chart(probabilities[0], loaded.class_names))
         decoded = DecodedRequest([found.image], None, batch=False)
         return json_response(predictions_out(loaded, probabilities, decoded))
+    if job.kind == "index":
+        raise InvalidInput(
+            f"item {n} of an index job has no answer of its own: it is a row of the index "
+            f"{job.spec['parameters'].get('name')!r}; ask POST /explain/examples?index=... with an image",
+            index=job.spec["parameters"].get("name"),
+        )
+    if job.kind == "tcav":
+        raise InvalidInput(
+            f"item {n} of a tcav job has no answer of its own; the job's scores are at /jobs/{job.id}/report"
+        )
     work = jobs.work_of(job, loaded)
     assert work.method is not None and work.explaining is not None and found.explained is not None
     answered = answer(
