@@ -7,6 +7,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from mindscope.engine.registry import ModelRegistry
 from mindscope.engine.store import ModelStore
 from mindscope.training.data import decode_files, list_image_folder, split_validation
 
+from .browser import launched_browser
 from .servers import Server, start_server
 
 # Every app and server the tests start keeps its jobs out of the checkout.
@@ -86,3 +88,9 @@ def client() -> Iterator[TestClient]:
     with TestClient(create_app(Settings(model_store_dir=COMMITTED_STORE))) as test_client:
         wait_ready(test_client)
         yield test_client
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """A headless Chromium, one a module (tests/browser.py)."""
+    yield from launched_browser()

@@ -62,6 +62,20 @@ class ConceptExists(MindscopeError):
     code = "concept_exists"
 
 
+class DatasetExamplesMissing(MindscopeError):
+    """No audit job has found a layer's dataset examples for this model version."""
+
+    status_code = 404
+    code = "dataset_examples_missing"
+
+
+class ReportNotReady(MindscopeError):
+    """A job's report is written when the job ends."""
+
+    status_code = 409
+    code = "report_not_ready"
+
+
 class UnknownMethod(MindscopeError):
     status_code = 404
     code = "unknown_method"

@@ -1,31 +1,8 @@
 """The explorer page in a real headless Chromium against a real server."""
 
-import os
-import shutil
-from pathlib import Path
-
 import httpx
-import pytest
 
-# `make test` finds or installs one (tests/tools/ensure_browser.sh) and names it in MINDSCOPE_CHROMIUM.
-CHROMIUM = os.environ.get("MINDSCOPE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "artifacts"
-FLAGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright import sync_api  # a test dependency: missing, it fails here rather than skip
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail("no Chromium for the browser tests: run `make test` (it installs one) or set MINDSCOPE_CHROMIUM")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield launched
-        launched.close()
+from tests.browser import ARTIFACTS, CHROMIUM, FLAGS  # noqa: F401  (the browser fixture: tests/conftest.py)
 
 
 def natural_width(page, selector: str) -> int:

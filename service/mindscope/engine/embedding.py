@@ -10,6 +10,8 @@ of the layer's own, so a job's rows wait for online requests as every other job'
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import tensorflow as tf
 
@@ -49,23 +51,69 @@ def embed(model: LoadedModel, layer: str, images: np.ndarray) -> np.ndarray:
 
 
 def _batcher(model: LoadedModel, layer: str) -> DynamicBatcher:
-    key = f"embedding:{layer}"
+    return _lane(model, f"embedding:{layer}", layer, lambda activations: tf.reduce_mean(activations, axis=(1, 2)))
+
+
+def channel_peaks(model: LoadedModel, layer: str, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 (N, H, W, C) images -> ((N, channels) each channel's largest activation over the
+    layer's positions, (N, channels) the flat position (row * width + column) where it is)."""
+    peaks, positions = _lane(model, f"peaks:{layer}", layer, _peaks).submit(np.asarray(images, np.float32))
+    return peaks, positions
+
+
+def receptive_box(model: LoadedModel, layer: str, image: np.ndarray, channel: int, position: int) -> tuple[int, ...]:
+    """(top, left, bottom, right), bottom and right exclusive: the input pixels whose values move the
+    activation of `channel` at flat `position` of `layer` for this image (where its gradient with
+    respect to the input is not zero): the unit's receptive field, as the network computes it."""
+    key = f"unit-gradient:{layer}"
+    function = model.extensions.get(key)
+    if function is None:
+        tapped = tap(model.model, [layer])
+        preprocess = model.input_spec.apply
+
+        def unit_gradient(images: tf.Tensor, units: tf.Tensor) -> tf.Tensor:
+            with tf.GradientTape() as tape:
+                tape.watch(images)
+                (activations,) = tapped(preprocess(images))
+                flat = tf.reshape(activations, [tf.shape(activations)[0], -1])
+                selected = tf.gather(flat, units, batch_dims=1)
+            return tape.gradient(selected, images)
+
+        spec = tf.TensorSpec([None, *model.input_shape], tf.float32)
+        function = model.extensions.setdefault(key, Compiled(unit_gradient, [spec, tf.TensorSpec([None], tf.int32)]))
+    channels = model.layer(layer).output_shape[-1]
+    unit = np.asarray([position * channels + channel], np.int32)
+    gradient = np.abs(function(tf.convert_to_tensor(image[None], tf.float32), tf.convert_to_tensor(unit)).numpy()[0])
+    moving = gradient.max(axis=-1) > 0
+    if not moving.any():
+        return (0, 0, image.shape[0], image.shape[1])
+    rows, columns = np.flatnonzero(moving.any(axis=1)), np.flatnonzero(moving.any(axis=0))
+    return (int(rows[0]), int(columns[0]), int(rows[-1]) + 1, int(columns[-1]) + 1)
+
+
+def _peaks(activations: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    flat = tf.reshape(activations, [tf.shape(activations)[0], -1, tf.shape(activations)[-1]])
+    return tf.reduce_max(flat, axis=1), tf.cast(tf.argmax(flat, axis=1), tf.int32)
+
+
+def _lane(model: LoadedModel, key: str, layer: str, reduce: Any) -> DynamicBatcher:
     batcher = model.extensions.get(key)
     if batcher is None:
         tapped = tap(model.model, [layer])
         preprocess = model.input_spec.apply
 
-        def pooled(images: tf.Tensor) -> tf.Tensor:
+        def reduced(images: tf.Tensor) -> Any:
             (activations,) = tapped(preprocess(images))
-            return tf.reduce_mean(activations, axis=(1, 2))
+            return reduce(activations)
 
-        compiled = Compiled(pooled, [tf.TensorSpec([None, *model.input_shape], tf.float32)])
-        made = DynamicBatcher(
-            lambda images: (compiled(tf.convert_to_tensor(images)).numpy(),),
-            FORWARD_BATCHING,
-            f"{model.ref.label}-{layer}-embedding",
-            activity=model.online_activity,
-        )
+        compiled = Compiled(reduced, [tf.TensorSpec([None, *model.input_shape], tf.float32)])
+
+        def run(images: np.ndarray) -> tuple[np.ndarray, ...]:
+            outputs = compiled(tf.convert_to_tensor(images))
+            outputs = outputs if isinstance(outputs, tuple | list) else (outputs,)
+            return tuple(out.numpy() for out in outputs)
+
+        made = DynamicBatcher(run, FORWARD_BATCHING, f"{model.ref.label}-{key}", activity=model.online_activity)
         batcher = model.extensions.setdefault(key, made)
         if batcher is not made:  # another thread made it first
             made.close()

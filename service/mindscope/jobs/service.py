@@ -40,7 +40,7 @@ import numpy as np
 
 from mindscope.dataplane.decoding import DecodedImage, DecodeLimits, ImageInfo, decode_instance
 from mindscope.engine.concepts import cav, directional_derivatives
-from mindscope.engine.embedding import embed
+from mindscope.engine.embedding import channel_peaks, embed
 from mindscope.engine.explain.runner import Explained
 from mindscope.engine.loaded_model import LoadedModel
 from mindscope.engine.registry import ModelRegistry
@@ -51,12 +51,12 @@ from mindscope.errors import (
     PayloadTooLarge,
     RequestCancelled,
 )
-from mindscope.jobs import sources
+from mindscope.jobs import audit, sources
 from mindscope.jobs.concepts import ConceptStore
 from mindscope.jobs.indexes import IndexStore, new_info, thumbnail
 from mindscope.jobs.items import ComputedItem, decode_item, explain_item, npy_bytes, predict_rows
 from mindscope.jobs.settings import JobSettings
-from mindscope.jobs.spec import Indexing, JobRequest, Testing, Work, parse_work
+from mindscope.jobs.spec import Auditing, Indexing, JobRequest, Testing, Work, parse_work
 from mindscope.jobs.store import FinishedItem, ItemRow, JobRow, JobStore, NewItem
 
 logger = logging.getLogger("mindscope.jobs")
@@ -177,7 +177,7 @@ class JobService:
     def _tidy(self) -> None:
         """Folders of submissions that never committed (a crash mid-submit) go; one younger than an
         hour may be another process's submission under way."""
-        known = self.store.ids() | {self.indexes.root.name, self.concepts.root.name}
+        known = self.store.ids() | {self.indexes.root.name, self.concepts.root.name, "channels"}
         for entry in self.settings.folder.iterdir():
             if not entry.is_dir() or entry.name in known or time.time() - entry.stat().st_mtime < 3600:
                 continue
@@ -399,6 +399,9 @@ class JobService:
             try:
                 if work.indexing is not None:
                     self._write_index(job, model, work.indexing)
+                if work.auditing is not None:
+                    with request_work(running):
+                        self._write_audit(job, model, work.auditing)
             except MindscopeError as exc:
                 self.store.end(job.id, "failed", exc.message)
             else:
@@ -412,6 +415,8 @@ class JobService:
             self._index_items(job, model, work.indexing, pending, running)
         elif work.testing is not None:
             self._tcav_items(job, model, work.testing, pending, running)
+        elif work.auditing is not None:
+            self._audit_items(job, model, work, pending, running)
         elif self.settings.ray_address is not None:
             self._ray_items(job, model, pending, running)
         elif work.kind == "predict":
@@ -639,6 +644,57 @@ class JobService:
                     }
                     finished.append(FinishedItem(item.n, result, None, seconds))
             self._finish(job.id, finished)
+
+    def _audit_items(
+        self, job: JobRow, model: LoadedModel, work: Work, items: list[ItemRow], running: RequestWork
+    ) -> None:
+        """Chunks of images: predictions and channel peaks in batches; each method's trust scores for
+        the sample (`audit.sample`), one image at a time; each chunk's rows committed together."""
+        auditing = work.auditing
+        assert auditing is not None
+        explained = audit.sample(self.store.items(job.id), auditing.explain_per_class)
+        for start in range(0, len(items), PREDICT_CHUNK):
+            if self._stopped(job, running):
+                return
+            finished, good = self._decoded(job, model, items[start : start + PREDICT_CHUNK])
+            if good:
+                began = time.perf_counter()
+                pixels = np.stack([image.pixels for _, image in good])
+                try:
+                    with request_work(running):
+                        rows = predict_rows(model, list(pixels), [image.info.model_dump() for _, image in good])
+                        peaks = {layer: channel_peaks(model, layer, pixels) for layer in auditing.layers}
+                        for k, (item, _) in enumerate(good):
+                            result = rows[k].result
+                            assert result is not None
+                            result["peaks"] = {layer: found[0][k].tolist() for layer, found in peaks.items()}
+                            result["positions"] = {layer: found[1][k].tolist() for layer, found in peaks.items()}
+                            if item.n in explained:
+                                result["trust"] = audit.trust_of(
+                                    model, auditing, work.context, pixels[k], result["class_index"]
+                                )
+                except RequestCancelled:
+                    return
+                seconds = (time.perf_counter() - began) / len(good)
+                finished += [
+                    FinishedItem(item.n, row.result, None, seconds) for (item, _), row in zip(good, rows, strict=True)
+                ]
+            self._finish(job.id, finished)
+
+    def _write_audit(self, job: JobRow, model: LoadedModel, auditing: Auditing) -> None:
+        """report.json and report.html in the job's folder; the channels' dataset examples for the
+        model version (GET /visualize/{layer}/{channel}?source=dataset)."""
+        items = self.store.items(job.id)
+        report, figures, examples = audit.build(
+            job, model, auditing, items, lambda item: self._load(job, item, model).pixels
+        )
+        audit.write(self.folder(job.id), report, figures, _atomic_write)
+        for layer, channels in examples.items():
+            path = self.dataset_examples_path(model.ref.name, model.ref.version, layer)
+            _atomic_write(path, json.dumps({"layer": layer, "job": job.id, "channels": channels}).encode())
+
+    def dataset_examples_path(self, model: str, version: int, layer: str) -> Path:
+        return self.settings.folder / "channels" / model / str(version) / f"{layer.replace('/', '~')}.json"
 
     def _write_index(self, job: JobRow, model: LoadedModel, indexing: Indexing) -> None:
         """The finished job's parts, in item order, as the model version's index `indexing.name`."""

@@ -22,7 +22,7 @@ from mindscope.engine.loaded_model import LoadedModel
 from mindscope.errors import InvalidInput
 from mindscope.jobs.indexes import check_name
 
-JobKind = Literal["predict", "explain", "index", "tcav"]
+JobKind = Literal["predict", "explain", "index", "tcav", "audit"]
 
 
 class JobRequest(BaseModel):
@@ -37,7 +37,9 @@ class JobRequest(BaseModel):
         description="predict; explain (with `method`); or index: embed the images at a layer and keep a "
         'nearest-neighbour index of them for POST /explain/examples (parameters {"name": ..., "layer": ...}); '
         "or tcav: how much a registered concept moves a class's score over these images (the class's images; "
-        'parameters {"concept": ..., "target": ..., "random_folder": ..., "layers": [...], "runs": 10, "seed": 0})'
+        'parameters {"concept": ..., "target": ..., "random_folder": ..., "layers": [...], "runs": 10, "seed": 0}); '
+        "or audit: a report of a labelled dataset (accuracy, confusion, calibration, mistakes, trust in the "
+        "explanations per class, what each channel responds to), GET /jobs/{id}/report"
     )
     model: str | None = Field(None, max_length=64, description="model name; default: the store's")
     version: int | None = Field(None, ge=1, description="model version; default: its newest, pinned at submit")
@@ -89,6 +91,45 @@ class Testing:
     score: str
 
 
+TrustScore = Literal["deletion", "insertion", "sanity"]
+DEFAULT_TRUST: tuple[TrustScore, ...] = ("deletion", "insertion")
+
+
+class AuditParameters(BaseModel):
+    """An audit job's parameters (the job's images are the labelled dataset)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    methods: list[str] = Field(
+        default_factory=lambda: ["grad-cam", "integrated-gradients"],
+        min_length=1,
+        max_length=4,
+        description="methods whose trust is measured class by class; the first two draw the mistakes' maps",
+    )
+    evaluate: list[TrustScore] = Field(
+        default_factory=lambda: list(DEFAULT_TRUST), min_length=1, description="the trust scores"
+    )
+    explain_per_class: int = Field(10, ge=0, le=1000, description="images of each class the methods explain")
+    layers: list[str] | None = Field(None, max_length=4, description="layers whose channels' examples are shown")
+    channels: int = Field(8, ge=1, le=64, description="each layer's first channels shown")
+    examples: int = Field(6, ge=1, le=16, description="dataset examples a channel")
+    mistakes: int = Field(6, ge=0, le=32, description="confident mistakes (and unsure correct answers) shown")
+    visualization_steps: int = Field(128, ge=8, le=1024, description="gradient-ascent steps of each feature picture")
+
+
+@dataclass(frozen=True)
+class Auditing:
+    """An audit job's parameters, checked against the model."""
+
+    methods: tuple[tuple[Method, ExplainParameters], ...]
+    explain_per_class: int
+    layers: tuple[str, ...]
+    channels: int
+    examples: int
+    mistakes: int
+    visualization_steps: int
+
+
 @dataclass(frozen=True)
 class Work:
     """A job's work, parsed and checked against its model."""
@@ -99,6 +140,7 @@ class Work:
     context: Context
     indexing: Indexing | None = None
     testing: Testing | None = None
+    auditing: Auditing | None = None
 
     @property
     def evaluate(self) -> Evaluate:
@@ -114,6 +156,8 @@ def parse_work(request: JobRequest, model: LoadedModel, caps: Caps) -> Work:
         return Work("predict", None, None, Context(caps=caps))
     if request.kind == "index":
         return Work("index", None, None, Context(caps=caps), indexing(request, model))
+    if request.kind == "audit":
+        return Work("audit", None, None, Context(caps=caps), auditing=auditing(request, model, caps))
     if request.kind == "tcav":
         return Work("tcav", None, None, Context(caps=caps), testing=testing(request, model))
     if request.method is None:
@@ -173,4 +217,34 @@ def testing(request: JobRequest, model: LoadedModel) -> Testing:
         asked.size,
         asked.seed,
         score,
+    )
+
+
+def auditing(request: JobRequest, model: LoadedModel, caps: Caps) -> Auditing:
+    if request.method is not None:
+        raise InvalidInput("an audit job takes no method; name the methods to trust in parameters.methods")
+    try:
+        asked = AuditParameters.model_validate(request.parameters)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'parameters'}: {e['msg']}" for e in exc.errors())
+        raise InvalidInput(f"the audit parameters are not valid: {problems}") from None
+    methods = []
+    for name in asked.methods:
+        method = method_named(name)
+        explaining = ExplainParameters.of(method, {"evaluate": list(asked.evaluate)})
+        check(model, method, explaining.params, Context(caps=caps), explaining.ask.evaluation())
+        methods.append((method, explaining))
+    if asked.layers:
+        layers = tuple(model.layer(key).name for key in asked.layers)
+    else:
+        names = [name for name in model.animation_layers if SEPARATOR not in name] or [model.layers[-1].name]
+        layers = (names[len(names) // 2],)
+    return Auditing(
+        tuple(methods),
+        asked.explain_per_class,
+        layers,
+        asked.channels,
+        asked.examples,
+        asked.mistakes,
+        asked.visualization_steps,
     )

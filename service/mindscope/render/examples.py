@@ -16,15 +16,16 @@ def examples_grid(
     captions: Sequence[str],
     title: str,
     columns: int = 5,
+    first_label: str = "query",
 ) -> bytes:
     """query: float (H, W, C) in [0, 1]; thumbnails: uint8 (h, w, 3) -> PNG, 1.6 in a cell."""
     cells = 1 + len(thumbnails)
     columns = min(columns, cells)
     rows = -(-cells // columns)
-    figure = new_figure(1.6 * columns + 0.2, 1.75 * rows + 0.7)
+    figure = new_figure(1.6 * columns + 0.2, 1.95 * rows + 0.7)
     grid = figure.subplots(rows, columns, squeeze=False)
     pictures = [np.clip(query, 0, 1), *thumbnails]
-    labels = ["query", *captions]
+    labels = [first_label, *captions]
     for k, axes in enumerate(grid.flat):
         axes.set_xticks([])
         axes.set_yticks([])

@@ -24,7 +24,7 @@ from mindscope.api.explanations import Answering, answer
 from mindscope.api.responses import PNG_RESPONSE, json_response, picture_response
 from mindscope.api.routes.predict import predictions_out
 from mindscope.dataplane.decoding import DecodedImage, DecodedRequest
-from mindscope.errors import InvalidInput, InvalidJSON, UnsupportedMediaType
+from mindscope.errors import InvalidInput, InvalidJSON, ReportNotReady, UnsupportedMediaType
 from mindscope.jobs import results
 from mindscope.jobs.service import JobService, Submitted
 from mindscope.jobs.spec import JobRequest
@@ -366,18 +366,37 @@ def job_results(
 def job_report(
     request: Request,
     job_id: str,
-    format: Annotated[str | None, Query(pattern="^(json|png)$", description="png or json; overrides Accept")] = None,
+    format: Annotated[
+        str | None,
+        Query(pattern="^(json|png|html)$", description="tcav: json or png; audit: html or json; overrides Accept"),
+    ] = None,
 ) -> Response:
     jobs = _jobs(request)
     job = jobs.get(job_id)
+    if job.kind == "audit":
+        return _audit_report(jobs, job, request, format)
     if job.kind != "tcav":
-        raise InvalidInput(f"job {job_id} is a {job.kind} job; only tcav jobs have a report (see /results)")
+        raise InvalidInput(f"job {job_id} is a {job.kind} job; only tcav and audit jobs have a report (see /results)")
     report = results.tcav_report(job, jobs.store.items(job_id), jobs.model_of(job).class_names)
     if wants_png(request, format):
         if not report["layers"]:
             raise InvalidInput(f"job {job_id} has no finished image yet ({job.state}); ask again once it has")
         return picture_response(tcav_chart(report["concept"], report["target"], report["layers"], report["alpha"]))
     return Response(json.dumps(report), media_type="application/json")
+
+
+def _audit_report(jobs: JobService, job: JobRow, request: Request, format: str | None) -> Response:
+    """The audit's report.html (one self-contained page) or report.json, written when the job ends."""
+    if job.state != "succeeded":
+        raise ReportNotReady(
+            f"job {job.id} is {job.state}; an audit's report is written when the job has succeeded "
+            f"(follow it at /jobs/{job.id}/events)",
+            state=job.state,
+        )
+    as_json = format == "json" or (format is None and "text/html" not in request.headers.get("accept", ""))
+    name = "report.json" if as_json else "report.html"
+    media = "application/json" if as_json else "text/html; charset=utf-8"
+    return Response((jobs.folder(job.id) / name).read_bytes(), media_type=media)
 
 
 @router.get(

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import base64
+import io
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
+import numpy as np
 from fastapi import APIRouter, Query, Request, Response
+from PIL import Image
 
 from mindscope.api.codecs import wants_png
 from mindscope.api.deps import FormatQuery, ModelDep, SettingsDep, settings_cap
@@ -14,7 +20,9 @@ from mindscope.api.schemas import ArrayPayload, FeatureOut, FeaturesResponse
 from mindscope.engine.activations import is_class_layer
 from mindscope.engine.loaded_model import LoadedModel
 from mindscope.engine.visualize import noise_image, visualizer_for
-from mindscope.errors import InvalidInput
+from mindscope.errors import DatasetExamplesMissing, InvalidInput
+from mindscope.jobs.service import JobService
+from mindscope.render.examples import examples_grid
 from mindscope.render.features import feature_grid
 
 router = APIRouter(prefix="/visualize", tags=["visualize"])
@@ -76,8 +84,56 @@ def visualize_channel(
     steps: StepsQuery = 256,
     seed: SeedQuery = 0,
     format: FormatQuery = None,
+    source: Annotated[
+        Literal["ascent", "dataset"],
+        Query(
+            description="ascent: the picture gradient ascent draws; dataset: the dataset images that activate "
+            "the channel most, with their receptive-field patches (an audit job computes them)"
+        ),
+    ] = "ascent",
 ) -> FeaturesResponse | Response:
+    if source == "dataset":
+        return dataset_examples(request, loaded, layer, channel, format)
     return features(request, loaded, layer, [channel], steps, seed, format, settings)
+
+
+def dataset_examples(request: Request, loaded: LoadedModel, key: str, channel: int, format: str | None) -> Response:
+    """The channel's dataset examples from the model version's latest audit job that looked at the layer."""
+    layer = loaded.layer(key)
+    jobs: JobService = request.app.state.jobs
+    path = jobs.dataset_examples_path(loaded.ref.name, loaded.ref.version, layer.name)
+    if not path.exists():
+        raise DatasetExamplesMissing(
+            f"no audit job has computed dataset examples of {layer.name} for {loaded.ref.label}; run one: POST /jobs "
+            f'{{"kind": "audit", "folder": ..., "parameters": {{"layers": ["{layer.name}"]}}}}',
+            layer=layer.name,
+        )
+    stored = json.loads(path.read_bytes())
+    found = [c for c in stored["channels"] if c["channel"] == channel]
+    if not found:
+        shown = [c["channel"] for c in stored["channels"]]
+        raise InvalidInput(
+            f"the audit {stored['job']} computed channels {shown} of {layer.name}; ask one of them, or run an audit "
+            "with more (parameters.channels)",
+            channels=shown,
+        )
+    (entry,) = found
+    if wants_png(request, format):
+        title = (
+            f"{loaded.ref.label} {layer.name} channel {channel}: the dataset images that activate it most "
+            f"(audit {stored['job'][:8]})\nfirst: its feature visualization; each: source, peak activation"
+        )
+        thumbnails = [_picture(example["image"]) for example in entry["examples"]]
+        captions = [f"{Path(e['source']).name}\n{e['activation']:.2f}" for e in entry["examples"]]
+        feature = _picture(entry["feature"]).astype(np.float32) / 255
+        return picture_response(examples_grid(feature, thumbnails, captions, title, first_label="visualization"))
+    body = {"model": {"name": loaded.ref.name, "version": loaded.ref.version}, "layer": layer.name} | entry
+    return Response(json.dumps(body), media_type="application/json")
+
+
+def _picture(url: str) -> np.ndarray:
+    data = base64.b64decode(url.split(",", 1)[1])
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
 @router.get(
