@@ -12,6 +12,7 @@
 import contextlib
 import io
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -495,6 +496,24 @@ def test_dataset_jobs_serve_each_imported_model(served, cases):
                 assert found.status_code == 200, found.text
                 first = found.json()["neighbours"][0]
                 assert first["source"] == f"{k}.npy" and first["distance"] == pytest.approx(0, abs=1e-4)
+        data = served.app.state.settings.data_root
+        for case in cases:  # an audit of random pictures filed under two of the model's classes
+            classes = http.get(f"/models/{case.name}").json()["class_names"][:2]
+            for k, name in enumerate(classes):
+                (data / f"audit-{case.name}" / name).mkdir(parents=True)
+                for j in range(3):
+                    shutil.copy(data / "random" / f"{k * 3 + j}.png", data / f"audit-{case.name}" / name / f"{j}.png")
+            parameters = {"explain_per_class": 1, "channels": 2, "examples": 2, "mistakes": 2, "visualization_steps": 8}
+            job = http.post(
+                "/jobs",
+                json={"kind": "audit", "model": case.name, "folder": f"audit-{case.name}", "parameters": parameters},
+            )
+            assert job.status_code == 202, job.text
+            succeeded(http, job.json()["id"])
+            report = http.get(f"/jobs/{job.json()['id']}/report?format=json").json()
+            assert report["images"] == 6 and sum(map(sum, report["confusion"])) == 6
+            page = http.get(f"/jobs/{job.json()['id']}/report", headers={"Accept": "text/html"}).text
+            assert page.count('<section id="') == 7
         assert http.post("/concepts", json={"name": "bright", "folder": "bright"}).status_code == 201
         for case in cases:
             parameters = {"concept": "bright", "target": 0, "random_folder": "random", "size": 12}

@@ -174,3 +174,20 @@ def test_a_running_audit_has_no_report_yet_and_bad_parameters_are_refused(http):
         assert response.status_code in (404, 422) and word in json.dumps(response.json()), response.text
     predict = http.post("/jobs", json={"kind": "predict", "folder": "val"}).json()
     assert http.get(f"/jobs/{predict['id']}/report").status_code == 422
+
+
+def test_the_cli_audits_a_local_folder_into_report_files(server, data_root, tmp_path):
+    import subprocess
+    import sys
+
+    ran = subprocess.run(
+        [sys.executable, "-m", "mindscope_client._cli", "--url", server.base_url, "audit", str(data_root / "val"),
+         "--out", str(tmp_path / "audit"), "--explain-per-class", "1", "--layers", "conv3", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    report = json.loads((tmp_path / "audit" / "report.json").read_text())
+    assert report["images"] == 40 and f"accuracy {report['accuracy']:.3f}" in ran.stdout
+    assert (tmp_path / "audit" / "report.html").read_text().startswith("<!DOCTYPE html>")

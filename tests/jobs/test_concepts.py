@@ -163,3 +163,39 @@ def test_welchs_p_value_equals_scipys_where_both_sides_spread():
     assert welch_p_value(a, b) == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-9)
     assert welch_p_value(np.ones(10), b) < 1e-6  # no spread on one side: still a p-value, no warning
     assert welch_p_value(np.full(10, 0.5), np.full(10, 0.5)) == 1.0
+
+
+def test_the_cli_registers_a_concept_runs_tcav_and_writes_the_chart(server, data_root, tmp_path):
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-m", "mindscope_client._cli", "--url", server.base_url]
+    ran = subprocess.run(
+        [
+            *cli,
+            "tcav",
+            str(data_root / "scored"),
+            "--concept",
+            "cats-cli",
+            "--concept-from",
+            str(data_root / "concepts" / "cats"),
+            "--target",
+            "cat",
+            "--random-folder",
+            "random",
+            "--layers",
+            "conv8",
+            "--size",
+            "12",
+            "--png",
+            str(tmp_path / "tcav.png"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert "TCAV of cats-cli for cat over 16 images" in ran.stdout and "conv8" in ran.stdout
+    with Image.open(tmp_path / "tcav.png") as chart:
+        assert chart.size == (720, 440)

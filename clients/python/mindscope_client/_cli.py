@@ -284,6 +284,8 @@ def _tcav(client: Client, args: argparse.Namespace) -> None:
     }
     if args.layers:
         parameters["layers"] = args.layers.split(",")
+    if args.size:
+        parameters["size"] = args.size
     source: dict[str, Any] = {"folder": args.folder} if args.on_server else {"archive": zip_folder(Path(args.folder))}
     job = client.jobs.submit("tcav", parameters=parameters, model=args.model, **source)
     job.wait(progress=not args.quiet)
@@ -308,6 +310,32 @@ def _tcav(client: Client, args: argparse.Namespace) -> None:
         assert isinstance(chart, bytes)
         Path(args.png).write_bytes(chart)
         print(f"wrote {args.png} ({len(chart)} bytes)")
+
+
+def _audit(client: Client, args: argparse.Namespace) -> None:
+    """Audit a labelled folder as a job; write report.html and report.json into --out."""
+    parameters: dict[str, Any] = {}
+    if args.methods:
+        parameters["methods"] = args.methods.split(",")
+    if args.layers:
+        parameters["layers"] = args.layers.split(",")
+    if args.explain_per_class is not None:
+        parameters["explain_per_class"] = args.explain_per_class
+    source: dict[str, Any] = {"folder": args.folder} if args.on_server else {"archive": zip_folder(Path(args.folder))}
+    job = client.jobs.submit("audit", parameters=parameters or None, model=args.model, **source)
+    job.wait(progress=not args.quiet)
+    if job.state["state"] != "succeeded":
+        raise MindscopeError(f"job {job.id} {job.state['state']}: {job.state.get('error') or ''}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.html").write_text(job.report_html())
+    report = job.report()
+    assert isinstance(report, dict)
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    print(
+        f"{report['images']} images: accuracy {report['accuracy']:.3f}, expected calibration error "
+        f"{report['calibration']['ece']:.4f}; {out / 'report.html'}"
+    )
 
 
 # The service's quadrature rules for integrated gradients (tests check this against the server's list).
@@ -444,12 +472,24 @@ def build_parser() -> argparse.ArgumentParser:
     tcav.add_argument("--random-folder", required=True, help="a data-root folder to draw random sets from")
     tcav.add_argument("--layers", help="comma-separated (default: the server's choice)")
     tcav.add_argument("--runs", type=int, default=10, help="random sets, at least 10 (default: %(default)s)")
+    tcav.add_argument("--size", type=int, help="images in each random set (default: the concept's)")
     tcav.add_argument("--seed", type=int, default=0)
     tcav.add_argument("--model", help="model name (default: the server's)")
     tcav.add_argument("--on-server", action="store_true", help="FOLDER is under the server's data root")
     tcav.add_argument("--png", help="write the chart here")
     tcav.add_argument("--quiet", action="store_true", help="no progress bar")
     tcav.set_defaults(run=_tcav)
+
+    audit_command = commands.add_parser("audit", help="audit a labelled folder: report.html and report.json (a job)")
+    audit_command.add_argument("folder", help="class-named subfolders of images (or under the data root, --on-server)")
+    audit_command.add_argument("--out", required=True, help="report.html and report.json go here")
+    audit_command.add_argument("--methods", help="comma-separated (default: grad-cam,integrated-gradients)")
+    audit_command.add_argument("--layers", help="comma-separated layers whose channels are shown")
+    audit_command.add_argument("--explain-per-class", type=int, help="images of each class explained (default 10)")
+    audit_command.add_argument("--model", help="model name (default: the server's)")
+    audit_command.add_argument("--on-server", action="store_true", help="FOLDER is under the server's data root")
+    audit_command.add_argument("--quiet", action="store_true", help="no progress bar")
+    audit_command.set_defaults(run=_audit)
 
     models = commands.add_parser("models", help="list stored models")
     models.set_defaults(run=_models)

@@ -242,10 +242,14 @@ class Job(_JobState):
         return dict(self._get(f"/items/{n}").json())
 
     def report(self, as_png: bool = False) -> dict[str, Any] | bytes:
-        """A tcav job's scores so far, per layer, with the t-test against random CAVs (a dict), or
-        the chart's PNG bytes."""
-        response = self._get("/report", **({"format": "png"} if as_png else {}))
+        """A tcav job's scores so far, per layer, with the t-test against random CAVs, or an audit's
+        report.json (a dict); as_png: a tcav job's chart (PNG bytes)."""
+        response = self._get("/report", format="png" if as_png else "json")
         return response.content if as_png else dict(response.json())
+
+    def report_html(self) -> str:
+        """An audit's report.html: one self-contained page."""
+        return self._get("/report", format="html").text
 
     def cancel(self) -> Job:
         self.state = _checked(self._http.delete(f"/jobs/{self.id}", headers=self._headers)).json()
@@ -327,8 +331,11 @@ class AsyncJob(_JobState):
         return dict((await self._get(f"/items/{n}")).json())
 
     async def report(self, as_png: bool = False) -> dict[str, Any] | bytes:
-        response = await self._get("/report", **({"format": "png"} if as_png else {}))
+        response = await self._get("/report", format="png" if as_png else "json")
         return response.content if as_png else dict(response.json())
+
+    async def report_html(self) -> str:
+        return (await self._get("/report", format="html")).text
 
     async def cancel(self) -> AsyncJob:
         self.state = _checked(await self._http.delete(f"/jobs/{self.id}", headers=self._headers)).json()

@@ -84,7 +84,7 @@ def confusion_png(matrix: np.ndarray, classes: Sequence[str]) -> bytes:
                 axes.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=7, color=colour)
     axes.set_xlabel("predicted class")
     axes.set_ylabel("true class")
-    axes.set_title("Confusion matrix (counts; colour: fraction of the true class)")
+    axes.set_title("Confusion matrix (counts; colour: share of the true class)", fontsize=9)
     figure.colorbar(shown, ax=axes, label="fraction of the row")
     figure.tight_layout()
     return encode(figure)
