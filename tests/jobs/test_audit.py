@@ -191,3 +191,19 @@ def test_the_cli_audits_a_local_folder_into_report_files(server, data_root, tmp_
     report = json.loads((tmp_path / "audit" / "report.json").read_text())
     assert report["images"] == 40 and f"accuracy {report['accuracy']:.3f}" in ran.stdout
     assert (tmp_path / "audit" / "report.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_readmes_audit_block_runs_as_written(server, tmp_path):
+    import re
+    import subprocess
+
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    block = re.search(r"<!-- audit-example.*?```bash\n(.*?)```", readme.read_text(), flags=re.S).group(1)
+    script = block.replace("http://127.0.0.1:8000", server.base_url)
+    ran = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, timeout=600)
+    assert ran.returncode == 0, ran.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["images"] == 40 and list(report["channels"]) == ["conv6"]
+    assert (tmp_path / "report.html").read_text().count('<section id="') == 7
+    with Image.open(tmp_path / "conv6-0-examples.png") as grid:
+        assert grid.format == "PNG"
