@@ -199,3 +199,29 @@ def test_the_cli_registers_a_concept_runs_tcav_and_writes_the_chart(server, data
     assert "TCAV of cats-cli for cat over 16 images" in ran.stdout and "conv8" in ran.stdout
     with Image.open(tmp_path / "tcav.png") as chart:
         assert chart.size == (720, 440)
+
+
+def test_the_async_sdk_runs_tcav_and_reads_its_report(server, concepts):
+    import asyncio
+
+    from mindscope_client import AsyncClient
+
+    async def run() -> tuple[dict, bytes]:
+        async with AsyncClient(server.base_url, timeout=300) as client:
+            parameters = {
+                "concept": "cats",
+                "target": "cat",
+                "random_folder": "random",
+                "layers": ["conv8"],
+                "size": 12,
+            }
+            job = await client.jobs.submit("tcav", folder="scored", parameters=parameters)
+            await job.wait()
+            report = await job.report()
+            chart = await job.report(as_png=True)
+            assert isinstance(report, dict) and isinstance(chart, bytes)
+            return report, chart
+
+    report, chart = asyncio.run(run())
+    assert report["concept"] == "cats" and report["layers"][0]["significant"]
+    assert chart.startswith(b"\x89PNG")

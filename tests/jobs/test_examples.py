@@ -204,3 +204,23 @@ def test_readmes_examples_block_runs_as_written(server, tmp_path):
     assert nearest["neighbours"][0]["distance"] == pytest.approx(0, abs=1e-5)
     with Image.open(tmp_path / "nearest.png") as grid:
         assert grid.format == "PNG"
+
+
+def test_the_sdks_find_the_nearest_images(server, indexed, data_root):
+    import asyncio
+
+    from mindscope_client import AsyncClient, Client
+
+    path = sorted((data_root / "set" / "frog").glob("*.jpg"))[1]
+    with Client(server.base_url) as client:
+        assert [i["name"] for i in client.example_indexes()] == ["small"]
+        found = client.examples(path, "small", k=4)
+        assert isinstance(found, dict) and found["neighbours"][0]["source"] == f"set/frog/{path.name}"
+        grid = client.examples(path, "small", as_png=True)
+        assert grid.data.startswith(b"\x89PNG")
+
+    async def run() -> dict:
+        async with AsyncClient(server.base_url) as client:
+            return await client.examples(path.read_bytes(), "small", k=2)  # type: ignore[return-value]
+
+    assert asyncio.run(run())["neighbours"][0]["source"] == f"set/frog/{path.name}"
