@@ -157,7 +157,7 @@ def test_a_second_index_of_the_same_name_replaces_the_first_and_delete_removes_i
     listed = {i["name"]: i for i in http.get("/explain/examples").json()["indexes"]}
     assert listed["cats"]["count"] == 6 and listed["cats"]["layer"] == "conv8"  # the second one
     assert http.delete("/explain/examples/cats").status_code == 204
-    assert [i["name"] for i in http.get("/explain/examples").json()["indexes"]] == ["small"]
+    assert "cats" not in [i["name"] for i in http.get("/explain/examples").json()["indexes"]]
     assert http.delete("/explain/examples/cats").status_code == 404
 
 
@@ -213,7 +213,7 @@ def test_the_sdks_find_the_nearest_images(server, indexed, data_root):
 
     path = sorted((data_root / "set" / "frog").glob("*.jpg"))[1]
     with Client(server.base_url) as client:
-        assert [i["name"] for i in client.example_indexes()] == ["small"]
+        assert "small" in [i["name"] for i in client.example_indexes()]
         found = client.examples(path, "small", k=4)
         assert isinstance(found, dict) and found["neighbours"][0]["source"] == f"set/frog/{path.name}"
         grid = client.examples(path, "small", as_png=True)

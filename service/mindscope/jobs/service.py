@@ -18,7 +18,6 @@ is built from the committed rows when asked for, so it is never stale or half-wr
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import hashlib
 import io
@@ -31,6 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +62,7 @@ from mindscope.jobs.store import FinishedItem, ItemRow, JobRow, JobStore, NewIte
 logger = logging.getLogger("mindscope.jobs")
 
 PREDICT_CHUNK = 64  # images per forward call of a predict job
+Chunk = Callable[[list[tuple[ItemRow, DecodedImage]]], list[dict[str, Any] | None]]  # a chunk's results, in order
 
 
 class JobNotFound(MindscopeError):
@@ -478,43 +479,13 @@ class JobService:
                 failed.append(FinishedItem(item.n, None, exc.message, 0.0))
         return failed, good
 
-    def _predict_items(self, job: JobRow, model: LoadedModel, items: list[ItemRow], running: RequestWork) -> None:
-        """Chunks of PREDICT_CHUNK images, one forward call each. (Reading the next chunk while the
-        model runs this one measured no faster on 2 cores: the forward uses both.)"""
-        for start in range(0, len(items), PREDICT_CHUNK):
-            if self._stopped(job, running):
-                return
-            failed, good = self._decoded(job, model, items[start : start + PREDICT_CHUNK])
-            self._predict_chunk(job, model, failed, good, running)
-
-    def _predict_chunk(
-        self,
-        job: JobRow,
-        model: LoadedModel,
-        finished: list[FinishedItem],
-        good: list[tuple[ItemRow, DecodedImage]],
-        running: RequestWork,
+    def _in_chunks(
+        self, job: JobRow, model: LoadedModel, items: list[ItemRow], running: RequestWork, work: Chunk
     ) -> None:
-        if good:
-            try:
-                with request_work(running):
-                    computed = predict_rows(
-                        model, [image.pixels for _, image in good], [image.info.model_dump() for _, image in good]
-                    )
-            except RequestCancelled:
-                return
-            finished += [
-                FinishedItem(item.n, one.result, None, one.seconds)
-                for (item, _), one in zip(good, computed, strict=True)
-            ]
-        self._finish(job.id, finished)
-
-    def _index_items(
-        self, job: JobRow, model: LoadedModel, indexing: Indexing, items: list[ItemRow], running: RequestWork
-    ) -> None:
-        """Chunks of PREDICT_CHUNK images embedded at the layer; each chunk's vectors and thumbnails
-        are written whole (`parts/<first item>.npz`) before its rows, so a resumed job embeds only
-        what is missing."""
+        """Chunks of PREDICT_CHUNK images: each read and decoded (a file that is no image fails as its
+        item), computed by `work` in the job's background lane, and its rows committed together; a
+        cancelled job stops between chunks, or within one (its rows are not written). (Reading the
+        next chunk while the model runs this one measured no faster on 2 cores: the forward uses both.)"""
         for start in range(0, len(items), PREDICT_CHUNK):
             if self._stopped(job, running):
                 return
@@ -523,22 +494,44 @@ class JobService:
                 began = time.perf_counter()
                 try:
                     with request_work(running):
-                        vectors = embed(model, indexing.layer, np.stack([image.pixels for _, image in good]))
+                        results = work(good)
                 except RequestCancelled:
                     return
-                buffer = io.BytesIO()
-                np.savez(
-                    buffer,
-                    n=np.asarray([item.n for item, _ in good], np.int64),
-                    vectors=vectors,
-                    thumbs=np.stack([thumbnail(image.pixels) for _, image in good]),
-                )
-                _atomic_write(self.folder(job.id) / "parts" / f"{good[0][0].n}.npz", buffer.getvalue())
                 seconds = (time.perf_counter() - began) / len(good)
-                result = {"index": indexing.name, "layer": indexing.layer}
-                finished += [FinishedItem(item.n, result, None, seconds) for item, _ in good]
-                finished[-1] = dataclasses.replace(finished[-1], bytes=buffer.getbuffer().nbytes)
+                finished += [
+                    FinishedItem(item.n, result, None, seconds) for (item, _), result in zip(good, results, strict=True)
+                ]
             self._finish(job.id, finished)
+
+    def _predict_items(self, job: JobRow, model: LoadedModel, items: list[ItemRow], running: RequestWork) -> None:
+        """One forward call a chunk."""
+
+        def predicted(good: list[tuple[ItemRow, DecodedImage]]) -> list[dict[str, Any] | None]:
+            pixels = [image.pixels for _, image in good]
+            return [one.result for one in predict_rows(model, pixels, [image.info.model_dump() for _, image in good])]
+
+        self._in_chunks(job, model, items, running, predicted)
+
+    def _index_items(
+        self, job: JobRow, model: LoadedModel, indexing: Indexing, items: list[ItemRow], running: RequestWork
+    ) -> None:
+        """Each chunk embedded at the layer; its vectors and thumbnails are written whole
+        (`parts/<first item>.npz`) before its rows, so a resumed job embeds only what is missing."""
+
+        def embedded(good: list[tuple[ItemRow, DecodedImage]]) -> list[dict[str, Any] | None]:
+            vectors = embed(model, indexing.layer, np.stack([image.pixels for _, image in good]))
+            buffer = io.BytesIO()
+            np.savez(
+                buffer,
+                n=np.asarray([item.n for item, _ in good], np.int64),
+                vectors=vectors,
+                thumbs=np.stack([thumbnail(image.pixels) for _, image in good]),
+            )
+            _atomic_write(self.folder(job.id) / "parts" / f"{good[0][0].n}.npz", buffer.getvalue())
+            self.store.add_bytes(job.id, buffer.getbuffer().nbytes)
+            return [{"index": indexing.name, "layer": indexing.layer}] * len(good)
+
+        self._in_chunks(job, model, items, running, embedded)
 
     def _random_pool(self, testing: Testing, concept_count: int) -> list[str]:
         """The random sets' pool: files of the data-root folder, enough for runs + 1 sets (422 if not)."""
@@ -607,79 +600,61 @@ class JobService:
     def _tcav_items(
         self, job: JobRow, model: LoadedModel, testing: Testing, items: list[ItemRow], running: RequestWork
     ) -> None:
-        """The class's images, a chunk at a time: each one's directional derivatives along every CAV,
-        per layer, kept in its row; `GET /jobs/{id}/report` scores them."""
+        """The class's images: each one's directional derivatives along every CAV, per layer, kept in
+        its row; `GET /jobs/{id}/report` scores them."""
         if not items:
             return
         try:
             cavs = self._cavs(job, model, testing, running)
         except RequestCancelled:
             return
-        for start in range(0, len(items), PREDICT_CHUNK):
-            if self._stopped(job, running):
-                return
-            finished, good = self._decoded(job, model, items[start : start + PREDICT_CHUNK])
-            if good:
-                began = time.perf_counter()
-                pixels = np.stack([image.pixels for _, image in good])
-                targets = np.full(len(good), testing.target, np.int32)
-                derivatives: dict[str, dict[str, np.ndarray]] = {}
-                try:
-                    for layer in testing.layers:
-                        with request_work(running):
-                            _, gradients, _ = model.layer_gradients(layer, testing.score)(pixels, targets)
-                        derivatives[layer] = {
-                            side: directional_derivatives(gradients, cavs[f"{layer}/{side}"])
-                            for side in ("concept", "random")
-                        }
-                except RequestCancelled:
-                    return
-                seconds = (time.perf_counter() - began) / len(good)
-                for row, (item, _) in enumerate(good):
-                    result = {
-                        "tcav": {
-                            layer: {side: [float(v) for v in values[row]] for side, values in sides.items()}
-                            for layer, sides in derivatives.items()
-                        }
+
+        def derived(good: list[tuple[ItemRow, DecodedImage]]) -> list[dict[str, Any] | None]:
+            pixels = np.stack([image.pixels for _, image in good])
+            targets = np.full(len(good), testing.target, np.int32)
+            derivatives = {}
+            for layer in testing.layers:
+                _, gradients, _ = model.layer_gradients(layer, testing.score)(pixels, targets)
+                derivatives[layer] = {
+                    side: directional_derivatives(gradients, cavs[f"{layer}/{side}"]) for side in ("concept", "random")
+                }
+            return [
+                {
+                    "tcav": {
+                        layer: {side: [float(v) for v in values[row]] for side, values in sides.items()}
+                        for layer, sides in derivatives.items()
                     }
-                    finished.append(FinishedItem(item.n, result, None, seconds))
-            self._finish(job.id, finished)
+                }
+                for row in range(len(good))
+            ]
+
+        self._in_chunks(job, model, items, running, derived)
 
     def _audit_items(
         self, job: JobRow, model: LoadedModel, work: Work, items: list[ItemRow], running: RequestWork
     ) -> None:
-        """Chunks of images: predictions and channel peaks in batches; each method's trust scores for
-        the sample (`audit.sample`), one image at a time; each chunk's rows committed together."""
+        """Predictions and channel peaks a chunk at a time; each method's trust scores for the sample
+        (`audit.sample`), one image at a time."""
         auditing = work.auditing
         assert auditing is not None
         explained = audit.sample(self.store.items(job.id), auditing.explain_per_class)
-        for start in range(0, len(items), PREDICT_CHUNK):
-            if self._stopped(job, running):
-                return
-            finished, good = self._decoded(job, model, items[start : start + PREDICT_CHUNK])
-            if good:
-                began = time.perf_counter()
-                pixels = np.stack([image.pixels for _, image in good])
-                try:
-                    with request_work(running):
-                        rows = predict_rows(model, list(pixels), [image.info.model_dump() for _, image in good])
-                        peaks = {layer: channel_peaks(model, layer, pixels) for layer in auditing.layers}
-                        for k, (item, _) in enumerate(good):
-                            result = rows[k].result
-                            assert result is not None
-                            result["peaks"] = {layer: found[0][k].tolist() for layer, found in peaks.items()}
-                            result["positions"] = {layer: found[1][k].tolist() for layer, found in peaks.items()}
-                            if item.n in explained:
-                                result["trust"] = audit.trust_of(
-                                    model, auditing, work.context, pixels[k], result["class_index"]
-                                )
-                except RequestCancelled:
-                    return
-                seconds = (time.perf_counter() - began) / len(good)
-                finished += [
-                    FinishedItem(item.n, row.result, None, seconds) for (item, _), row in zip(good, rows, strict=True)
-                ]
-            self._finish(job.id, finished)
+
+        def audited(good: list[tuple[ItemRow, DecodedImage]]) -> list[dict[str, Any] | None]:
+            pixels = np.stack([image.pixels for _, image in good])
+            rows = predict_rows(model, list(pixels), [image.info.model_dump() for _, image in good])
+            peaks = {layer: channel_peaks(model, layer, pixels) for layer in auditing.layers}
+            results: list[dict[str, Any] | None] = []
+            for k, (item, _) in enumerate(good):
+                result = rows[k].result
+                assert result is not None
+                result["peaks"] = {layer: found[0][k].tolist() for layer, found in peaks.items()}
+                result["positions"] = {layer: found[1][k].tolist() for layer, found in peaks.items()}
+                if item.n in explained:
+                    result["trust"] = audit.trust_of(model, auditing, work.context, pixels[k], result["class_index"])
+                results.append(result)
+            return results
+
+        self._in_chunks(job, model, items, running, audited)
 
     def _write_audit(self, job: JobRow, model: LoadedModel, auditing: Auditing) -> None:
         """report.json and report.html in the job's folder; the channels' dataset examples for the

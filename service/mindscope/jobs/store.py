@@ -274,6 +274,11 @@ class JobStore:
                 (len(fresh) - failed, failed, sum(item.bytes for item in fresh), job_id),
             )
 
+    def add_bytes(self, job_id: str, count: int) -> None:
+        """Bytes a job wrote beside its items' rows (an index job's parts), counted in its budget."""
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET bytes = bytes + ? WHERE id = ?", (count, job_id))
+
     def end(self, job_id: str, state: str, error: str | None = None) -> None:
         """A running job ends (a cancelled one stays cancelled)."""
         with self._transaction() as db:
