@@ -128,7 +128,7 @@ def test_the_refusals_say_what_to_do(http, indexed):
     png = {"content": buffer.getvalue(), "headers": {"Content-Type": "image/png"}}
     missing = http.post("/explain/examples?index=nope", **png)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "unknown_index"
-    assert missing.json()["error"]["details"]["indexes"] == ["small"]
+    assert "small" in missing.json()["error"]["details"]["indexes"]
     assert http.post("/explain/examples?index=small&k=0", **png).status_code == 422
     assert http.post("/explain/examples?index=small&k=101", **png).status_code == 422
     assert http.post("/explain/examples", **png).status_code == 422  # no index named
