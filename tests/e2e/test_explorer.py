@@ -38,12 +38,12 @@ def test_explorer_shows_prediction_layers_and_explanations(browser, server, vali
     assert page.text_content("#label") == expected["label"]
     for selector in ("#activations", "#animation", "#ig", "#interior"):
         wait_for_image(page, selector)
-    page.wait_for_function("() => document.querySelector('#completeness').textContent.includes('delta')")
+    page.wait_for_function("() => document.querySelector('#completeness')?.textContent.includes('delta')")
     assert "64 steps" in page.text_content("#completeness")
 
     first_grid = page.get_attribute("#activations", "src")
     page.eval_on_selector("#layer", "el => { el.value = '6'; el.dispatchEvent(new Event('input')); }")
-    page.wait_for_function("s => document.querySelector('#activations').src !== s", arg=first_grid)
+    page.wait_for_function("s => document.querySelector('#activations')?.src !== s", arg=first_grid)
     wait_for_image(page, "#activations")
     assert page.text_content("#layer-name") == "conv6"
 
@@ -51,11 +51,11 @@ def test_explorer_shows_prediction_layers_and_explanations(browser, server, vali
     page.fill("#param-steps", "16")
     explained = explain_calls(server)
     page.click("#explain")
-    page.wait_for_function("() => document.querySelector('#completeness').textContent.includes('16 steps')")
+    page.wait_for_function("() => document.querySelector('#completeness')?.textContent.includes('16 steps')")
     assert '"cat"' in page.text_content("#completeness")
     assert explain_calls(server) == explained + 1  # the picture and its completeness line from one call
     page.click("[data-demo=checker]")
-    page.wait_for_function("() => document.querySelector('#prediction').textContent.includes('%')")
+    page.wait_for_function("() => document.querySelector('#prediction')?.textContent.includes('%')")
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "explorer.png"), full_page=True)
@@ -78,7 +78,7 @@ def test_before_any_upload_nothing_shows_broken(browser, server):
 def test_errors_show_beside_their_control_and_clear_on_success(browser, server, validation_sample):
     page = browser.new_page()
     page.goto(server.base_url + "/")
-    page.wait_for_function("() => Number(document.querySelector('#param-steps').max) > 2")  # the cap, from GET /explain
+    page.wait_for_function("() => Number(document.querySelector('#param-steps')?.max) > 2")  # the cap, from GET /explain
     cap = int(page.get_attribute("#param-steps", "max"))
     listing = httpx.get(f"{server.base_url}/explain").json()["methods"]
     ig = next(m for m in listing if m["name"] == "integrated-gradients")
@@ -139,13 +139,13 @@ def test_the_model_picker_sends_every_call_to_the_chosen_version(browser, server
     page.select_option("#model", "cifar10-allcnn/1")
     # Choosing version 1 loads it from the store first: the timeouts only end a hung test.
     page.wait_for_function(
-        "() => document.querySelector('#model-info').textContent.includes('classes')", timeout=180_000
+        "() => document.querySelector('#model-info')?.textContent.includes('classes')", timeout=180_000
     )
     assert "32x32, RGB input; 10 classes; 9 layers" in page.text_content("#model-info")
     page.set_input_files("#file", str(path))
     confidence = f"({100 * oldest['confidence']:.1f}%)"
     page.wait_for_function(
-        "c => document.querySelector('#prediction').textContent.includes(c)", arg=confidence, timeout=180_000
+        "c => document.querySelector('#prediction')?.textContent.includes(c)", arg=confidence, timeout=180_000
     )
     wait_for_image(page, "#activations")
     api_calls = [u for u in urls if "/predict" in u or "/activations/" in u or "/explain/" in u]
@@ -167,8 +167,8 @@ def test_any_method_with_its_trust_scores(browser, server, validation_sample):
     page.select_option("#explainer", "grad-cam")
     page.check("#trust")
     page.click("#explain")
-    page.wait_for_function("() => document.querySelector('#trust-scores').textContent.includes('sanity')")
-    page.wait_for_function("s => document.querySelector('#ig').src !== s", arg=first)
+    page.wait_for_function("() => document.querySelector('#trust-scores')?.textContent.includes('sanity')")
+    page.wait_for_function("s => document.querySelector('#ig')?.src !== s", arg=first)
     wait_for_image(page, "#ig")
     text = page.text_content("#trust-scores")
     assert "deletion area" in text and "insertion area" in text and "lower is better" in text
@@ -219,7 +219,7 @@ def test_each_method_shows_its_own_parameters_and_grad_cam_takes_a_layer(browser
     page.select_option("#explainer", "grad-cam")
     page.select_option("#param-layer", "conv6")
     page.set_input_files("#file", str(validation_sample[2][0]))
-    page.wait_for_function("() => document.querySelector('#completeness').textContent.includes('layer conv6')")
+    page.wait_for_function("() => document.querySelector('#completeness')?.textContent.includes('layer conv6')")
     wait_for_image(page, "#ig")
     assert any("/explain/grad-cam?" in u and "layer=conv6" in u for u in urls)
     page.close()
@@ -230,7 +230,7 @@ def test_feature_visualization_draws_the_chosen_channel(browser, server):
     urls: list[str] = []
     page.on("request", lambda request: urls.append(request.url))
     page.goto(server.base_url + "/")
-    page.wait_for_function("() => document.querySelector('#feature-layer').options.length > 0")
+    page.wait_for_function("() => document.querySelector('#feature-layer')?.options.length > 0")
     page.select_option("#feature-layer", "conv3")
     page.fill("#feature-channel", "5")
     page.fill("#feature-steps", "16")
@@ -272,7 +272,7 @@ def test_the_jobs_panel_runs_images_as_a_job_and_follows_its_events(browser, ser
     page.goto(server.base_url + "/")
     page.wait_for_function("() => [...document.querySelectorAll('#job-kind option')].some(o => o.value === 'grad-cam')")
     page.click("#job-submit")  # nothing chosen: the panel says what to do
-    page.wait_for_function("() => document.querySelector('#jobs-error').textContent.includes('Choose images')")
+    page.wait_for_function("() => document.querySelector('#jobs-error')?.textContent.includes('Choose images')")
     page.set_input_files("#job-files", [str(path) for path in validation_sample[2][:3]])
     page.select_option("#job-kind", "grad-cam")
     page.click("#job-submit")
