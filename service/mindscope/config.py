@@ -72,7 +72,11 @@ class Settings(BaseSettings):
     )
     grpc_host: str = Field("127.0.0.1", description="the address gRPC listens on (`mindscope serve --host` sets it)")
 
-    jobs_dir: Path = Field(Path("jobs"), description="jobs' state (SQLite) and results")
+    jobs_dir: Path = Field(
+        Path("jobs"),
+        description="jobs' state (SQLite) and results, example indexes, concepts; servers that share it must share "
+        "the model store too (one of them runs every job)",
+    )
     data_root: Path | None = Field(
         None, description="jobs may read folders under this one (and nothing outside it); unset: none"
     )
