@@ -343,3 +343,46 @@ class ModelStatusV1Response(BaseModel):
 
 class ModelListV1Response(BaseModel):
     models: list[str]
+
+
+class TcavLayerOut(BaseModel):
+    layer: str
+    significant: bool = Field(description="the t-test against random CAVs passed (p below alpha)")
+    score: float | None = Field(description="the mean TCAV score; null when not significant (no finding)")
+    mean: float = Field(description="the concept's mean score over the random sets, significant or not")
+    std: float
+    random_mean: float = Field(description="random-vs-random CAVs' mean score")
+    random_std: float
+    p_value: float = Field(description="two-sided Welch t-test of the concept's scores against the random ones")
+    scores: list[float] = Field(description="the concept's score against each random set")
+    random_scores: list[float]
+
+
+class TcavReportOut(BaseModel):
+    job: str
+    state: str
+    concept: str
+    target: str = Field(description="the class tested")
+    images: int = Field(description="the class's images scored so far")
+    runs: int = Field(description="random sets")
+    alpha: float = Field(description="0.05 over the number of layers tested (Bonferroni)")
+    layers: list[TcavLayerOut]
+
+
+class DatasetExampleOut(BaseModel):
+    n: int = Field(description="the item in the audit job")
+    source: str
+    label: str | None
+    activation: float = Field(description="the channel's peak activation on this image")
+    box: list[int] = Field(description="the receptive-field patch: top, left, bottom, right (exclusive), in pixels")
+    image: str = Field(description="the image, a PNG data: URL")
+    patch: str = Field(description="the patch, a PNG data: URL")
+
+
+class DatasetExamplesOut(BaseModel):
+    model: ModelRefOut
+    layer: str
+    channel: int
+    job: str = Field(description="the audit job that found them")
+    feature: str = Field(description="the channel's feature visualization, a PNG data: URL")
+    examples: list[DatasetExampleOut] = Field(description="the images that activate the channel most, strongest first")

@@ -23,6 +23,7 @@ from mindscope.api.errors import ERROR_RESPONSES
 from mindscope.api.explanations import Answering, answer
 from mindscope.api.responses import PNG_RESPONSE, json_response, picture_response
 from mindscope.api.routes.predict import predictions_out
+from mindscope.api.schemas import TcavReportOut
 from mindscope.dataplane.decoding import DecodedImage, DecodedRequest
 from mindscope.errors import InvalidInput, InvalidJSON, ReportNotReady, UnsupportedMediaType
 from mindscope.jobs import results
@@ -360,8 +361,10 @@ def job_results(
 
 @router.get(
     "/{job_id}/report",
+    response_model=TcavReportOut,
     responses={**ERROR_RESPONSES, 200: PNG_RESPONSE},
-    summary="A tcav job's scores so far, per layer, with their t-test (JSON), or as a chart (PNG)",
+    summary="A tcav job's scores so far, per layer, with their t-test (JSON), or its chart (PNG); an audit's "
+    "report.html or report.json",
 )
 def job_report(
     request: Request,
@@ -382,7 +385,7 @@ def job_report(
         if not report["layers"]:
             raise InvalidInput(f"job {job_id} has no finished image yet ({job.state}); ask again once it has")
         return picture_response(tcav_chart(report["concept"], report["target"], report["layers"], report["alpha"]))
-    return Response(json.dumps(report), media_type="application/json")
+    return json_response(TcavReportOut.model_validate(report))
 
 
 def _audit_report(jobs: JobService, job: JobRow, request: Request, format: str | None) -> Response:

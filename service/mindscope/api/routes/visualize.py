@@ -15,8 +15,8 @@ from PIL import Image
 from mindscope.api.codecs import wants_png
 from mindscope.api.deps import FormatQuery, ModelDep, SettingsDep, settings_cap
 from mindscope.api.errors import ERROR_RESPONSES
-from mindscope.api.responses import PNG_RESPONSE, layer_out, model_ref, picture_response
-from mindscope.api.schemas import ArrayPayload, FeatureOut, FeaturesResponse
+from mindscope.api.responses import PNG_RESPONSE, json_response, layer_out, model_ref, picture_response
+from mindscope.api.schemas import ArrayPayload, DatasetExamplesOut, FeatureOut, FeaturesResponse
 from mindscope.engine.activations import is_class_layer
 from mindscope.engine.loaded_model import LoadedModel
 from mindscope.engine.visualize import noise_image, visualizer_for
@@ -127,8 +127,7 @@ def dataset_examples(request: Request, loaded: LoadedModel, key: str, channel: i
         captions = [f"{Path(e['source']).name}\n{e['activation']:.2f}" for e in entry["examples"]]
         feature = _picture(entry["feature"]).astype(np.float32) / 255
         return picture_response(examples_grid(feature, thumbnails, captions, title, first_label="visualization"))
-    body = {"model": {"name": loaded.ref.name, "version": loaded.ref.version}, "layer": layer.name} | entry
-    return Response(json.dumps(body), media_type="application/json")
+    return json_response(DatasetExamplesOut.model_validate({"model": model_ref(loaded), "layer": layer.name} | entry))
 
 
 def _picture(url: str) -> np.ndarray:
