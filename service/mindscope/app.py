@@ -16,6 +16,7 @@ from mindscope.api.errors import install_error_handlers
 from mindscope.api.limits import BodyLimits, RequestLifetime
 from mindscope.api.observability import RequestObserver
 from mindscope.api.openapi import install_openapi
+from mindscope.api.payload_log import PayloadLogger, PayloadSink
 from mindscope.api.predict_fast_path import PredictFastPath
 from mindscope.api.routes import (
     activations,
@@ -85,7 +86,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             app.state.metrics,
         )
     app.state.jobs.start()
+    if app.state.payload_sink is not None:
+        app.state.payload_sink.start()
     yield
+    if app.state.payload_sink is not None:
+        await asyncio.to_thread(app.state.payload_sink.stop)
     await asyncio.to_thread(app.state.jobs.stop)  # items in flight stay queued for the next start
     if grpc_server is not None:
         await grpc_server.stop(grace=5)
@@ -140,5 +145,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         min_rate=settings.body_min_rate,
         uploads={"/jobs": settings.jobs_max_upload_bytes, "/concepts": settings.jobs_max_upload_bytes},
     )
+    payload_log = settings.payload_log_settings()
+    app.state.payload_sink = None
+    if payload_log is not None:  # inside the request id, outside the fast paths: it sees every inference
+        app.state.payload_sink = PayloadSink(payload_log, app.state.metrics.registry)
+        app.add_middleware(PayloadLogger, sink=app.state.payload_sink)
     app.add_middleware(RequestObserver, metrics=app.state.metrics)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -10,6 +11,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from mindscope.engine.batching import FORWARD_BATCHING, GRADIENT_BATCHING, BatchingConfig
 from mindscope.engine.explain.method import Caps
 from mindscope.jobs.settings import JobSettings
+
+if TYPE_CHECKING:
+    from mindscope.api.payload_log import PayloadLogSettings
 
 
 class Settings(BaseSettings):
@@ -97,6 +101,33 @@ class Settings(BaseSettings):
     )
     jobs_ray_actors: int = Field(2, ge=1, description="Ray actors (each holding the model) one job uses")
     jobs_ray_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves for each of those actors")
+
+    payload_log_url: str | None = Field(
+        None, description="send each inference request and response here as a CloudEvent (KServe's logger)"
+    )
+    payload_log_mode: Literal["all", "request", "response"] = Field("all", description="what is sent")
+    payload_log_sample: float = Field(1.0, ge=0, le=1, description="the fraction of requests sent")
+    payload_log_bodies: Literal["bytes", "digest"] = Field(
+        "bytes", description="bodies as they travelled, or their SHA-256 and size"
+    )
+    payload_log_queue: int = Field(
+        1000, ge=1, description="events waiting to be sent; past it new ones are dropped (and counted)"
+    )
+    payload_log_timeout_s: float = Field(5.0, gt=0, description="a send that takes longer fails (and is counted)")
+
+    def payload_log_settings(self) -> PayloadLogSettings | None:
+        from mindscope.api.payload_log import PayloadLogSettings
+
+        if self.payload_log_url is None:
+            return None
+        return PayloadLogSettings(
+            self.payload_log_url,
+            self.payload_log_mode,
+            self.payload_log_sample,
+            self.payload_log_bodies,
+            self.payload_log_queue,
+            self.payload_log_timeout_s,
+        )
 
     def job_settings(self) -> JobSettings:
         return JobSettings(

@@ -78,7 +78,9 @@ def test_before_any_upload_nothing_shows_broken(browser, server):
 def test_errors_show_beside_their_control_and_clear_on_success(browser, server, validation_sample):
     page = browser.new_page()
     page.goto(server.base_url + "/")
-    page.wait_for_function("() => Number(document.querySelector('#param-steps')?.max) > 2")  # the cap, from GET /explain
+    page.wait_for_function(
+        "() => Number(document.querySelector('#param-steps')?.max) > 2"
+    )  # the cap, from GET /explain
     cap = int(page.get_attribute("#param-steps", "max"))
     listing = httpx.get(f"{server.base_url}/explain").json()["methods"]
     ig = next(m for m in listing if m["name"] == "integrated-gradients")
