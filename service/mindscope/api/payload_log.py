@@ -13,6 +13,7 @@ their SHA-256 and size (a JSON document of type application/vnd.mindscope.digest
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import logging
 import queue
@@ -22,9 +23,8 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
-import httpx
 from prometheus_client import CollectorRegistry, Counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -96,16 +96,30 @@ class PayloadSink:
             self.dropped.inc()
 
     def _run(self) -> None:
-        with httpx.Client(timeout=self.settings.timeout_s) as client:
-            while (event := self._queue.get()) is not None:
-                try:
-                    response = client.post(self.settings.url, content=event.body, headers=cloud_event_headers(event))
-                    if response.status_code >= 300:
-                        raise httpx.HTTPStatusError("refused", request=response.request, response=response)
-                    self.sent.inc()
-                except httpx.HTTPError as exc:
-                    self.failed.inc()
-                    logger.warning("payload log: %s to %s failed: %s", event.type, self.settings.url, exc)
+        """Send events one at a time over one kept-alive connection (http.client: a fraction of an
+        httpx request's Python, which competes with the model for the cores)."""
+        target = urlsplit(self.settings.url)
+        path = (target.path or "/") + (f"?{target.query}" if target.query else "")
+        connection: http.client.HTTPConnection | None = None
+        while (event := self._queue.get()) is not None:
+            try:
+                if connection is None:
+                    kind = http.client.HTTPSConnection if target.scheme == "https" else http.client.HTTPConnection
+                    connection = kind(target.hostname or "localhost", target.port, timeout=self.settings.timeout_s)
+                connection.request("POST", path, body=event.body, headers=cloud_event_headers(event))
+                answer = connection.getresponse()
+                answer.read()
+                if answer.status >= 300:
+                    raise http.client.HTTPException(f"the sink answered {answer.status}")
+                self.sent.inc()
+            except (OSError, http.client.HTTPException) as exc:
+                self.failed.inc()
+                logger.warning("payload log: %s to %s failed: %s", event.type, self.settings.url, exc)
+                if connection is not None:
+                    connection.close()
+                connection = None
+        if connection is not None:
+            connection.close()
 
 
 def cloud_event_headers(event: Event) -> dict[str, str]:
