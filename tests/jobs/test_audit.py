@@ -200,10 +200,12 @@ def test_readmes_audit_block_runs_as_written(server, tmp_path):
     readme = Path(__file__).resolve().parents[2] / "README.md"
     block = re.search(r"<!-- audit-example.*?```bash\n(.*?)```", readme.read_text(), flags=re.S).group(1)
     script = block.replace("http://127.0.0.1:8000", server.base_url)
+    shutil.copytree(readme.parent / "examples", tmp_path / "examples")
     ran = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, timeout=600)
     assert ran.returncode == 0, ran.stderr
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["images"] == 40 and list(report["channels"]) == ["conv6"]
+    assert report["images"] == 2 and report["per_class"]["cat"]["images"] == 2
+    assert list(report["channels"]) == ["conv6"] and len(report["channels"]["conv6"]) == 4
     assert (tmp_path / "report.html").read_text().count('<section id="') == 7
     with Image.open(tmp_path / "conv6-0-examples.png") as grid:
         assert grid.format == "PNG"
