@@ -22,7 +22,7 @@ def examples_grid(
     cells = 1 + len(thumbnails)
     columns = min(columns, cells)
     rows = -(-cells // columns)
-    figure = new_figure(1.6 * columns + 0.2, 1.95 * rows + 0.7)
+    figure = new_figure(max(1.6 * columns + 0.2, 7.2), 1.95 * rows + 0.7)  # wide enough for a two-line title
     grid = figure.subplots(rows, columns, squeeze=False)
     pictures = [np.clip(query, 0, 1), *thumbnails]
     labels = [first_label, *captions]
