@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,8 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.jobs.helpers import client_of, finished, jobs_server
-from tests.servers import InProcessServer
+from tests.jobs.helpers import finished
 
 CLASSES = ("airplane", "cat", "dog", "ship", "truck")
 PARAMETERS = {
@@ -39,16 +37,6 @@ def data_root(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
             shutil.copy(path, root / "val" / name / path.name)
     (root / "val" / "dog" / "broken.jpg").write_bytes(b"not a jpeg")
     return root
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Iterator[InProcessServer]:
-    yield from jobs_server(tmp_path_factory, data_root)
-
-
-@pytest.fixture(scope="module")
-def http(server: InProcessServer) -> Iterator[httpx.Client]:
-    yield from client_of(server)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import shutil
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,8 +16,7 @@ import pytest
 from mindscope.engine.concepts import cav, layer_score, welch_p_value
 from PIL import Image
 
-from tests.jobs.helpers import client_of, jobs_server
-from tests.servers import InProcessServer, wait_until
+from tests.servers import wait_until
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -40,16 +38,6 @@ def data_root(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
         copy(name, "concepts/mixed", slice(300, 302))
         copy(name, "random", slice(200, 216))
     return root
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Iterator[InProcessServer]:
-    yield from jobs_server(tmp_path_factory, data_root)
-
-
-@pytest.fixture(scope="module")
-def http(server: InProcessServer) -> Iterator[httpx.Client]:
-    yield from client_of(server)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,8 +19,7 @@ import pytest
 from mindscope.jobs.indexes import IndexInfo, IndexStore
 from PIL import Image
 
-from tests.jobs.helpers import client_of, finished, jobs_server
-from tests.servers import InProcessServer
+from tests.jobs.helpers import finished
 
 CLASSES = ("automobile", "cat", "frog", "ship")
 JPEG = {"Content-Type": "image/jpeg"}
@@ -36,16 +34,6 @@ def data_root(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
             shutil.copy(path, root / "set" / name / path.name)
     (root / "set" / "cat" / "readme.txt").write_text("not an image")
     return root
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Iterator[InProcessServer]:
-    yield from jobs_server(tmp_path_factory, data_root)
-
-
-@pytest.fixture(scope="module")
-def http(server: InProcessServer) -> Iterator[httpx.Client]:
-    yield from client_of(server)
 
 
 @pytest.fixture(scope="module")

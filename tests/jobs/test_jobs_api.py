@@ -10,7 +10,6 @@ import json
 import shutil
 import tarfile
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.api.helpers import array_of
-from tests.jobs.helpers import client_of, finished, jobs_server
+from tests.jobs.helpers import finished
 from tests.servers import InProcessServer, wait_until
 
 CLASSES = ("airplane", "cat", "ship")
@@ -36,16 +35,6 @@ def data_root(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     (root / "val" / "cat" / "notes.txt").write_text("not an image")
     (root / "elsewhere").mkdir()
     return root
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Iterator[InProcessServer]:
-    yield from jobs_server(tmp_path_factory, data_root)
-
-
-@pytest.fixture(scope="module")
-def http(server: InProcessServer) -> Iterator[httpx.Client]:
-    yield from client_of(server)
 
 
 def jobs_on_disk(server: InProcessServer) -> set[str]:
