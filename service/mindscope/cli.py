@@ -125,6 +125,7 @@ def _import(args: argparse.Namespace) -> int:
             input_range=args.preprocessing,
             mean=args.mean,
             std=args.std,
+            signature=args.signature,
         )
     except (ImportRefused, FileExistsError, ValueError) as exc:
         print(f"mindscope import: {exc}", file=sys.stderr)
@@ -181,9 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_train)
 
     imported = commands.add_parser(
-        "import", help="check any Keras 3 image classifier (.keras) and write it into the store as a new version"
+        "import",
+        help="check any Keras image classifier (.keras, Keras 2 .h5) or a SavedModel directory and write it into "
+        "the store as a new version",
     )
-    imported.add_argument("model", help="the .keras file")
+    imported.add_argument("model", help="the .keras or .h5 file, or a SavedModel directory (holding saved_model.pb)")
     imported.add_argument("--name", required=True, help="store name, e.g. digits (letters, digits, . _ -)")
     names = imported.add_mutually_exclusive_group()
     names.add_argument("--classes", help="class names in output order, comma-separated (default: 0, 1, ...)")
@@ -196,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imported.add_argument("--mean", type=_floats, help="per-channel means for mean-std, on 0-1 pixels")
     imported.add_argument("--std", type=_floats, help="per-channel standard deviations for mean-std")
+    imported.add_argument(
+        "--signature", default="serving_default", help="a SavedModel's signature to serve (default: serving_default)"
+    )
     imported.add_argument("--store", default="model_store", help="model store folder (default: ./model_store)")
     imported.set_defaults(run=_import)
 

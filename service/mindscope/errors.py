@@ -43,6 +43,14 @@ class UnknownLayer(MindscopeError):
     code = "unknown_layer"
 
 
+class LayersUnavailable(MindscopeError):
+    """The model has no layers to tap (a SavedModel holds a graph, not Keras layers): activations,
+    Grad-CAM and embeddings need them."""
+
+    status_code = 404
+    code = "layers_unavailable"
+
+
 class UnknownIndex(MindscopeError):
     """No nearest-neighbour index of that name for the model version (an `index` job builds one)."""
 

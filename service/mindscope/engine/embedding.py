@@ -24,6 +24,7 @@ from mindscope.errors import InvalidInput
 
 def default_layer(model: LoadedModel) -> LayerInfo:
     """The layer whose pooled activations embed an image by default (see the module's text)."""
+    model.require_layers("an embedding of its images (a layer's pooled activations)")
     layers = [info for info in model.layers if len(info.output_shape) == 3]
     if not layers:
         raise InvalidInput(f"{model.ref.label} has no layer with a spatial output to embed images with")

@@ -1,4 +1,5 @@
-"""`mindscope import`: any Keras 3 image classifier -> a complete, verified store entry.
+"""`mindscope import`: any Keras 3 image classifier, or a SavedModel (TF Serving's format) ->
+a complete, verified store entry.
 
 The file is loaded as the service will load it (`safe_mode=True`: no Lambda layers, no custom
 code) and checked: one image input (H, W, C with C = 1 or 3), one output of one score per class.
@@ -19,7 +20,21 @@ import numpy as np
 
 from mindscope.engine.layer_paths import spatial_layer_names, walk
 from mindscope.engine.model_inputs import INPUT_RANGES
-from mindscope.engine.store import ModelStore, StoreEntryFiles, sha256_file, write_store_entry
+from mindscope.engine.saved_model import (
+    DEFAULT_SIGNATURE,
+    SavedModelRefused,
+    is_saved_model,
+    load_saved_model,
+    saved_model_parts,
+    unsafe_ops,
+)
+from mindscope.engine.store import (
+    ModelStore,
+    StoreEntryFiles,
+    sha256_file,
+    write_saved_model_entry,
+    write_store_entry,
+)
 
 
 class ImportRefused(ValueError):
@@ -36,6 +51,7 @@ class ImportReport:
     range_source: str  # how the input range was decided
     activation_layers: int
     initial_weights: bool
+    saved_model: bool = False
 
     def lines(self) -> list[str]:
         height, width, channels = self.input_shape
@@ -46,14 +62,22 @@ class ImportReport:
             "mean-std": "pixels are given to the model as (0-1 value - mean) / std per channel",
         }.get(self.input_range, f"pixels are given to the model as {self.input_range}")
         count = self.activation_layers
+        if self.saved_model:
+            inside = (
+                "a SavedModel: prediction, gradient methods and weight histograms (its variables); "
+                "no layers to tap (activations, Grad-CAM)"
+            )
+        else:
+            inside = f"{count} layer{'s' if count != 1 else ''} with a spatial output (activations); " + (
+                "initial weights stored (before/after histograms)" if self.initial_weights else "no initial weights"
+            )
         return [
             f"wrote {self.entry}",
             f"input: {height}x{width}, {channels} channel{'s' if channels > 1 else ''}; "
             f"{preprocessing} ({self.range_source})",
             f"output: {self.output} for {len(self.classes)} classes"
             + ("; the service applies softmax for confidences and attributions" if self.output == "logits" else ""),
-            f"{count} layer{'s' if count != 1 else ''} with a spatial output (activations); "
-            + ("initial weights stored (before/after histograms)" if self.initial_weights else "no initial weights"),
+            inside,
         ]
 
 
@@ -146,6 +170,26 @@ def _probe_affine(input_range: str, mean: list[float] | None, std: list[float] |
     return 1.0, 0.0
 
 
+def load_saved_model_checked(path: Path, signature: str) -> keras.Model:
+    """The SavedModel at `path` over `signature`, refused when its graph reads or writes files or
+    calls Python, or when the signature is not an image classifier's."""
+    try:
+        unsafe = unsafe_ops(path)
+    except Exception as exc:
+        raise ImportRefused(f"{path}/saved_model.pb cannot be read as a SavedModel ({str(exc)[:300]})") from None
+    if unsafe:
+        raise ImportRefused(
+            f"the SavedModel's graph uses {', '.join(unsafe)} (file access or Python callbacks), which no image "
+            "classifier's forward pass needs and the service will not run; export the model's forward pass alone"
+        )
+    try:
+        return load_saved_model(path, signature)
+    except SavedModelRefused as exc:
+        raise ImportRefused(str(exc)) from None
+    except Exception as exc:
+        raise ImportRefused(f"{path} cannot be loaded as a SavedModel ({str(exc)[:300]})") from None
+
+
 def import_model(
     model_path: Path,
     name: str,
@@ -155,8 +199,21 @@ def import_model(
     input_range: str | None = None,
     mean: list[float] | None = None,
     std: list[float] | None = None,
+    signature: str = DEFAULT_SIGNATURE,
 ) -> ImportReport:
-    model = load_checked(model_path)
+    """`model_path` (.keras, Keras 2 .h5, or a SavedModel directory) checked and written into the
+    store as the next version of `name`."""
+    saved_model = is_saved_model(model_path)
+    if model_path.is_dir() and not saved_model:
+        raise ImportRefused(
+            f"{model_path} is a folder without saved_model.pb; give a SavedModel directory, a .keras or a .h5 file"
+        )
+    if saved_model and initial_weights is not None:
+        raise ImportRefused(
+            "--initial-weights needs the Keras model: a SavedModel's variables cannot be matched to a weights "
+            "file; import the .keras file instead, or leave out --initial-weights"
+        )
+    model = load_saved_model_checked(model_path, signature) if saved_model else load_checked(model_path)
     shape = image_input_shape(model)
     names = class_names(class_count(model), classes)
     chosen_range, range_source = input_range_of(model, input_range)
@@ -164,6 +221,10 @@ def import_model(
         raise ImportRefused(f"--preprocessing mean-std needs --mean and --std with {shape[2]} values each")
     scale, offset = _probe_affine(chosen_range, mean, std)
     output = output_kind(model, shape, scale, offset)
+    if saved_model:
+        return _import_saved_model(
+            model_path, name, store_root, model, names, chosen_range, range_source, output, signature, mean, std
+        )
     initial = keras.models.clone_model(model)
     if initial_weights is not None:
         try:
@@ -178,17 +239,10 @@ def import_model(
         raise ImportRefused("no layer of the model has a spatial (batch, H, W, C) output to show activations of")
     store = ModelStore(store_root)
     version = (store.versions(name) or [0])[-1] + 1
-    preprocessing: dict[str, Any] = {
-        "input_range": chosen_range,
-        "color": "RGB (alpha composited on white)" if shape[2] == 3 else "greyscale (ITU-R 601 luma)",
-        "resize": f"Pillow bilinear to {shape[1]}x{shape[0]}",
-    }
-    if chosen_range == "mean-std":
-        preprocessing |= {"mean": mean, "std": std}
     metadata = {
         "class_names": names,
         "input_shape": list(shape),
-        "preprocessing": preprocessing,
+        "preprocessing": _preprocessing(shape, chosen_range, mean, std),
         "output": output,
         "activation_layers": spatial,
         "imported_from": {"file": model_path.name, "sha256": sha256_file(model_path)},
@@ -199,3 +253,47 @@ def import_model(
     return ImportReport(
         entry, shape, names, output, chosen_range, range_source, len(spatial), initial_weights is not None
     )
+
+
+def _preprocessing(
+    shape: tuple[int, int, int], input_range: str, mean: list[float] | None, std: list[float] | None
+) -> dict[str, Any]:
+    preprocessing: dict[str, Any] = {
+        "input_range": input_range,
+        "color": "RGB (alpha composited on white)" if shape[2] == 3 else "greyscale (ITU-R 601 luma)",
+        "resize": f"Pillow bilinear to {shape[1]}x{shape[0]}",
+    }
+    if input_range == "mean-std":
+        preprocessing |= {"mean": mean, "std": std}
+    return preprocessing
+
+
+def _import_saved_model(
+    path: Path,
+    name: str,
+    store_root: Path,
+    model: keras.Model,
+    names: list[str],
+    input_range: str,
+    range_source: str,
+    output: str,
+    signature: str,
+    mean: list[float] | None,
+    std: list[float] | None,
+) -> ImportReport:
+    shape = image_input_shape(model)
+    parts = saved_model_parts(model)
+    assert parts is not None
+    store = ModelStore(store_root)
+    version = (store.versions(name) or [0])[-1] + 1
+    metadata = {
+        "class_names": names,
+        "input_shape": list(shape),
+        "preprocessing": _preprocessing(shape, input_range, mean, std),
+        "output": output,
+        "signature": signature,
+        "imported_from": {"folder": path.name, "saved_model_sha256": sha256_file(path / "saved_model.pb")},
+        "parameters": int(sum(int(np.prod(v.shape)) for pairs in parts.variables.values() for _, v in pairs)),
+    }
+    entry = write_saved_model_entry(store_root / name / str(version), path, metadata)
+    return ImportReport(entry, shape, names, output, input_range, range_source, 0, False, saved_model=True)

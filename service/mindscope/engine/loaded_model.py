@@ -34,8 +34,9 @@ from mindscope.engine.layer_paths import (
 )
 from mindscope.engine.model_calls import BatchedGradients, BatchedLayerGradients, Compiled
 from mindscope.engine.model_inputs import InputSpec
+from mindscope.engine.saved_model import saved_model_parts
 from mindscope.engine.store import ModelRef, ModelStore
-from mindscope.errors import InitialWeightsMissing, InvalidInput, UnknownClass, UnknownLayer
+from mindscope.errors import InitialWeightsMissing, InvalidInput, LayersUnavailable, UnknownClass, UnknownLayer
 
 
 @dataclass(frozen=True)
@@ -74,19 +75,25 @@ class LoadedModel:
     def __post_init__(self) -> None:
         self.input_spec = InputSpec.from_metadata(self.metadata)
         self.outputs_logits = self.metadata.get("output", "probabilities") == "logits"
+        # A SavedModel's graph has no layers to tap; its variables, by group, have histograms.
+        self.saved_model = saved_model_parts(self.model)
         layer_names = (
             self.metadata.get("activation_layers")
             or self.metadata.get("architecture", {}).get("layers")
             or spatial_layer_names(self.model)
         )
         self.layers = self._table(layer_names)
-        self.weight_layers = self._table(
-            self.metadata.get("architecture", {}).get("layers") or weighted_layer_names(self.model)
-        )
+        if self.saved_model is not None:
+            groups = self.saved_model.variables
+            self.weight_layers = tuple(LayerInfo(i, name, ()) for i, name in enumerate(groups, start=1))
+        else:
+            self.weight_layers = self._table(
+                self.metadata.get("architecture", {}).get("layers") or weighted_layer_names(self.model)
+            )
         spec = tf.TensorSpec([None, *self.input_shape], tf.float32)
         self._forward = Compiled(self._probabilities, [spec])
-        tapped = tap(self.model, layer_names)
         preprocess = self.input_spec.apply
+        tapped = tap(self.model, layer_names) if layer_names else lambda images: []
         self._activations = Compiled(lambda images: tapped(preprocess(images)), [spec])
         self._logits = logit_model(self.model) if not self.outputs_logits else self.model
         rows = tf.TensorSpec([None], tf.int32)
@@ -127,6 +134,7 @@ class LoadedModel:
         stored = self.metadata.get("animation_layers")
         if stored:
             return tuple(stored)
+        self.require_layers("the animation through its layers")
         names = [info.name for info in self.layers]
         last = len(names) - 1
         return tuple(names[i] for i in sorted({min(2, last), last * 5 // 8, last}))
@@ -166,9 +174,29 @@ class LoadedModel:
                 )
             return self._initial
 
+    def require_layers(self, needed_for: str) -> None:
+        """404 saying why, when the model has no layers with a spatial output (a SavedModel's graph)."""
+        if self.layers:
+            return
+        if self.saved_model is not None:
+            raise LayersUnavailable(
+                f"{self.ref.label} is a SavedModel: its graph has no layers to tap, so {needed_for} cannot be "
+                "computed (prediction, the gradient methods on the input and weight histograms work); import the "
+                "Keras model it was exported from (model.save('model.keras')) to see inside its layers",
+                model=self.ref.label,
+                needs="layers with a spatial output",
+            )
+        raise LayersUnavailable(
+            f"{self.ref.label} has no layer with a (height, width, channels) output, so {needed_for} cannot be "
+            "computed",
+            model=self.ref.label,
+            needs="layers with a spatial output",
+        )
+
     def layer_gradients(self, name: str, score: str = "probability") -> BatchedLayerGradients:
         """(images, targets) -> (layer `name`'s activations, d score[target] / d them, scores), batched
         across requests on a lane of the layer's own (Grad-CAM)."""
+        self.require_layers("gradients with respect to a layer (Grad-CAM)")
         self.gradients_for(score)  # the same check of the score
         with self._layer_lock:
             batcher = self._layer_batchers.get(name)
@@ -293,6 +321,7 @@ class LoadedModel:
 
     def layer(self, key: str) -> LayerInfo:
         """An activation layer (one with a spatial output) by exact name (`conv3`) or 1-based index (`3`)."""
+        self.require_layers(f"layer {key}'s activations")
         return lookup_layer(self.layers, key, "with a spatial output")
 
     def weight_layer(self, key: str) -> LayerInfo:

@@ -18,6 +18,7 @@ import json
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import keras
 import numpy as np
 
 from mindscope.engine.layer_paths import find_layer, weighted_layer_names
+from mindscope.engine.saved_model import SAVED_MODEL_DIR, SAVED_MODEL_FILE, load_saved_model
 from mindscope.errors import ModelIntegrityError, ModelNotFound
 
 MODEL_FILE = "model.keras"
@@ -58,15 +60,8 @@ class StoreEntryFiles:
 
 def write_store_entry(out_dir: Path, files: StoreEntryFiles, metadata: dict[str, Any]) -> Path:
     """Write a complete entry to `out_dir` (which must not exist yet) atomically; return it."""
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        raise FileExistsError(f"{out_dir} already exists; choose a new version number")
-    if not out_dir.name.isdigit():
-        raise ValueError(f"the last part of {out_dir} must be an integer version, e.g. .../cifar10/1")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    staging.chmod(0o755)
-    try:
+
+    def write(staging: Path) -> list[str]:
         files.serving_model.save(staging / MODEL_FILE)
         written = [MODEL_FILE, HISTORY_FILE]
         if files.initial_model is not None:
@@ -79,6 +74,35 @@ def write_store_entry(out_dir: Path, files: StoreEntryFiles, metadata: dict[str,
             files.learned_initial_model.save_weights(staging / LEARNED_INITIAL_FILE)
             written.append(LEARNED_INITIAL_FILE)
         (staging / HISTORY_FILE).write_text(json.dumps(files.history, indent=2) + "\n")
+        return written
+
+    return _write_entry(out_dir, write, metadata)
+
+
+def write_saved_model_entry(out_dir: Path, saved_model: Path, metadata: dict[str, Any]) -> Path:
+    """Write an entry holding a copy of the SavedModel directory `saved_model` (every file of it
+    digested in metadata.json, as a Keras entry's files are) atomically; return it."""
+
+    def write(staging: Path) -> list[str]:
+        shutil.copytree(saved_model, staging / SAVED_MODEL_DIR, symlinks=False)
+        (staging / HISTORY_FILE).write_text("[]\n")
+        copied = sorted(p for p in (staging / SAVED_MODEL_DIR).rglob("*") if p.is_file())
+        return [str(p.relative_to(staging)) for p in copied] + [HISTORY_FILE]
+
+    return _write_entry(out_dir, write, {**metadata, "format": "saved_model"})
+
+
+def _write_entry(out_dir: Path, write: Callable[[Path], list[str]], metadata: dict[str, Any]) -> Path:
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise FileExistsError(f"{out_dir} already exists; choose a new version number")
+    if not out_dir.name.isdigit():
+        raise ValueError(f"the last part of {out_dir} must be an integer version, e.g. .../cifar10/1")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    staging.chmod(0o755)
+    try:
+        written = write(staging)
         full = {
             "name": out_dir.parent.name,
             "version": int(out_dir.name),
@@ -187,7 +211,9 @@ class ModelStore:
         """Each file of the entry with its size and modification time: changes when a copy moves on."""
         folder = self.entry_dir(ref)
         try:
-            return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()))
+            return tuple(
+                sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*"))
+            )
         except OSError:
             return ()
 
@@ -203,7 +229,8 @@ class ModelStore:
         """Check every file's SHA-256 against metadata.json; return the metadata."""
         metadata = self.read_metadata(ref)
         files = metadata.get("files")
-        if not isinstance(files, dict) or MODEL_FILE not in files:
+        model_file = f"{SAVED_MODEL_DIR}/{SAVED_MODEL_FILE}" if is_saved_model_entry(metadata) else MODEL_FILE
+        if not isinstance(files, dict) or model_file not in files:
             raise ModelIntegrityError(f"{ref.label}: {METADATA_FILE} lists no file digests")
         for file_name, expected in files.items():
             path = self.entry_dir(ref) / file_name
@@ -223,11 +250,20 @@ class ModelStore:
     def load(self, ref: ModelRef) -> tuple[keras.Model, dict[str, Any]]:
         """Verify, then load the serving model with `safe_mode=True` (no Lambda or custom code)."""
         metadata = self.verify(ref)
+        if is_saved_model_entry(metadata):
+            return self.load_saved_model(ref, metadata), metadata
         try:
             model = keras.saving.load_model(self.entry_dir(ref) / MODEL_FILE, compile=False, safe_mode=True)
         except Exception as exc:
             raise ModelIntegrityError(f"{ref.label}: {MODEL_FILE} cannot be loaded safely ({exc})") from exc
         return model, metadata
+
+    def load_saved_model(self, ref: ModelRef, metadata: dict[str, Any]) -> keras.Model:
+        """A verified SavedModel entry as a one-layer Keras model over its serving signature."""
+        try:
+            return load_saved_model(self.entry_dir(ref) / SAVED_MODEL_DIR, metadata.get("signature", "serving_default"))
+        except Exception as exc:
+            raise ModelIntegrityError(f"{ref.label}: its SavedModel cannot be loaded ({exc})") from exc
 
     def load_initial_weights(self, ref: ModelRef, model: keras.Model) -> dict[str, list[np.ndarray]] | None:
         """Each layer's weights before training, from the entry's verified `initial.weights.h5` read
@@ -259,3 +295,7 @@ class ModelStore:
         except Exception as exc:
             raise ModelIntegrityError(f"{ref.label}: {file_name} cannot be loaded ({exc})") from exc
         return {path: find_layer(copy, path).get_weights() for path in weighted_layer_names(copy)}
+
+
+def is_saved_model_entry(metadata: dict[str, Any]) -> bool:
+    return metadata.get("format") == "saved_model"

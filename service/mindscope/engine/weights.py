@@ -16,6 +16,7 @@ import numpy as np
 
 from mindscope.engine.layer_paths import find_layer, weighted_layer_names
 from mindscope.engine.loaded_model import LayerInfo, LoadedModel, layer_table, lookup_layer
+from mindscope.engine.saved_model import SavedModelParts
 from mindscope.engine.store import LEARNED_MODEL_FILE
 from mindscope.errors import InitialWeightsMissing, WeightsMissing
 
@@ -72,6 +73,14 @@ class WeightSet:
     initial: dict[str, list[np.ndarray]] | None
     note: str | None
     label: str  # the model version, for messages
+    saved_model: SavedModelParts | None = None  # the variables by group, for a SavedModel
+
+    def tensors(self, layer: str) -> tuple[list[str], list[np.ndarray]]:
+        """The names and values of `layer`'s weights (a SavedModel's variable group's)."""
+        if self.saved_model is not None:
+            return self.saved_model.weights(layer)
+        found = find_layer(self.model, layer)
+        return parameter_names(found), found.get_weights()
 
     def layer(self, key: str) -> LayerInfo:
         return lookup_layer(self.layers, key, "with weights")
@@ -93,7 +102,17 @@ def weight_set(loaded: LoadedModel, source: Source | None = None) -> WeightSet:
                 "served: the kernels the service runs, BatchNorm folded into them; "
                 "weights=learned shows the weights the optimizer learned"
             )
-        return WeightSet("served", loaded.model, loaded.weight_layers, loaded.initial_weights, note, loaded.ref.label)
+        if loaded.saved_model is not None:
+            note = "SavedModel: its variables, grouped by the name before their last '/'"
+        return WeightSet(
+            "served",
+            loaded.model,
+            loaded.weight_layers,
+            loaded.initial_weights,
+            note,
+            loaded.ref.label,
+            loaded.saved_model,
+        )
     if loaded.learned is None:
         raise WeightsMissing(
             f"{loaded.ref.label} keeps no separate learned weights (its store entry has no "
@@ -129,10 +148,8 @@ def weight_tensors(weights: WeightSet, layers: list[str] | None = None) -> list[
     infos = [weights.layer(key) for key in layers] if layers else list(weights.layers)
     result = []
     for info in infos:
-        layer = find_layer(weights.model, info.name)
-        trained = layer.get_weights()
+        names, trained = weights.tensors(info.name)
         initial = [None] * len(trained) if weights.initial is None else weights.initial[info.name]
-        names = parameter_names(layer)
         result += [ParameterTensors(info.name, p, b, a) for p, b, a in zip(names, initial, trained, strict=True)]
     return result
 

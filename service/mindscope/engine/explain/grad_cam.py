@@ -66,9 +66,10 @@ class GradCam(Method):
 
     def layer_name(self, port: ModelPort, params: GradCamParams) -> str:
         """The layer asked for, or the outer model's last layer with a spatial output."""
-        if params.layer is not None:
-            return port.layer(params.layer).name
-        return [info.name for info in port.layers if "/" not in info.name][-1]
+        outer = [info.name for info in port.layers if "/" not in info.name]
+        if params.layer is not None or not outer:  # no layers: `layer` says why (a SavedModel's graph)
+            return port.layer(params.layer or "last").name
+        return outer[-1]
 
     def check(self, port: ModelPort, params: MethodParams, context: Context) -> None:
         assert isinstance(params, GradCamParams)
