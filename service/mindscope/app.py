@@ -59,6 +59,12 @@ def load_default_model(app: FastAPI) -> None:
         logger.info("now serving %s (loaded and warmed up)", ref.label)
 
 
+def load_models(app: FastAPI) -> None:
+    """At start: the default, then the models MINDSCOPE_PRELOAD names."""
+    load_default_model(app)
+    app.state.registry.preload(app.state.settings.preload_names())
+
+
 async def _watch_store(app: FastAPI, interval_s: float) -> None:
     while True:
         await asyncio.sleep(interval_s)
@@ -67,7 +73,7 @@ async def _watch_store(app: FastAPI, interval_s: float) -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    loading = asyncio.create_task(asyncio.to_thread(load_default_model, app))
+    loading = asyncio.create_task(asyncio.to_thread(load_models, app))
     settings: Settings = app.state.settings
     interval = settings.reload_interval_s
     watching = asyncio.create_task(_watch_store(app, interval)) if interval > 0 else None
@@ -116,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ModelStore(settings.model_store_dir, settings.default_model),
         settings.forward_batching(),
         settings.gradient_batching(),
+        settings.residency(),
     )
     app.state.decode_budget = DecodeBudget(settings.decode_budget_bytes, settings.decode_wait_s)
     install_error_handlers(app)

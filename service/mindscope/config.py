@@ -14,6 +14,7 @@ from mindscope.jobs.settings import JobSettings
 
 if TYPE_CHECKING:
     from mindscope.api.payload_log import PayloadLogSettings
+    from mindscope.engine.registry import Residency
 
 
 class Settings(BaseSettings):
@@ -63,6 +64,21 @@ class Settings(BaseSettings):
 
     reload_interval_s: float = Field(
         0.0, ge=0, description="check the store for a new default version this often (0: only POST /admin/reload)"
+    )
+    preload: str = Field(
+        "", description="models to load at start besides the default, comma-separated names (others load on first use)"
+    )
+    max_loaded_models: int = Field(
+        0,
+        ge=0,
+        description="models kept in memory, the default included; past it the least recently used is "
+        "unloaded (0: no limit)",
+    )
+    model_memory_mb: float = Field(
+        0.0,
+        ge=0,
+        description="megabytes of weights kept in memory across models; past it the least recently "
+        "used is unloaded (0: no budget)",
     )
 
     api_key: SecretStr | None = Field(None, description="when set, every route but /health/* needs it")
@@ -144,6 +160,14 @@ class Settings(BaseSettings):
             self.jobs_ray_actors,
             self.jobs_ray_cpus,
         )
+
+    def residency(self) -> Residency:
+        from mindscope.engine.registry import Residency
+
+        return Residency(self.max_loaded_models, int(self.model_memory_mb * 1e6))
+
+    def preload_names(self) -> list[str]:
+        return [name.strip() for name in self.preload.split(",") if name.strip()]
 
     def forward_batching(self) -> BatchingConfig:
         return BatchingConfig(self.batch_max_rows, self.batch_max_delay_ms / 1000, self.queue_size)

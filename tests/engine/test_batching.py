@@ -429,3 +429,30 @@ def test_a_job_waits_while_a_request_is_still_being_computed_on_another_lane():
         pool.shutdown()
         forward.close()
         gradients.close()
+
+
+def test_a_closed_lane_finishes_what_was_queued_and_serves_late_callers_in_their_own_threads():
+    """An unloaded model's lanes close while requests still hold the model: none of them hangs."""
+    gate = Gate()
+    batcher = DynamicBatcher(lambda x: (gate.identity(x)[0] * 3,), BatchingConfig(max_batch_rows=1))
+    with ThreadPoolExecutor(3) as pool:
+        first = pool.submit(batcher.submit, np.ones((1, 2)))
+        gate.wait_entered(1)
+        queued = pool.submit(batcher.submit, np.full((1, 2), 2.0))  # waits behind the first call
+        wait_until(lambda: batcher.depth == 1)
+        closing = pool.submit(batcher.close)
+        gate.open()
+        assert first.result(60)[0].tolist() == [[3.0, 3.0]]
+        assert queued.result(60)[0].tolist() == [[6.0, 6.0]]
+        closing.result(60)
+    # After the close: in the caller's thread, through every way of submitting.
+    caller = threading.get_ident()
+    seen = []
+    batcher.fn = lambda x: (seen.append(threading.get_ident()) or x * 3,)
+    assert batcher.submit(np.ones((1, 2)))[0].tolist() == [[3.0, 3.0]]
+    assert [out[0].tolist() for out in batcher.submit_in_order([(np.ones((1, 1)),), (np.zeros((1, 1)),)])] == [
+        [[3.0]],
+        [[0.0]],
+    ]
+    assert asyncio.run(batcher.submit_async(np.full((1, 1), 2.0)))[0].tolist() == [[6.0]]
+    assert seen[:3] == [caller, caller, caller] and len(seen) == 4

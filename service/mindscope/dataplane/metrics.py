@@ -35,6 +35,33 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_BatcherCollector(models))
+        self.registry.register(_ResidencyCollector(models))
+
+
+class _ResidencyCollector(Collector):
+    """Models in memory, their weights' bytes, and loads and unloads so far."""
+
+    def __init__(self, models: ModelRegistry) -> None:
+        self.models = models
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        stats = self.models.stats
+        yield GaugeMetricFamily("mindscope_models_resident", "models in memory", value=len(self.models.loaded()))
+        yield GaugeMetricFamily(
+            "mindscope_models_resident_bytes",
+            "bytes of the weights of the models in memory",
+            value=self.models.resident_bytes,
+        )
+        yield CounterMetricFamily("mindscope_model_loads", "models loaded and warmed up", value=stats.loads)
+        yield CounterMetricFamily("mindscope_model_load_failures", "model loads that failed", value=stats.failed_loads)
+        yield CounterMetricFamily(
+            "mindscope_model_unloads", "models unloaded to stay within the resident limits", value=stats.unloads
+        )
+        yield CounterMetricFamily(
+            "mindscope_model_load_seconds",
+            "seconds spent loading and warming up models, summed",
+            value=stats.load_seconds,
+        )
 
 
 class _BatcherCollector(Collector):

@@ -24,6 +24,7 @@ a job's batch runs waits for that one batch at most. Admission estimates count o
 
 from __future__ import annotations
 
+import asyncio
 import math
 import queue
 import threading
@@ -156,6 +157,14 @@ class _Lanes:
                 item.future.add_done_callback(self.activity.end)
         self._ready.notify()
 
+    def drain(self) -> list[_Pending]:
+        """Every call still queued, of both lanes, taken out."""
+        with self._ready:
+            taken = [item for item in self._online if item is not None] + list(self._background)
+            self._online.clear()
+            self._background.clear()
+            return taken
+
     def get_nowait(self, lane: bool | None = None) -> _Pending | None:
         return self.get(0.0, lane)
 
@@ -226,6 +235,7 @@ class DynamicBatcher:
         self._waiting_rows = 0  # queued or running, not yet answered
         self._waiting_online = 0  # of them, online rows (what admission estimates count)
         self._few_row_calls = 0
+        self._closed = False  # a closed lane runs late callers' rows in their own threads
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -250,8 +260,10 @@ class DynamicBatcher:
         inline = self._run_inline(arrays)
         if inline is not None:
             return inline
-        (future,) = self._enqueue([arrays], work.remaining())
-        return work.wait(future)
+        futures = self._enqueue([arrays], work.remaining())
+        if futures is None:
+            return self._call_now(arrays)
+        return work.wait(futures[0])
 
     def _run_inline(self, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...] | None:
         """Run a caller's rows in its own thread when the lane is idle: nothing queued or running,
@@ -297,8 +309,10 @@ class DynamicBatcher:
         """`submit` for coroutines: waits without holding a worker thread."""
         work = current_work()
         work.check()
-        (future,) = self._enqueue([arrays], work.remaining())
-        return await work.wait_async(future)
+        futures = self._enqueue([arrays], work.remaining())
+        if futures is None:
+            return await asyncio.to_thread(self._call_now, arrays)
+        return await work.wait_async(futures[0])
 
     def submit_in_order(self, parts: Sequence[tuple[np.ndarray, ...]]) -> Iterator[tuple[np.ndarray, ...]]:
         """Queue every part at once, one after the other, then yield their results in order.
@@ -313,7 +327,13 @@ class DynamicBatcher:
             if inline is not None:
                 yield inline
                 return
-        futures = self._enqueue(parts, work.remaining())
+        queued = self._enqueue(parts, work.remaining())
+        if queued is None:
+            for part in parts:
+                work.check()
+                yield self._call_now(part)
+            return
+        futures = queued
         work.track(futures)  # a cancelled request withdraws every part still queued, at once
         try:
             for future in futures:
@@ -330,11 +350,14 @@ class DynamicBatcher:
 
     def _enqueue(
         self, parts: Sequence[tuple[np.ndarray, ...]], remaining_s: float | None
-    ) -> list[Future[tuple[np.ndarray, ...]]]:
+    ) -> list[Future[tuple[np.ndarray, ...]]] | None:
+        """The parts' futures, queued; None when the lane is closed (the caller runs them itself)."""
         background = current_work().background
         pendings = [_Pending(arrays, self._clock(), background) for arrays in parts]
         rows = sum(p.rows for p in pendings)
         with self._lock:
+            if self._closed:
+                return None
             if self.depth + len(pendings) > self.config.max_queue:
                 self.stats.rejected += 1
                 raise Overloaded(
@@ -362,9 +385,30 @@ class DynamicBatcher:
             self._waiting_rows -= rows
             self._waiting_online -= 0 if background else rows
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """Stop the lane's thread once the calls queued now have run; a caller that comes later
+        (it held the model while it was unloaded) runs its rows in its own thread."""
+        with self._lock:
+            self._closed = True
         self._queue.put(None)
-        self._thread.join(timeout=10)
+        if wait:
+            self._thread.join(timeout=10)
+
+    def _call_now(self, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+        with self._calls:
+            return self.fn(*arrays)
+
+    def _drain(self) -> None:
+        """Run what was queued behind the stop (a job's rows wait in the other lane), one call each."""
+        left = ([self._carry] if self._carry is not None else []) + self._queue.drain()
+        self._carry = None
+        for pending in left:
+            if not pending.future.set_running_or_notify_cancel():
+                continue
+            try:
+                pending.future.set_result(self._call_now(pending.arrays))
+            except BaseException as exc:
+                pending.future.set_exception(exc)
 
     def _next(self) -> _Pending | None:
         """The next caller still waiting (cancelled ones are skipped), or None to stop."""
@@ -404,6 +448,7 @@ class DynamicBatcher:
         while True:
             first = self._next()
             if first is None:
+                self._drain()
                 return
             batch = self._collect(first)
             rows = sum(p.rows for p in batch)

@@ -348,17 +348,19 @@ class LoadedModel:
             classes=list(names),
         )
 
-    def close(self) -> None:
-        self.forward_batcher.close()
-        self.gradient_batcher.close()
+    def close(self, wait: bool = True) -> None:
+        """Stop every lane's thread (`wait`: until each has stopped); a caller still holding the
+        model runs its calls in its own thread."""
+        self.forward_batcher.close(wait)
+        self.gradient_batcher.close(wait)
         with self._layer_lock:
             for batcher in self._layer_batchers.values():
-                batcher.close()
+                batcher.close(wait)
             if self._initial is not None:
-                self._initial.close()
+                self._initial.close(wait)
         for extension in list(self.extensions.values()):
             if isinstance(extension, DynamicBatcher):  # e.g. a layer's embedding lane
-                extension.close()
+                extension.close(wait)
 
     def warm_up(self) -> None:
         """Trace every compiled function once, and run the compiled calls once at the largest

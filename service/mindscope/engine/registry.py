@@ -1,16 +1,67 @@
-"""The registry: which models are in memory, which one serves by default, and readiness."""
+"""The registry: which models are in memory, which one serves by default, and readiness.
+
+A store may hold more models than fit in memory. A model is loaded on its first request (or at
+start: the default, and those `preload` names), warmed up, and kept while it is among the most
+recently used; past `max_models` resident, or past `memory_bytes` of their weights, the least
+recently used is unloaded (ModelMesh's and Triton's explicit model control are the anchors). The
+serving default is never unloaded, so readiness holds. A request for a model being loaded waits
+for that one load, within its deadline; loads run one at a time on a thread of their own, so a
+request that gives up does not cancel a load the next one will use.
+"""
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
 
 from mindscope.engine.batching import BatchingConfig
 from mindscope.engine.loaded_model import LoadedModel, load_model
 from mindscope.engine.store import ModelRef, ModelStore
+from mindscope.engine.work import current_work
 from mindscope.errors import MindscopeError, ModelIntegrityError
 
 logger = logging.getLogger("mindscope")
+
+
+@dataclass(frozen=True)
+class Residency:
+    """How many models stay in memory: at most `max_models`, and at most `memory_bytes` of their
+    weights (0: no limit); the serving default always stays."""
+
+    max_models: int = 0
+    memory_bytes: int = 0
+
+
+@dataclass
+class ResidencyStats:
+    loads: int = 0
+    unloads: int = 0
+    load_seconds: float = 0.0  # summed over loads, warm-up included
+    failed_loads: int = 0
+
+
+def resident_bytes(loaded: LoadedModel) -> int:
+    """The bytes of a loaded model's weights: served, learned and from before training (what
+    grows with the model; TensorFlow's compiled graphs and buffers come on top)."""
+    total = 0
+    if loaded.saved_model is not None:
+        total += sum(
+            int(np.prod(v.shape)) * v.dtype.size for pairs in loaded.saved_model.variables.values() for _, v in pairs
+        )
+    models = [loaded.model] + ([loaded.learned[0]] if loaded.learned is not None else [])
+    for model in models:
+        total += sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights)
+    for stored in (loaded.initial_weights, loaded.learned[1] if loaded.learned is not None else None):
+        if stored is not None:
+            total += sum(array.nbytes for arrays in stored.values() for array in arrays)
+    return total
 
 
 class ModelRegistry:
@@ -30,11 +81,17 @@ class ModelRegistry:
         store: ModelStore,
         forward_batching: BatchingConfig | None = None,
         gradient_batching: BatchingConfig | None = None,
+        residency: Residency | None = None,
     ) -> None:
         self.store = store
         self.forward_batching = forward_batching
         self.gradient_batching = gradient_batching
-        self._loaded: dict[ModelRef, LoadedModel] = {}
+        self.residency = residency or Residency()
+        self.stats = ResidencyStats()
+        self._loaded: OrderedDict[ModelRef, LoadedModel] = OrderedDict()  # least recently used first
+        self._sizes: dict[ModelRef, int] = {}
+        self._loading: dict[ModelRef, Future[LoadedModel]] = {}
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
         self._failed: dict[ModelRef, str] = {}
         self._incomplete: dict[ModelRef, tuple[tuple[tuple[str, int, int], ...], ModelIntegrityError]] = {}
         self._default: LoadedModel | None = None
@@ -81,8 +138,9 @@ class ModelRegistry:
 
     def _load_unless_incomplete(self, ref: ModelRef) -> LoadedModel:
         """`_load`, remembering a failure until the entry's files change (no digest per request)."""
-        if ref in self._loaded:
-            return self._loaded[ref]
+        loaded = self._resident(ref)
+        if loaded is not None:
+            return loaded
         files = self.store.file_stamp(ref)
         failed = self._incomplete.get(ref)
         if failed is not None and failed[0] == files:
@@ -103,14 +161,96 @@ class ModelRegistry:
             return serving
         return None
 
-    def _load(self, ref: ModelRef) -> LoadedModel:
+    def _resident(self, ref: ModelRef) -> LoadedModel | None:
+        """The model if it is in memory, marked as the most recently used."""
         loaded = self._loaded.get(ref)
+        if loaded is not None:
+            with self._lock:
+                if ref in self._loaded:
+                    self._loaded.move_to_end(ref)
+        return loaded
+
+    def _load(self, ref: ModelRef) -> LoadedModel:
+        """The model, from memory, or from the one load of it in progress or started now; the wait
+        is bounded by the request's deadline, and giving up leaves the load running."""
+        loaded = self._resident(ref)
         if loaded is not None:
             return loaded
         with self._lock:
-            if ref not in self._loaded:
-                self._loaded[ref] = self._load_and_warm(ref)
-            return self._loaded[ref]
+            loaded = self._loaded.get(ref)
+            if loaded is not None:
+                return loaded
+            shared = self._loading.get(ref)
+            if shared is None:
+                shared = self._loading[ref] = self._loader.submit(self._load_resident, ref)
+        mine: Future[LoadedModel] = Future()  # a waiter's own: its deadline cancels it, not the load
+        shared.add_done_callback(lambda done: _pass_on(done, mine))
+        return current_work().wait(mine)
+
+    def _load_resident(self, ref: ModelRef) -> LoadedModel:
+        """On the loader thread: load and warm `ref`, then make room for it."""
+        try:
+            started = time.perf_counter()
+            try:
+                loaded = self._load_and_warm(ref)
+            except BaseException:
+                self.stats.failed_loads += 1
+                raise
+            took = time.perf_counter() - started
+            size = resident_bytes(loaded)
+            with self._lock:
+                self._loaded[ref] = loaded
+                self._sizes[ref] = size
+                self.stats.loads += 1
+                self.stats.load_seconds += took
+                evicted = self._evictions(ref)
+            logger.info("loaded %s in %.2f s (%.1f MB of weights)", ref.label, took, size / 1e6)
+            for old in evicted:
+                logger.info("unloaded %s (least recently used)", old.ref.label)
+                old.close(wait=False)  # requests still using it finish in their own threads
+            if evicted:
+                gc.collect()
+            return loaded
+        finally:
+            with self._lock:
+                self._loading.pop(ref, None)
+
+    def _evictions(self, keep: ModelRef) -> list[LoadedModel]:
+        """Under the lock: take the least recently used models out until the limits hold, never
+        the serving default or `keep` (a single model over the budget is still served)."""
+        limits, evicted = self.residency, []
+
+        def over() -> bool:
+            count = limits.max_models and len(self._loaded) > limits.max_models
+            memory = limits.memory_bytes and sum(self._sizes.values()) > limits.memory_bytes
+            return bool(count or memory)
+
+        pinned = {keep} | ({self._default.ref} if self._default is not None else set())
+        for ref in [r for r in self._loaded if r not in pinned]:
+            if not over():
+                break
+            evicted.append(self._loaded.pop(ref))
+            self._sizes.pop(ref, None)
+            self.stats.unloads += 1
+        if over():
+            logger.warning(
+                "%d models (%.1f MB of weights) stay over the limits: only the serving default and the newest remain",
+                len(self._loaded),
+                sum(self._sizes.values()) / 1e6,
+            )
+        return evicted
+
+    def preload(self, names: list[str]) -> None:
+        """Load the newest complete version of each of `names` now (at start); a failure is logged."""
+        for name in names:
+            try:
+                self.get(name)
+            except MindscopeError as exc:
+                logger.error("could not preload %s: %s", name, exc.message)
+
+    @property
+    def resident_bytes(self) -> int:
+        return sum(self._sizes.values())
 
     def _load_and_warm(self, ref: ModelRef) -> LoadedModel:
         """A loaded, warmed-up model; any failure is a ModelIntegrityError saying what went wrong
@@ -154,7 +294,8 @@ class ModelRegistry:
         return None if self._default is None else self._default.ref
 
     def close(self) -> None:
-        for loaded in self._loaded.values():
+        self._loader.shutdown(wait=True)
+        for loaded in list(self._loaded.values()):
             loaded.close()
 
     def loaded(self) -> list[ModelRef]:
@@ -162,3 +303,18 @@ class ModelRegistry:
 
     def loaded_models(self) -> list[LoadedModel]:
         return list(self._loaded.values())
+
+
+def _pass_on(done: Future[LoadedModel], waiter: Future[LoadedModel]) -> None:
+    """The shared load's outcome to one waiter that is still waiting."""
+    if done.cancelled():  # the loader shut down
+        waiter.cancel()
+        return
+    try:
+        error = done.exception()
+        if error is None:
+            waiter.set_result(done.result())
+        else:
+            waiter.set_exception(error)
+    except InvalidStateError:  # the waiter gave up (deadline or cancel) first
+        pass
