@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 
-from mindscope import __version__
+from mindscope import __version__, tracing
 from mindscope.api.deps import reject_unknown_query, require_api_key
 from mindscope.api.errors import install_error_handlers
 from mindscope.api.limits import BodyLimits, RequestLifetime
@@ -105,6 +105,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         watching.cancel()
     await loading
     app.state.registry.close()
+    await asyncio.to_thread(tracing.stop, app.state.tracer_provider)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -158,4 +159,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.payload_sink = PayloadSink(payload_log, app.state.metrics.registry)
         app.add_middleware(PayloadLogger, sink=app.state.payload_sink)
     app.add_middleware(RequestObserver, metrics=app.state.metrics)
+    # OTEL_* variables: a span per request around all of the above, continuing the client's traceparent.
+    app.state.tracer_provider = tracing.start()
+    if app.state.tracer_provider is not None:
+        tracing.instrument(app, app.state.tracer_provider)
     return app

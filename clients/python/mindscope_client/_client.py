@@ -12,6 +12,7 @@ import httpx
 from mindscope_client import _requests as rq
 from mindscope_client._exceptions import TransportError, raise_for_error
 from mindscope_client._jobs import AsyncJobs, Concepts, Jobs
+from mindscope_client._tracing import traced, traced_async
 from mindscope_client._types import (
     Activations,
     Attribution,
@@ -235,7 +236,8 @@ class Client(_Builder):
     ) -> None:
         super().__init__(base_url, api_key, timeout, retries, backoff)
         self._owns_client = http_client is None
-        self._http = http_client or httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        # The application's trace context (OpenTelemetry) travels with every request, jobs' too.
+        self._http = traced(http_client or httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport))
         self.jobs = Jobs(self._http, self.headers)  # work over many images: client.jobs.submit(...)
         self.concepts = Concepts(self._http, self.headers)  # for tcav jobs: client.concepts.create(...)
 
@@ -456,7 +458,9 @@ class AsyncClient(_Builder):
     ) -> None:
         super().__init__(base_url, api_key, timeout, retries, backoff)
         self._owns_client = http_client is None
-        self._http = http_client or httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
+        self._http = traced_async(
+            http_client or httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
+        )
         self.jobs = AsyncJobs(self._http, self.headers)
 
     async def __aenter__(self) -> AsyncClient:

@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, UploadFile
 from starlette.requests import ClientDisconnect
 
+from mindscope import tracing
 from mindscope.dataplane.decoding import (
     ACCEPTED_TYPES,
     HOW_TO_SEND,
@@ -58,7 +59,8 @@ async def read_images(request: Request, limits: DecodeLimits) -> DecodedRequest:
     image never stalls other requests, except for raw bodies of small images (INLINE_DECODE_PIXELS).
     """
     try:
-        return await _read_images(request, limits)
+        with tracing.span("decode"):
+            return await _read_images(request, limits)
     except ClientDisconnect:
         raise client_left_mid_upload() from None
 

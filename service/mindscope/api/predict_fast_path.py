@@ -16,6 +16,7 @@ from fastapi.routing import APIRoute
 from starlette.datastructures import Headers, State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from mindscope import tracing
 from mindscope.api.codecs import accepts_png, content_type, read_body
 from mindscope.api.errors import domain_error_response
 from mindscope.api.routes.predict import answer_prediction, predict_image, router
@@ -45,7 +46,9 @@ class PredictFastPath:
             check_api_key(Headers(scope=scope), settings)
             loaded = await serving_model(registry)
             limits = DecodeLimits(loaded.input_shape, settings.max_image_pixels, 1, self.state.decode_budget)
-            decoded = await decode_raw_body(await read_body(Request(scope, receive)), limits)
+            body = await read_body(Request(scope, receive))
+            with tracing.span("decode"):
+                decoded = await decode_raw_body(body, limits)
             response = await answer_prediction(loaded, decoded, png=False)
         except MindscopeError as exc:
             response = domain_error_response(exc)

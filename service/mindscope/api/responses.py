@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import Response
 from pydantic import BaseModel
 
+from mindscope import tracing
 from mindscope.api.schemas import LayerOut, ModelRefOut
 from mindscope.engine.loaded_model import LayerInfo, LoadedModel
 
@@ -16,7 +17,8 @@ PNG_RESPONSE = {
 
 def json_response(body: BaseModel) -> Response:
     """A response model already built and valid: serialized once, not validated again by FastAPI."""
-    return Response(content=body.model_dump_json(), media_type="application/json")
+    with tracing.span("render", format="json"):
+        return Response(content=body.model_dump_json(), media_type="application/json")
 
 
 def picture_response(data: bytes, media_type: str = "image/png") -> Response:

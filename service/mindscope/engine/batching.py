@@ -34,9 +34,11 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import numpy as np
 
+from mindscope import tracing
 from mindscope.engine.work import current_work
 from mindscope.errors import Overloaded
 
@@ -77,6 +79,7 @@ class _Pending:
     queued_at: float
     background: bool = False
     future: Future[tuple[np.ndarray, ...]] = field(default_factory=Future)
+    traced: tuple[Any, int] | None = field(default_factory=tracing.capture)  # the request's span, when traced
 
     @property
     def rows(self) -> int:
@@ -286,10 +289,13 @@ class DynamicBatcher:
                     return None
                 self._waiting_rows += rows
             self._running = True
+            traced = tracing.capture()
             try:
-                started = self._clock()
+                started, started_ns = self._clock(), time.time_ns()
                 outputs = self.fn(*arrays)
                 took = self._clock() - started
+                if traced is not None:
+                    tracing.record((traced[0], started_ns), started_ns, time.time_ns(), **_call_attributes(rows, 1))
             finally:
                 self._running = False
                 with self._lock:
@@ -459,10 +465,15 @@ class DynamicBatcher:
                     self._calls.acquire()
                     self._holding = 0
                 with _Held(self._calls):
-                    started = self._clock()
+                    started, started_ns = self._clock(), time.time_ns()
                     self._running = True
                     outputs = self.fn(*joined)
                     took = self._clock() - started
+                ended_ns = time.time_ns()
+                for pending in batch:
+                    if pending.traced is not None:
+                        attributes = _call_attributes(rows, len(batch), pending.rows)
+                        tracing.record(pending.traced, started_ns, ended_ns, **attributes)
                 self._measure(rows, took)
             except BaseException as exc:  # every waiting caller learns of the failure
                 for pending in batch:
@@ -517,6 +528,11 @@ class _Held:
 
     def __exit__(self, *exc_info: object) -> None:
         self.lock.release()
+
+
+def _call_attributes(rows: int, callers: int, own: int | None = None) -> dict[str, int]:
+    """A `model call` span's attributes: the batch's rows and callers, and this caller's rows."""
+    return {"mindscope.batch.rows": rows, "mindscope.batch.callers": callers, "mindscope.rows": own or rows}
 
 
 def _too_late(estimate_s: float, remaining_s: float, rows: int, waiting: int, rate: float | None) -> Overloaded:

@@ -9,6 +9,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from mindscope import tracing
+
 DPI = 100
 
 
@@ -19,9 +21,10 @@ def new_figure(width_in: float, height_in: float) -> Figure:
 
 
 def encode(figure: Figure, image_format: str = "png") -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format=image_format, dpi=DPI)
-    return buffer.getvalue()
+    with tracing.span("render", format=image_format):
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format=image_format, dpi=DPI)
+        return buffer.getvalue()
 
 
 def rgb_frame(figure: Figure) -> np.ndarray:

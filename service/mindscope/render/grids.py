@@ -12,6 +12,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from PIL import Image
 
+from mindscope import tracing
 from mindscope.render.figures import encode, new_figure, rgb_frame
 
 COLUMNS = 9
@@ -134,11 +135,12 @@ def activation_animation(
     height, top, bottom = _layout(tallest, columns)
     following = ", ".join(g.title.split(" ")[0] for g in grids)
     pictures = []
-    for grid in [None, *grids]:
-        figure = new_figure(WIDTH_IN, height)
-        _draw(figure, image, grid, columns, following)
-        figure.subplots_adjust(left=0.01, right=0.94, top=top, bottom=bottom, wspace=0.04)
-        pictures.append(Image.fromarray(rgb_frame(figure)))
-    buffer = io.BytesIO()
-    pictures[0].save(buffer, format="GIF", save_all=True, append_images=pictures[1:], duration=frame_ms, loop=0)
-    return buffer.getvalue()
+    with tracing.span("render", format="gif"):
+        for grid in [None, *grids]:
+            figure = new_figure(WIDTH_IN, height)
+            _draw(figure, image, grid, columns, following)
+            figure.subplots_adjust(left=0.01, right=0.94, top=top, bottom=bottom, wspace=0.04)
+            pictures.append(Image.fromarray(rgb_frame(figure)))
+        buffer = io.BytesIO()
+        pictures[0].save(buffer, format="GIF", save_all=True, append_images=pictures[1:], duration=frame_ms, loop=0)
+        return buffer.getvalue()

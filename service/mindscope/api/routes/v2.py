@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Depends, Path, Request, Response
 
-from mindscope import __version__
+from mindscope import __version__, tracing
 from mindscope.api.deps import RegistryDep, SettingsDep, require_api_key
 from mindscope.api.protocol_errors import PROTOCOL_ERRORS, ProtocolRoute, protocol_not_found
 from mindscope.api.schemas import (
@@ -117,12 +117,13 @@ async def answer_infer(
 ) -> Response:
     """An inference request's body -> its response. The route and the fast path
     (`api.v2_fast_path`) both answer through here."""
-    header, binary = split_body(body, header_length)
-    inputs = _input_tensors(header, binary)
-    if len(inputs) != 1:
-        raise InvalidInput(f"{loaded.ref.label} takes one input; got {len(inputs)}")
-    limits = DecodeLimits(loaded.input_shape, settings.max_image_pixels, settings.max_batch_instances, budget)
-    images = await images_from(loaded, inputs[0], limits)
+    with tracing.span("decode"):
+        header, binary = split_body(body, header_length)
+        inputs = _input_tensors(header, binary)
+        if len(inputs) != 1:
+            raise InvalidInput(f"{loaded.ref.label} takes one input; got {len(inputs)}")
+        limits = DecodeLimits(loaded.input_shape, settings.max_image_pixels, settings.max_batch_instances, budget)
+        images = await images_from(loaded, inputs[0], limits)
     requested = header.get("outputs") or []
     if not isinstance(requested, list) or not all(isinstance(o, dict) and "name" in o for o in requested):
         raise InvalidInput('"outputs" must be a list of {"name": ..., "parameters": {...}}')
@@ -130,9 +131,10 @@ async def answer_infer(
     results = await infer(loaded, images, names)
     binary_default = bool(_parameters(header).get("binary_data_output", False))
     binary_by_name = {str(o["name"]): bool(_parameters(o).get("binary_data", binary_default)) for o in requested}
-    return infer_response(
-        loaded, header.get("id"), results, {n: binary_by_name.get(n, binary_default) for n in results}
-    )
+    with tracing.span("render", format="v2"):
+        return infer_response(
+            loaded, header.get("id"), results, {n: binary_by_name.get(n, binary_default) for n in results}
+        )
 
 
 def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
