@@ -1,7 +1,8 @@
 """TF Serving's format: two SavedModels, one exported by Keras's `model.export()` and one written by
 `tf.saved_model.save` of a plain `tf.Module`, brought in with the real `mindscope import` and served:
 predictions and input gradients equal the model's own, weight histograms are its variables', and
-what needs a layer to tap answers 404 saying so."""
+what needs a layer to tap answers 404 saying so. A third, saved by Keras 2 (`tf_keras`) with its
+layers, is served with them: its activations equal Keras 2's own."""
 
 import httpx
 import keras
@@ -54,7 +55,27 @@ def exported(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def served(exported, tmp_path_factory):
+def keras2(exported):
+    """A SavedModel as Keras 2's model.save(dir) writes it (keras_metadata.pb: its layers)."""
+    import tf_keras
+
+    folder, _, _ = exported
+    tf_keras.utils.set_random_seed(4)
+    model = tf_keras.Sequential(
+        [
+            tf_keras.Input(SHAPE),
+            tf_keras.layers.Conv2D(5, 3, activation="relu", name="features"),
+            tf_keras.layers.GlobalAveragePooling2D(),
+            tf_keras.layers.Dense(3, activation="softmax", name="scores"),
+        ]
+    )
+    model.save(str(folder / "keras2"))
+    assert (folder / "keras2" / "keras_metadata.pb").is_file()
+    return model
+
+
+@pytest.fixture(scope="module")
+def served(exported, keras2, tmp_path_factory):
     folder, _, _ = exported
     store = tmp_path_factory.mktemp("store")
     for name, classes in (("keras_export", "a,b,c,d"), ("module", "x,y,z")):
@@ -62,6 +83,12 @@ def served(exported, tmp_path_factory):
         assert done.returncode == 0, done.stderr
         assert "a SavedModel" in done.stdout and f"wrote {store / name / '1'}" in done.stdout
         assert ("logits" in done.stdout) == (name == "keras_export")
+    done = mindscope("import", str(folder / "keras2"), "--name", "keras2", "--store", str(store))
+    assert done.returncode == 0, done.stderr
+    assert (
+        "a Keras 2 SavedModel, layers read by tf_keras" in done.stdout
+        and "1 layer with a spatial output" in done.stdout
+    )
     settings = Settings(model_store_dir=store, default_model="module", jobs_dir=store.parent / "jobs")
     with InProcessServer(settings) as server, httpx.Client(base_url=server.base_url, timeout=300) as http:
         yield http
@@ -135,6 +162,19 @@ def test_what_needs_a_layer_answers_404_naming_it(served):
     assert_error(served.get("/visualize/1/0?model=keras_export"), 404, "layers_unavailable")
     detail = served.get("/models/keras_export").json()
     assert detail["layers"] == [] and detail["input_shape"] == list(SHAPE)
+
+
+def test_a_keras2_saved_model_is_served_with_its_layers(served, keras2):
+    import tf_keras
+
+    body, pixels = picture(SHAPE, seed=13)
+    answer = served.post("/predict?model=keras2", content=body, headers=PNG).json()
+    assert np.allclose(array_of(answer["probabilities"]), keras2(pixels[None]).numpy()[0], atol=1e-5)
+    features = served.post("/activations/features?model=keras2", content=body, headers=PNG)
+    assert features.status_code == 200, features.text
+    inner = tf_keras.Model(keras2.inputs, keras2.get_layer("features").output)(pixels[None]).numpy()[0]
+    assert np.allclose(array_of(features.json()["activations"]), inner, atol=1e-5)
+    assert served.post("/explain/grad-cam?model=keras2", content=body, headers=PNG).status_code == 200
 
 
 def test_the_importer_refuses_saved_models_it_cannot_serve(exported, tmp_path):

@@ -11,6 +11,9 @@ running service with `RELOAD_INTERVAL_S` or `POST /admin/reload` picks it up.
 
 from __future__ import annotations
 
+import dataclasses
+import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,7 @@ class ImportReport:
     activation_layers: int
     initial_weights: bool
     saved_model: bool = False
+    source: str | None = None  # what the file was, when it was converted on the way in
 
     def lines(self) -> list[str]:
         height, width, channels = self.input_shape
@@ -72,7 +76,7 @@ class ImportReport:
                 "initial weights stored (before/after histograms)" if self.initial_weights else "no initial weights"
             )
         return [
-            f"wrote {self.entry}",
+            f"wrote {self.entry}" + (f" (from {self.source})" if self.source else ""),
             f"input: {height}x{width}, {channels} channel{'s' if channels > 1 else ''}; "
             f"{preprocessing} ({self.range_source})",
             f"output: {self.output} for {len(self.classes)} classes"
@@ -170,6 +174,33 @@ def _probe_affine(input_range: str, mean: list[float] | None, std: list[float] |
     return 1.0, 0.0
 
 
+KERAS2_METADATA = "keras_metadata.pb"  # a SavedModel written by Keras 2's model.save(dir): its layers
+
+
+def keras2_layers(path: Path, scratch: Path) -> Path | None:
+    """A Keras 2 SavedModel's model as a legacy HDF5 file Keras 3 loads with its layers (through
+    tf_keras, Keras 2's own package); None when tf_keras is not installed."""
+    try:
+        import tf_keras
+    except ImportError:
+        return None
+    unsafe = unsafe_ops(path)
+    if unsafe:
+        raise ImportRefused(f"the SavedModel's graph uses {', '.join(unsafe)}; the service will not run it")
+    try:
+        model = tf_keras.models.load_model(str(path), compile=False)
+        converted = scratch / f"{path.name}.h5"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "HDF5 is a legacy format": the one both Kerases read
+            model.save(converted)
+    except Exception as exc:
+        raise ImportRefused(
+            f"{path} was saved by Keras 2 but tf_keras cannot read it back ({str(exc)[:300]}); save it with "
+            "model.save('model.h5') from the Keras that trained it"
+        ) from None
+    return converted
+
+
 def load_saved_model_checked(path: Path, signature: str) -> keras.Model:
     """The SavedModel at `path` over `signature`, refused when its graph reads or writes files or
     calls Python, or when the signature is not an image classifier's."""
@@ -208,6 +239,14 @@ def import_model(
         raise ImportRefused(
             f"{model_path} is a folder without saved_model.pb; give a SavedModel directory, a .keras or a .h5 file"
         )
+    if saved_model and (model_path / KERAS2_METADATA).is_file():
+        # Saved by Keras 2 (tf.keras) with its layers: read back as a Keras model, layers and all.
+        with tempfile.TemporaryDirectory(prefix="mindscope-import-") as scratch:
+            converted = keras2_layers(model_path, Path(scratch))
+            if converted is not None:
+                report = import_model(converted, name, store_root, classes, initial_weights, input_range, mean, std)
+                source = f"{model_path.name}: a Keras 2 SavedModel, layers read by tf_keras"
+                return dataclasses.replace(report, source=source)
     if saved_model and initial_weights is not None:
         raise ImportRefused(
             "--initial-weights needs the Keras model: a SavedModel's variables cannot be matched to a weights "

@@ -182,7 +182,8 @@ class LoadedModel:
             raise LayersUnavailable(
                 f"{self.ref.label} is a SavedModel: its graph has no layers to tap, so {needed_for} cannot be "
                 "computed (prediction, the gradient methods on the input and weight histograms work); import the "
-                "Keras model it was exported from (model.save('model.keras')) to see inside its layers",
+                "Keras model it was exported from (model.save('model.keras')) to see inside its layers; a SavedModel "
+                "Keras 2 wrote with model.save(dir) is imported with its layers",
                 model=self.ref.label,
                 needs="layers with a spatial output",
             )
