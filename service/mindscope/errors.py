@@ -32,6 +32,13 @@ class ModelIntegrityError(MindscopeError):
     code = "model_integrity_error"
 
 
+class ModelPinned(MindscopeError):
+    """The serving default cannot be unloaded: readiness depends on it."""
+
+    status_code = 409
+    code = "model_pinned"
+
+
 class ModelNotReady(MindscopeError):
     status_code = 503
     code = "model_not_ready"

@@ -126,3 +126,35 @@ def wait_for_loads(server: InProcessServer, count: int) -> None:
     while server.metric("mindscope_model_loads") < count:
         assert time.monotonic() < deadline, "the preloaded models never loaded"
         time.sleep(0.1)
+
+
+def test_tritons_model_control_loads_lists_and_unloads(store):
+    """Triton's explicit model control through its own client: the repository index says what is in
+    memory, load and unload move a model in and out, and the default stays."""
+    import tritonclient.http as triton_http
+    from tritonclient.utils import InferenceServerException
+
+    folder, models = store
+    settings = Settings(model_store_dir=folder / "store", default_model="m0", jobs_dir=folder / "jobs-control")
+    with InProcessServer(settings) as server, httpx.Client(base_url=server.base_url, timeout=60) as http:
+        client = triton_http.InferenceServerClient(server.base_url.removeprefix("http://"))
+        try:
+            index = {entry["name"]: entry for entry in client.get_model_repository_index()}
+            assert set(index) == set(NAMES)
+            assert index["m0"]["state"] == "READY" and index["m3"]["state"] == "UNAVAILABLE"
+            client.load_model("m3")
+            assert [e["name"] for e in client.get_model_repository_index()] == NAMES
+            ready = http.post("/v2/repository/index", json={"ready": True}).json()
+            assert {entry["name"] for entry in ready} == {"m0", "m3"}
+            assert http.get("/models").json()["models"][3]["loaded_versions"] == [1]
+            client.unload_model("m3")
+            assert {e["name"] for e in http.post("/v2/repository/index", json={"ready": True}).json()} == {"m0"}
+            assert server.metric("mindscope_models_resident ") == 1
+            predicts_as_keras(http, models, "m3", seed=9)  # it loads again on its next request
+            with pytest.raises(InferenceServerException, match="serving default"):
+                client.unload_model("m0")
+            with pytest.raises(InferenceServerException, match="no model named"):
+                client.load_model("nope")
+        finally:
+            client.close()
+        assert http.get("/health/ready").status_code == 200

@@ -37,7 +37,7 @@ class Module(tf.Module):
         self.weights = tf.Variable(rng.normal(0, 0.8, (5, 3)).astype(np.float32), name="dense/kernel")
         self.bias = tf.Variable(rng.normal(0, 0.1, (3,)).astype(np.float32), name="dense/bias")
 
-    @tf.function(input_signature=[tf.TensorSpec([None, *SHAPE], tf.float32)])
+    @tf.function(input_signature=[tf.TensorSpec([None, *SHAPE], tf.float32)], autograph=False)
     def __call__(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         features = tf.nn.elu(tf.nn.conv2d(images, self.kernel, 1, "VALID"))
         pooled = tf.reduce_mean(features, axis=(1, 2))
@@ -182,13 +182,13 @@ def test_the_importer_refuses_saved_models_it_cannot_serve(exported, tmp_path):
     store = str(tmp_path / "store")
 
     class TwoOutputs(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None, *SHAPE], tf.float32)])
+        @tf.function(input_signature=[tf.TensorSpec([None, *SHAPE], tf.float32)], autograph=False)
         def __call__(self, images):
             pooled = tf.reduce_mean(images, axis=(1, 2))
             return {"scores": pooled, "embedding": pooled * 2}
 
     class ReadsFiles(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None, *SHAPE], tf.float32)])
+        @tf.function(input_signature=[tf.TensorSpec([None, *SHAPE], tf.float32)], autograph=False)
         def __call__(self, images):
             extra = tf.strings.length(tf.io.read_file("/etc/hostname"))
             return {"scores": tf.reduce_mean(images, axis=(1, 2)) + tf.cast(extra, tf.float32)}

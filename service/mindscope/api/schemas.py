@@ -247,6 +247,16 @@ class ModelSummary(BaseModel):
     name: str
     versions: list[int]
     default_version: int
+    loaded_versions: list[int] = Field(default_factory=list, description="the versions in memory now")
+
+
+class RepositoryModelOut(BaseModel):
+    """One entry of Triton's model repository index."""
+
+    name: str
+    version: str
+    state: str = Field(description="READY when in memory; UNAVAILABLE when stored but not loaded")
+    reason: str = ""
 
 
 class ModelListResponse(BaseModel):

@@ -25,7 +25,7 @@ from mindscope.engine.batching import BatchingConfig
 from mindscope.engine.loaded_model import LoadedModel, load_model
 from mindscope.engine.store import ModelRef, ModelStore
 from mindscope.engine.work import current_work
-from mindscope.errors import MindscopeError, ModelIntegrityError
+from mindscope.errors import MindscopeError, ModelIntegrityError, ModelPinned
 
 logger = logging.getLogger("mindscope")
 
@@ -239,6 +239,30 @@ class ModelRegistry:
                 sum(self._sizes.values()) / 1e6,
             )
         return evicted
+
+    def unload(self, name: str) -> list[ModelRef]:
+        """Take every resident version of `name` out of memory (Triton's explicit unload); the
+        serving default is refused. Returns the versions unloaded."""
+        self.store.resolve(name)  # 404 for a model the store does not hold
+        serving = self._default.ref if self._default is not None else None
+        if serving is not None and serving.name == name:
+            raise ModelPinned(
+                f"{serving.label} is the serving default and stays loaded (readiness depends on it); "
+                "set MINDSCOPE_DEFAULT_MODEL to another model to unload this one",
+                model=serving.label,
+            )
+        with self._lock:
+            refs = [ref for ref in self._loaded if ref.name == name]
+            taken = [self._loaded.pop(ref) for ref in refs]
+            for ref in refs:
+                self._sizes.pop(ref, None)
+            self.stats.unloads += len(taken)
+        for old in taken:
+            logger.info("unloaded %s (asked for)", old.ref.label)
+            old.close(wait=False)
+        if taken:
+            gc.collect()
+        return refs
 
     def preload(self, names: list[str]) -> None:
         """Load the newest complete version of each of `names` now (at start); a failure is logged."""

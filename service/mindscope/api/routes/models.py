@@ -16,8 +16,14 @@ router = APIRouter(prefix="/models", tags=["models"], responses=ERROR_RESPONSES)
 @router.get("", response_model=ModelListResponse, summary="Stored models and their versions")
 def list_models(registry: RegistryDep) -> ModelListResponse:
     store = registry.store
+    resident = registry.loaded()
     models = [
-        ModelSummary(name=name, versions=store.versions(name), default_version=store.versions(name)[-1])
+        ModelSummary(
+            name=name,
+            versions=store.versions(name),
+            default_version=store.versions(name)[-1],
+            loaded_versions=sorted(ref.version for ref in resident if ref.name == name),
+        )
         for name in store.names()
     ]
     ref = registry.serving

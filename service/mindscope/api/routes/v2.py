@@ -14,12 +14,14 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Path, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from mindscope import __version__, tracing
 from mindscope.api.deps import RegistryDep, SettingsDep, require_api_key
 from mindscope.api.protocol_errors import PROTOCOL_ERRORS, ProtocolRoute, protocol_not_found
 from mindscope.api.schemas import (
     ModelMetadataV2Response,
+    RepositoryModelOut,
     ServerLiveV2Response,
     ServerMetadataV2Response,
     TensorMetadataOut,
@@ -39,11 +41,11 @@ from mindscope.dataplane.tensors import (
     split_bytes_elements,
 )
 from mindscope.engine.loaded_model import LoadedModel
-from mindscope.engine.store import parse_version
+from mindscope.engine.store import ModelRef, parse_version
 from mindscope.errors import InvalidInput, InvalidJSON
 
 HEADER_LENGTH = "inference-header-content-length"
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
 PLATFORM = "keras"
 
 router = APIRouter(
@@ -242,4 +244,38 @@ def infer_response(
     )
 
 
+@router.post("/repository/index", dependencies=secured, summary="Every stored version; READY when in memory")
+async def repository_index(request: Request, registry: RegistryDep) -> list[RepositoryModelOut]:
+    """Triton's model repository extension: `{"ready": true}` lists only the models in memory."""
+    body = await request.body()
+    try:
+        asked = json.loads(body) if body.strip() else {}
+    except ValueError:
+        raise InvalidJSON('the index request must be JSON, e.g. {} or {"ready": true}') from None
+    ready_only = bool(asked.get("ready", False)) if isinstance(asked, dict) else False
+    resident = set(registry.loaded())
+    store = registry.store
+    index = []
+    for name in await run_in_threadpool(store.names):
+        for version in store.versions(name):
+            loaded = ModelRef(name, version) in resident
+            if loaded or not ready_only:
+                state, reason = ("READY", "") if loaded else ("UNAVAILABLE", "unloaded")
+                index.append(RepositoryModelOut(name=name, version=str(version), state=state, reason=reason))
+    return index
+
+
+@router.post("/repository/models/{name}/load", dependencies=secured, summary="Load (and warm up) a model now")
+async def repository_load(registry: RegistryDep, name: ModelName) -> Response:
+    await run_in_threadpool(registry.get, name)
+    return Response(b"{}", media_type="application/json")
+
+
+@router.post("/repository/models/{name}/unload", dependencies=secured, summary="Take a model out of memory")
+async def repository_unload(registry: RegistryDep, name: ModelName) -> Response:
+    await run_in_threadpool(registry.unload, name)
+    return Response(b"{}", media_type="application/json")
+
+
+# Last: every other /v2 path answers the protocol's 404.
 router.add_api_route("/{rest:path}", protocol_not_found, methods=["GET", "POST"], include_in_schema=False)
