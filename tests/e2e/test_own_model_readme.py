@@ -80,3 +80,34 @@ def test_the_readme_block_imports_serves_and_answers_beside_make_serve(tmp_path,
     np.testing.assert_allclose(prediction["probabilities"]["data"], expected, atol=1e-5)
     assert prediction["label"] == ["circle", "square", "triangle"][int(expected.argmax())]
     assert (work / "features.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_readme_saved_model_block_imports_serves_and_explains(tmp_path):
+    import tensorflow as tf
+
+    block = re.search(re.escape("<!-- saved-model:") + r".*?-->\n```bash\n(.*?)```", README.read_text(), flags=re.S)
+    assert block, "README.md lost its saved-model block"
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    port = _free_pair()
+    code = block.group(1).replace("8200", str(port))
+    path = ":".join(p for p in os.environ["PATH"].split(":") if not p.startswith(str(Path(sys.executable).parent)))
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("MINDSCOPE_", "VIRTUAL_ENV"))}
+    env["PATH"] = path
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    work = root / "build" / "saved-model"
+    assert "wrote sm_store/flowers/1" in done.stdout and "a SavedModel" in done.stdout
+    answers = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    prediction, refused = answers
+    # What it printed is the SavedModel's own answer: softmax of its serving signature on the red image.
+    pixels = np.zeros((1, 32, 32, 3), np.float32) + np.array([200, 40, 40], np.float32) / 255
+    exported = tf.saved_model.load(str(work / "flowers_export"))  # kept: it owns the variables
+    logits = exported.serve(pixels).numpy()[0]
+    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    np.testing.assert_allclose(prediction["probabilities"]["data"], expected, atol=1e-5)
+    assert (work / "red-ig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert refused["error"]["code"] == "layers_unavailable"
