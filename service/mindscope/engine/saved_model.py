@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
-import tensorflow as tf
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 SAVED_MODEL_FILE = "saved_model.pb"
 SAVED_MODEL_DIR = "saved_model"  # the SavedModel's folder inside a store entry
@@ -82,6 +84,8 @@ class Signature:
 
 def signature_of(root: Any, name: str) -> Signature:
     """`root`'s signature `name`, checked to be an image classifier's."""
+    import tensorflow as tf  # here: the store imports this module where Keras runs on JAX
+
     signatures = dict(root.signatures)
     if name not in signatures:
         raise SavedModelRefused(
@@ -158,6 +162,8 @@ def variable_groups(variables: list[tf.Variable]) -> dict[str, list[tuple[str, t
 def load_saved_model(path: Path, signature: str = DEFAULT_SIGNATURE) -> keras.Model:
     """The SavedModel at `path` as a one-layer Keras model over `signature` (`saved_model_parts`
     gives its variables)."""
+    import tensorflow as tf
+
     root = tf.saved_model.load(str(path))
     chosen = signature_of(root, signature)
     parts = SavedModelParts(path, signature, variable_groups(list(chosen.function.variables)))

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from mindscope import __version__, tracing
 from mindscope.api.deps import RegistryDep, SettingsDep, require_api_key
-from mindscope.api.protocol_errors import PROTOCOL_ERRORS, ProtocolRoute, protocol_not_found
+from mindscope.api.protocol_errors import PROTOCOL_ERRORS, ProtocolError, ProtocolRoute, protocol_not_found
 from mindscope.api.schemas import (
     ModelMetadataV2Response,
     RepositoryModelOut,
@@ -271,7 +271,12 @@ async def repository_load(registry: RegistryDep, name: ModelName) -> Response:
     return Response(b"{}", media_type="application/json")
 
 
-@router.post("/repository/models/{name}/unload", dependencies=secured, summary="Take a model out of memory")
+@router.post(
+    "/repository/models/{name}/unload",
+    dependencies=secured,
+    summary="Take a model out of memory",
+    responses={409: {"model": ProtocolError, "description": "the serving default stays loaded"}},
+)
 async def repository_unload(registry: RegistryDep, name: ModelName) -> Response:
     await run_in_threadpool(registry.unload, name)
     return Response(b"{}", media_type="application/json")
