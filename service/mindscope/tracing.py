@@ -18,7 +18,6 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -100,14 +99,15 @@ def instrument(app: Any, provider: TracerProvider) -> None:
     FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, exclude_spans=["receive", "send"])
 
 
-@contextlib.contextmanager
-def span(name: str, **attributes: Any) -> Iterator[None]:
-    """A child span of the current one while tracing is on (and a request's span is current)."""
+_OFF = contextlib.nullcontext()
+
+
+def span(name: str, **attributes: Any) -> contextlib.AbstractContextManager[Any]:
+    """A child span of the current one while tracing is on (and a request's span is current);
+    with tracing off, a shared do-nothing context."""
     if _tracer is None:
-        yield
-        return
-    with _tracer.start_as_current_span(name, attributes=attributes):
-        yield
+        return _OFF
+    return _tracer.start_as_current_span(name, attributes=attributes)
 
 
 def capture() -> tuple[Context, int] | None:

@@ -11,6 +11,7 @@ request that gives up does not cancel a load the next one will use.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import threading
@@ -45,6 +46,32 @@ class ResidencyStats:
     unloads: int = 0
     load_seconds: float = 0.0  # summed over loads, warm-up included
     failed_loads: int = 0
+
+
+def _retire(models: list[LoadedModel]) -> None:
+    """Close unloaded models off the caller's thread: each lane finishes the calls queued on it
+    (a request still holding the model runs later calls in its own thread), then the memory is
+    collected and handed back to the system."""
+    if not models:
+        return
+
+    def close() -> None:
+        for model in models:
+            model.close(wait=True)
+        models.clear()  # the last references the registry held
+        release_memory()
+
+    threading.Thread(target=close, name="model-unloader", daemon=True).start()
+
+
+def release_memory() -> None:
+    """Collect reference cycles, and hand the freed heap back to the system (glibc keeps freed
+    memory for reuse otherwise, so the process's resident set would not fall)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: its allocator decides
+        pass
 
 
 def resident_bytes(loaded: LoadedModel) -> int:
@@ -207,9 +234,7 @@ class ModelRegistry:
             logger.info("loaded %s in %.2f s (%.1f MB of weights)", ref.label, took, size / 1e6)
             for old in evicted:
                 logger.info("unloaded %s (least recently used)", old.ref.label)
-                old.close(wait=False)  # requests still using it finish in their own threads
-            if evicted:
-                gc.collect()
+            _retire(evicted)
             return loaded
         finally:
             with self._lock:
@@ -259,9 +284,7 @@ class ModelRegistry:
             self.stats.unloads += len(taken)
         for old in taken:
             logger.info("unloaded %s (asked for)", old.ref.label)
-            old.close(wait=False)
-        if taken:
-            gc.collect()
+        _retire(taken)
         return refs
 
     def preload(self, names: list[str]) -> None:
