@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import BinaryIO
 
@@ -179,3 +180,23 @@ def read_http_response(sock: socket.socket) -> bytes:
         assert chunk, "the server closed the connection mid-body"
         body += chunk
     return head + b"\r\n\r\n" + body
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that keeps the test's output clean."""
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+class LoopbackHTTP:
+    """A threading HTTP server on a free loopback port, serving `handler` until `close`."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -9,7 +9,6 @@ import hashlib
 import json
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -18,7 +17,7 @@ from cloudevents.http import from_http
 from mindscope.config import Settings
 
 from tests.conftest import COMMITTED_STORE
-from tests.servers import InProcessServer, free_port, wait_until
+from tests.servers import InProcessServer, LoopbackHTTP, QuietHandler, free_port, wait_until
 
 JPEG = {"Content-Type": "image/jpeg"}
 
@@ -33,7 +32,7 @@ class Receiver:
         received = self.events
         hold = self.hold
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:  # noqa: N802 (the http.server name)
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 hold.wait()
@@ -41,17 +40,12 @@ class Receiver:
                 self.send_response(202)
                 self.end_headers()
 
-            def log_message(self, *_: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/events"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.http = LoopbackHTTP(Handler)
+        self.url = f"{self.http.url}/events"
 
     def close(self) -> None:
         self.hold.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 def serve(tmp_path: Path, **settings: object) -> InProcessServer:

@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
 import httpx
@@ -23,7 +22,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from opentelemetry.sdk.trace import TracerProvider
 
 from tests.conftest import COMMITTED_STORE
-from tests.servers import start_server
+from tests.servers import LoopbackHTTP, QuietHandler, start_server
 
 JPEG = {"Content-Type": "image/jpeg"}
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -64,7 +63,7 @@ class HttpReceiver:
     """OTLP/HTTP: POST /v1/traces with an ExportTraceServiceRequest in protobuf."""
 
     def __init__(self, spans: Spans) -> None:
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:  # noqa: N802 (the http.server name)
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 assert self.path == "/v1/traces" and self.headers["Content-Type"] == "application/x-protobuf"
@@ -78,16 +77,11 @@ class HttpReceiver:
                 self.end_headers()
                 self.wfile.write(answer)
 
-            def log_message(self, *_: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.endpoint = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.http = LoopbackHTTP(Handler)
+        self.endpoint = self.http.url
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 class GrpcReceiver(trace_service_pb2_grpc.TraceServiceServicer):

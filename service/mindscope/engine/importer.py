@@ -260,10 +260,26 @@ def import_model(
         raise ImportRefused(f"--preprocessing mean-std needs --mean and --std with {shape[2]} values each")
     scale, offset = _probe_affine(chosen_range, mean, std)
     output = output_kind(model, shape, scale, offset)
+    entry_dir = store_root / name / str((ModelStore(store_root).versions(name) or [0])[-1] + 1)
+    metadata = {
+        "class_names": names,
+        "input_shape": list(shape),
+        "preprocessing": _preprocessing(shape, chosen_range, mean, std),
+        "output": output,
+    }
     if saved_model:
-        return _import_saved_model(
-            model_path, name, store_root, model, names, chosen_range, range_source, output, signature, mean, std
-        )
+        parts = saved_model_parts(model)
+        assert parts is not None
+        metadata |= {
+            "signature": signature,
+            "imported_from": {
+                "folder": model_path.name,
+                "saved_model_sha256": sha256_file(model_path / "saved_model.pb"),
+            },
+            "parameters": int(sum(int(np.prod(v.shape)) for pairs in parts.variables.values() for _, v in pairs)),
+        }
+        entry = write_saved_model_entry(entry_dir, model_path, metadata)
+        return ImportReport(entry, shape, names, output, chosen_range, range_source, 0, False, saved_model=True)
     initial = keras.models.clone_model(model)
     if initial_weights is not None:
         try:
@@ -276,19 +292,13 @@ def import_model(
     spatial = spatial_layer_names(model)
     if not spatial:
         raise ImportRefused("no layer of the model has a spatial (batch, H, W, C) output to show activations of")
-    store = ModelStore(store_root)
-    version = (store.versions(name) or [0])[-1] + 1
-    metadata = {
-        "class_names": names,
-        "input_shape": list(shape),
-        "preprocessing": _preprocessing(shape, chosen_range, mean, std),
-        "output": output,
+    metadata |= {
         "activation_layers": spatial,
         "imported_from": {"file": model_path.name, "sha256": sha256_file(model_path)},
         "parameters": int(model.count_params()),
     }
     files = StoreEntryFiles(model, initial if initial_weights is not None else None, [])
-    entry = write_store_entry(store_root / name / str(version), files, metadata)
+    entry = write_store_entry(entry_dir, files, metadata)
     return ImportReport(
         entry, shape, names, output, chosen_range, range_source, len(spatial), initial_weights is not None
     )
@@ -305,34 +315,3 @@ def _preprocessing(
     if input_range == "mean-std":
         preprocessing |= {"mean": mean, "std": std}
     return preprocessing
-
-
-def _import_saved_model(
-    path: Path,
-    name: str,
-    store_root: Path,
-    model: keras.Model,
-    names: list[str],
-    input_range: str,
-    range_source: str,
-    output: str,
-    signature: str,
-    mean: list[float] | None,
-    std: list[float] | None,
-) -> ImportReport:
-    shape = image_input_shape(model)
-    parts = saved_model_parts(model)
-    assert parts is not None
-    store = ModelStore(store_root)
-    version = (store.versions(name) or [0])[-1] + 1
-    metadata = {
-        "class_names": names,
-        "input_shape": list(shape),
-        "preprocessing": _preprocessing(shape, input_range, mean, std),
-        "output": output,
-        "signature": signature,
-        "imported_from": {"folder": path.name, "saved_model_sha256": sha256_file(path / "saved_model.pb")},
-        "parameters": int(sum(int(np.prod(v.shape)) for pairs in parts.variables.values() for _, v in pairs)),
-    }
-    entry = write_saved_model_entry(store_root / name / str(version), path, metadata)
-    return ImportReport(entry, shape, names, output, input_range, range_source, 0, False, saved_model=True)
