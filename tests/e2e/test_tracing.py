@@ -7,6 +7,7 @@ span."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from concurrent import futures
 import grpc
 import httpx
 import pytest
-from mindscope_client import Client
+from mindscope_client import AsyncClient, Client
 from mindscope_client._tracing import inject_trace_context
 from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
@@ -187,6 +188,17 @@ def test_the_sdk_sends_the_applications_trace_context(traced, sample_jpeg):
         context = app_span.get_span_context()
         with Client(base_url) as client:
             client.predict(sample_jpeg)
+    trace_id = format(context.trace_id, "032x")
+    (server,) = by_name(spans.wait_for(trace_id, {"POST /predict"}))["POST /predict"]
+    assert server.parent_span_id.hex() == format(context.span_id, "016x")
+
+    async def from_a_coroutine() -> object:
+        with provider.get_tracer("app").start_as_current_span("classify in a coroutine") as span:
+            async with AsyncClient(base_url) as client:
+                await client.predict(sample_jpeg)
+            return span.get_span_context()
+
+    context = asyncio.run(from_a_coroutine())
     trace_id = format(context.trace_id, "032x")
     (server,) = by_name(spans.wait_for(trace_id, {"POST /predict"}))["POST /predict"]
     assert server.parent_span_id.hex() == format(context.span_id, "016x")
