@@ -160,6 +160,12 @@ def test_what_needs_a_layer_answers_404_naming_it(served):
         )
         assert "SavedModel" in error["message"] and "model.keras" in error["message"], path
     assert_error(served.get("/visualize/1/0?model=keras_export"), 404, "layers_unavailable")
+    # Jobs too: an index of embeddings needs a layer (refused when submitted); predictions do not.
+    _, pixels = picture(SHAPE, seed=14)
+    images = {"instances": [pixels.tolist()], "value_range": "0-1", "model": "keras_export"}
+    refused = served.post("/jobs", json={"kind": "index", "parameters": {"name": "x"}, **images})
+    assert_error(refused, 404, "layers_unavailable")
+    assert served.post("/jobs", json={"kind": "predict", **images}).status_code == 202
     detail = served.get("/models/keras_export").json()
     assert detail["layers"] == [] and detail["input_shape"] == list(SHAPE)
 
