@@ -158,3 +158,32 @@ def test_tritons_model_control_loads_lists_and_unloads(store):
         finally:
             client.close()
         assert http.get("/health/ready").status_code == 200
+
+
+def test_a_model_a_job_runs_on_stays_loaded_until_the_job_ends(store):
+    from ..jobs.helpers import finished
+    from ..servers import ModelGate
+
+    folder, models = store
+    settings = Settings(
+        model_store_dir=folder / "store", default_model="m0", max_loaded_models=2, jobs_dir=folder / "jobs-held"
+    )
+    with InProcessServer(settings) as server, httpx.Client(base_url=server.base_url, timeout=60) as http:
+        registry = server.app.state.registry
+        _, pixels = picture(SHAPE, 2)
+        with ModelGate(registry.get("m1").forward_batcher) as gate:
+            job = http.post(
+                "/jobs", json={"kind": "predict", "model": "m1", "instances": [pixels.tolist()], "value_range": "0-1"}
+            )
+            assert job.status_code == 202, job.text
+            gate.wait_entered(1)  # the job is computing on m1
+            for name in ("m2", "m3"):
+                predicts_as_keras(http, models, name, seed=4)
+                assert "m1" in {ref.name for ref in registry.loaded()}  # past the limit, but a job holds it
+            refused = http.post("/v2/repository/models/m1/unload")
+            assert refused.status_code == 409 and "a job is running on m1" in refused.json()["error"]
+            gate.open()
+            assert finished(http, job.json()["id"])["state"] == "succeeded"
+        predicts_as_keras(http, models, "m4", seed=5)  # the job is over: m1 goes now, least recently used
+        assert {ref.name for ref in registry.loaded()} == {"m0", "m4"}
+        predicts_as_keras(http, models, "m1", seed=6)

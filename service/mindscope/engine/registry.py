@@ -11,12 +11,14 @@ request that gives up does not cancel a load the next one will use.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -118,6 +120,7 @@ class ModelRegistry:
         self._loaded: OrderedDict[ModelRef, LoadedModel] = OrderedDict()  # least recently used first
         self._sizes: dict[ModelRef, int] = {}
         self._loading: dict[ModelRef, Future[LoadedModel]] = {}
+        self._held: dict[ModelRef, int] = {}  # models a job runs on: never unloaded meanwhile
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
         self._failed: dict[ModelRef, str] = {}
         self._incomplete: dict[ModelRef, tuple[tuple[tuple[str, int, int], ...], ModelIntegrityError]] = {}
@@ -250,7 +253,7 @@ class ModelRegistry:
             memory = limits.memory_bytes and sum(self._sizes.values()) > limits.memory_bytes
             return bool(count or memory)
 
-        pinned = {keep} | ({self._default.ref} if self._default is not None else set())
+        pinned = {keep, *self._held} | ({self._default.ref} if self._default is not None else set())
         for ref in [r for r in self._loaded if r not in pinned]:
             if not over():
                 break
@@ -259,11 +262,29 @@ class ModelRegistry:
             self.stats.unloads += 1
         if over():
             logger.warning(
-                "%d models (%.1f MB of weights) stay over the limits: only the serving default and the newest remain",
+                "%d models (%.1f MB of weights) stay over the limits: the rest are the serving default, the newest "
+                "and those jobs run on",
                 len(self._loaded),
                 sum(self._sizes.values()) / 1e6,
             )
         return evicted
+
+    @contextlib.contextmanager
+    def held(self, name: str | None = None, version: int | None = None) -> Iterator[LoadedModel]:
+        """The model, kept in memory until the block ends (a job runs on it)."""
+        while True:
+            model = self.get(name, version)
+            with self._lock:
+                if self._loaded.get(model.ref) is model:  # not unloaded since `get` returned it
+                    self._held[model.ref] = self._held.get(model.ref, 0) + 1
+                    break
+        try:
+            yield model
+        finally:
+            with self._lock:
+                self._held[model.ref] -= 1
+                if not self._held[model.ref]:
+                    del self._held[model.ref]
 
     def unload(self, name: str) -> list[ModelRef]:
         """Take every resident version of `name` out of memory (Triton's explicit unload); the
@@ -277,6 +298,8 @@ class ModelRegistry:
                 model=serving.label,
             )
         with self._lock:
+            if any(ref.name == name for ref in self._held):
+                raise ModelPinned(f"a job is running on {name}; it stays loaded until the job ends", model=name)
             refs = [ref for ref in self._loaded if ref.name == name]
             taken = [self._loaded.pop(ref) for ref in refs]
             for ref in refs:

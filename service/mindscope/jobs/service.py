@@ -375,7 +375,15 @@ class JobService:
         if not self.store.start(job.id):
             return
         try:
-            model = self.model_of(job)
+            # The model stays in memory while its job runs: unloading it would leave the job's
+            # calls off the batchers (no waiting for online requests) and load a second copy.
+            with self.registry.held(job.spec["model"], job.spec["version"]) as model:
+                self._run_job_on(job, model)
+        except MindscopeError as exc:  # the model cannot be loaded
+            self.store.end(job.id, "failed", exc.message)
+
+    def _run_job_on(self, job: JobRow, model: LoadedModel) -> None:
+        try:
             work = self.work_of(job, model)
         except MindscopeError as exc:
             self.store.end(job.id, "failed", exc.message)

@@ -275,7 +275,9 @@ async def repository_load(registry: RegistryDep, name: ModelName) -> Response:
     "/repository/models/{name}/unload",
     dependencies=secured,
     summary="Take a model out of memory",
-    responses={409: {"model": ProtocolError, "description": "the serving default stays loaded"}},
+    responses={
+        409: {"model": ProtocolError, "description": "the serving default, or a model a job runs on, stays loaded"}
+    },
 )
 async def repository_unload(registry: RegistryDep, name: ModelName) -> Response:
     await run_in_threadpool(registry.unload, name)
