@@ -14,7 +14,7 @@ from mindscope import __version__, tracing
 from mindscope.api.deps import reject_unknown_query, require_api_key
 from mindscope.api.errors import install_error_handlers
 from mindscope.api.limits import BodyLimits, RequestLifetime
-from mindscope.api.observability import RequestObserver
+from mindscope.api.observability import RequestObserver, trace_requests
 from mindscope.api.openapi import install_openapi
 from mindscope.api.payload_log import PayloadLogger, PayloadSink
 from mindscope.api.predict_fast_path import PredictFastPath
@@ -162,5 +162,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # OTEL_* variables: a span per request around all of the above, continuing the client's traceparent.
     app.state.tracer_provider = tracing.start()
     if app.state.tracer_provider is not None:
-        tracing.instrument(app, app.state.tracer_provider)
+        trace_requests(app, app.state.tracer_provider)
     return app

@@ -2,12 +2,13 @@
 
 Tracing is on when `OTEL_TRACES_EXPORTER` names an exporter or an OTLP endpoint is set
 (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), and `OTEL_SDK_DISABLED` is
-not `true`. Then every request gets a server span (FastAPI's instrumentation: it continues a
-client's W3C `traceparent`), with child spans for `decode`, `queue wait`, `model call` (the batch's
-rows and requests as attributes) and `render`. The exporter (`otlp`, over `http/protobuf` or
-`grpc` by `OTEL_EXPORTER_OTLP_PROTOCOL`, or `console`), the sampler (`OTEL_TRACES_SAMPLER`), the
-resource (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`) and the batch processor (`OTEL_BSP_*`)
-are the SDK's own readings of those variables.
+not `true`. Then every request gets a server span (FastAPI's instrumentation, installed by
+`api.observability.trace_requests`: it continues a client's W3C `traceparent`), with child spans
+for `decode`, `queue wait`, `model call` (the batch's rows and requests as attributes) and
+`render`. The exporter (`otlp`, over `http/protobuf` or `grpc` by `OTEL_EXPORTER_OTLP_PROTOCOL`,
+or `console`), the sampler (`OTEL_TRACES_SAMPLER`), the resource (`OTEL_SERVICE_NAME`,
+`OTEL_RESOURCE_ATTRIBUTES`) and the batch processor (`OTEL_BSP_*`) are the SDK's own readings of
+those variables.
 
 Off, nothing of the SDK is imported and each hook below is one test of a module global.
 """
@@ -89,14 +90,6 @@ def _exporter(name: str) -> Any:
 
         return OTLPSpanExporter()
     raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: use http/protobuf or grpc")
-
-
-def instrument(app: Any, provider: TracerProvider) -> None:
-    """A server span for every request, continuing the client's `traceparent`; URLs in
-    `OTEL_PYTHON_FASTAPI_EXCLUDED_URLS` are left out."""
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-
-    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, exclude_spans=["receive", "send"])
 
 
 _OFF = contextlib.nullcontext()

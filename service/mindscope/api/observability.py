@@ -1,4 +1,5 @@
-"""Request ids, one JSON access-log line per request, and Prometheus metrics at /metrics."""
+"""Request ids, one JSON access-log line per request, Prometheus metrics at /metrics, and a trace
+span per request when OpenTelemetry is configured (`mindscope.tracing`)."""
 
 from __future__ import annotations
 
@@ -85,3 +86,11 @@ class RequestObserver:
                     }
                 )
             )
+
+
+def trace_requests(app: Any, provider: Any) -> None:
+    """A server span for every request, around every middleware, continuing the client's
+    `traceparent`; URLs in `OTEL_PYTHON_FASTAPI_EXCLUDED_URLS` are left out."""
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, exclude_spans=["receive", "send"])

@@ -103,7 +103,9 @@ def histogram_figure(panels: Sequence[WeightPanel], bins: int, note: str | None 
             ax.set_xlabel(f"{panel.parameter} value", fontsize=7)
             if col == 0:
                 ax.set_ylabel("count of weights", fontsize=8)
-    lines = ["Weights of each layer before and after training (each panel on its own x-axis; bars count weights)"]
+    # A model stored without its weights from before training has the one stage.
+    when = STAGE_TITLES.get(stages[0], stages[0]) if len(stages) == 1 else "before and after training"
+    lines = [f"Weights of each layer {when} (each panel on its own x-axis; bars count weights)"]
     if said:
         lines.append("Not drawn: " + "; ".join(said))
     if note:

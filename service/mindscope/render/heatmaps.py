@@ -103,6 +103,9 @@ def attribution_figure(
     axes[0].set_title("input")
     heat = axes[1].imshow(values, cmap=cmap, norm=Normalize(low, high), interpolation="nearest")
     bar = figure.colorbar(heat, ax=axes[1], fraction=0.046, pad=0.04)
+    # Small attributions (0.00015) as 1.5 with the power above: long tick labels ran into the overlay.
+    bar.formatter.set_powerlimits((-2, 3))  # type: ignore[attr-defined]
+    bar.update_ticks()
     if caption.values:
         symbol = f"{caption.symbol}({caption.label})"
         axes[1].set_title(

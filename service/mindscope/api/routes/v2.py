@@ -41,6 +41,7 @@ from mindscope.dataplane.tensors import (
     split_bytes_elements,
 )
 from mindscope.engine.loaded_model import LoadedModel
+from mindscope.engine.registry import ModelRegistry
 from mindscope.engine.store import ModelRef, parse_version
 from mindscope.errors import InvalidInput, InvalidJSON
 
@@ -253,10 +254,12 @@ async def repository_index(request: Request, registry: RegistryDep) -> list[Repo
     except ValueError:
         raise InvalidJSON('the index request must be JSON, e.g. {} or {"ready": true}') from None
     ready_only = bool(asked.get("ready", False)) if isinstance(asked, dict) else False
-    resident = set(registry.loaded())
-    store = registry.store
-    index = []
-    for name in await run_in_threadpool(store.names):
+    return await run_in_threadpool(_repository_index, registry, ready_only)  # the store is read from disk
+
+
+def _repository_index(registry: ModelRegistry, ready_only: bool) -> list[RepositoryModelOut]:
+    resident, store, index = set(registry.loaded()), registry.store, []
+    for name in store.names():
         for version in store.versions(name):
             loaded = ModelRef(name, version) in resident
             if loaded or not ready_only:
